@@ -1,0 +1,49 @@
+"""Connect to Ray: join a running cluster, or start a private local one.
+
+The driver joins a cluster when `cluster.address` is set or `RAY_ADDRESS` is in
+the environment (that is how `ray job submit` runs it); otherwise it starts a
+private cluster (`address="local"`), sized in *logical* CPUs to exactly what the
+recipe asks for. Logical CPUs only decide placement; each process caps its own
+threads (`trainer.num_threads`, `rollout.num_threads`) so real cores are not
+oversubscribed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from rlvr.config import Config
+
+
+def logical_cpus_needed(cfg: Config) -> int:
+    need = (cfg.trainer.num_workers * cfg.trainer.cpus_per_worker
+            + cfg.rollout.num_engines * cfg.rollout.cpus_per_engine
+            + cfg.reward.num_workers * cfg.reward.cpus_per_worker)
+    return max(1, math.ceil(need))
+
+
+def connect(cfg: Config) -> bool:
+    """ray.init for this run; returns True when we started (and so must stop) the cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    address = cfg.cluster.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    kwargs = {}
+    if cfg.cluster.temp_dir:
+        kwargs["_temp_dir"] = os.path.abspath(cfg.cluster.temp_dir)
+    ray.init(address="local", num_cpus=cfg.cluster.num_cpus or logical_cpus_needed(cfg),
+             include_dashboard=False, **kwargs)
+    return True
+
+
+def runtime_env_for_actors(cache_dir: str) -> dict:
+    """Environment every actor needs (JIT-compiled DeepSpeed ops are cached, not rebuilt)."""
+    return {"env_vars": {
+        "TORCH_EXTENSIONS_DIR": os.path.join(os.path.abspath(cache_dir), "torch_extensions"),
+        "TOKENIZERS_PARALLELISM": "false",
+    }}

@@ -1,0 +1,363 @@
+"""The recipe schema: typed dataclasses turned into an OmegaConf structured config.
+
+A recipe is YAML grouped by role (run, model, data, rollout, reward, algorithm,
+trainer, eval, checkpoint, cluster, service, logging). `load_recipe` merges the
+YAML and `dotted.key=value` overrides onto the schema, so unknown keys and wrong
+types fail at load naming the dotted key, then `check_recipe` rejects impossible
+values and missing paths. Both raise `RecipeError`, which the CLI prints as one
+line (exit code 2) before anything heavy is imported or started.
+
+Each component receives its own section (`cfg.trainer`, `cfg.rollout`, ...),
+never the root.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+BUILTIN_TINY_MODEL = "builtin:tiny"
+BUILTIN_ARITHMETIC = "builtin:arithmetic"
+
+
+class RecipeError(ValueError):
+    """A recipe problem, always naming the dotted key (or path) at fault."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    output_dir: str = "runs"
+    seed: int = 0
+
+
+@dataclass
+class TinyModelConfig:
+    """The built-in tiny model (`model.path: builtin:tiny`), built locally and cached."""
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 512
+    sft_steps: int = 300
+    sft_lr: float = 2e-3
+    sft_batch_size: int = 128
+    sft_warmup_steps: int = 10
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    path: str = BUILTIN_TINY_MODEL  # builtin:tiny, a local folder, or a hub id
+    dtype: str = "float32"  # float32 | bfloat16
+    trust_remote_code: bool = False
+    cache_dir: str = ".cache/rlvr"  # where builtin models are built and kept
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+
+
+@dataclass
+class ArithmeticConfig:
+    """The built-in synthetic task: `Q: a+b=? A:`, answered with the digits of the sum."""
+
+    min_operand: int = 0
+    max_operand: int = 99
+    num_train: int = 20000
+    num_eval: int = 500
+    seed: int = 1234  # fixed so the task (and its held-out split) never depends on run.seed
+
+
+@dataclass
+class DataConfig:
+    train_path: str = BUILTIN_ARITHMETIC  # builtin:arithmetic, or .jsonl / .parquet
+    eval_path: Optional[str] = BUILTIN_ARITHMETIC
+    prompt_key: str = "prompt"  # a plain string prompt ...
+    messages_key: str = "messages"  # ... or a chat list [{role, content}, ...]
+    answer_key: str = "answer"
+    system_prompt: Optional[str] = None
+    apply_chat_template: bool = True
+    prompts_per_step: int = 64
+    arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+
+
+@dataclass
+class RolloutConfig:
+    engine: str = "vllm"  # vllm | hf
+    num_engines: int = 1
+    n: int = 8  # group size: samples per prompt
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    ignore_eos: bool = False
+    engine_kwargs: Dict[str, Any] = field(default_factory=dict)  # passed to vllm.LLM
+    cpus_per_engine: float = 1.0  # Ray logical CPUs per engine actor
+    gpus_per_engine: float = 0.0
+    num_threads: int = 2  # torch threads inside the engine process
+
+
+@dataclass
+class RewardConfig:
+    # each item: {name, weight (1.0), timeout_s, failure_score, **options for the verifier}
+    verifiers: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "math"}])
+    num_workers: int = 1
+    timeout_s: float = 5.0  # hard wall-clock limit per sample and verifier
+    failure_score: float = 0.0  # score used when a verifier raises, hangs or returns NaN
+    cpus_per_worker: float = 0.5
+
+
+@dataclass
+class AlgorithmConfig:
+    advantage: str = "grpo"  # a key of rlvr.algos.ADVANTAGES
+    advantage_eps: float = 1e-6
+    policy_loss: str = "ppo_clip"  # a key of rlvr.algos.POLICY_LOSSES
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    loss_agg: str = "token_mean"  # a mode of rlvr.algos.aggregate
+    skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 2
+
+
+@dataclass
+class FSDP2Config:
+    reshard_after_forward: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    backend: str = "fsdp2"  # fsdp2 | deepspeed
+    num_workers: int = 2  # ranks
+    total_steps: int = 100
+    lr: float = 3e-4
+    lr_schedule: str = "constant"  # constant | linear | cosine
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    micro_batch_size: int = 64  # sequences per forward/backward on one rank
+    updates_per_step: int = 1  # optimizer steps per batch (mini-batches)
+    dtype: str = "float32"  # float32 | bfloat16 (training precision)
+    num_threads: int = 1  # torch threads per rank
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+    gradient_checkpointing: bool = False
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    fsdp2: FSDP2Config = field(default_factory=FSDP2Config)
+
+
+@dataclass
+class EvalConfig:
+    every: int = 10  # steps between held-out evaluations (0: only at start and end)
+    num_prompts: int = 500
+    max_tokens: Optional[int] = None  # default: rollout.max_tokens
+    accuracy_verifier: Optional[str] = None  # its score >= 1 counts as correct; default: the first verifier
+
+
+@dataclass
+class CheckpointConfig:
+    save_final: bool = True
+    every: int = 0  # 0: only the final checkpoint
+
+
+@dataclass
+class ClusterConfig:
+    address: Optional[str] = None  # join this Ray cluster (RAY_ADDRESS also works)
+    num_cpus: Optional[int] = None  # logical CPUs of a private local cluster (default: what the recipe asks)
+    temp_dir: Optional[str] = None
+
+
+@dataclass
+class ServiceConfig:
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8777
+
+
+@dataclass
+class LoggingConfig:
+    progress: bool = True  # progress bar over steps
+    print_samples: int = 1  # completions printed at each eval (0: none)
+    jsonl: bool = True
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+
+
+def load_recipe(path: str | None, overrides: list[str] = ()) -> Config:
+    """Load a YAML recipe plus `dotted.key=value` overrides onto the schema, then check it."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = OmegaConf.structured(Config)
+    try:
+        merged = schema
+        if path is not None:
+            if not os.path.isfile(path):
+                raise RecipeError(path, "recipe file not found")
+            merged = OmegaConf.merge(merged, _load_yaml(path))
+        for item in overrides:
+            if "=" not in item:
+                raise RecipeError(item, "override must look like dotted.key=value")
+        if overrides:
+            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+        OmegaConf.resolve(merged)
+        cfg: Config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:
+        raise RecipeError(getattr(e, "full_key", None) or "recipe", _first_line(getattr(e, "msg", str(e)))) from None
+    check_recipe(cfg)
+    return cfg
+
+
+def to_yaml(cfg: Config) -> str:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def _load_yaml(path: str):
+    from omegaconf import OmegaConf
+
+    try:
+        return OmegaConf.load(path)
+    except Exception as e:  # yaml syntax errors
+        raise RecipeError(path, f"not valid YAML: {_first_line(str(e))}") from None
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
+
+
+def _require(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise RecipeError(key, message)
+
+
+def _one_of(value: str, key: str, choices) -> None:
+    _require(value in choices, key, f"must be one of {sorted(choices)}, got {value!r}")
+
+
+def check_recipe(cfg: Config) -> None:
+    """Reject impossible values and missing paths, naming the dotted key."""
+    from rlvr import algos  # pure torch functions; cheap enough
+
+    _require(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run.name)), "run.name", "use letters, digits, '.', '_' or '-'")
+    _check_model(cfg.model)
+    _check_data(cfg.data)
+
+    r = cfg.rollout
+    _one_of(r.engine, "rollout.engine", {"vllm", "hf"})
+    _require(r.num_engines >= 1, "rollout.num_engines", "must be >= 1")
+    _require(r.max_tokens >= 1, "rollout.max_tokens", "must be >= 1")
+    _require(r.temperature > 0, "rollout.temperature", "must be > 0 (RL needs sampling)")
+    _require(0 < r.top_p <= 1, "rollout.top_p", "must be in (0, 1]")
+    _require(r.num_threads >= 1, "rollout.num_threads", "must be >= 1")
+
+    a = cfg.algorithm
+    _one_of(a.advantage, "algorithm.advantage", set(algos.ADVANTAGES))
+    _one_of(a.policy_loss, "algorithm.policy_loss", set(algos.POLICY_LOSSES))
+    _one_of(a.loss_agg, "algorithm.loss_agg", set(algos.AGGREGATIONS))
+    _require(r.n >= 2 or a.advantage not in algos.GROUP_ADVANTAGES, "rollout.n",
+             f"group size must be >= 2 for {a.advantage!r} (advantages are relative to the group), got {r.n}")
+    _require(r.n >= 1, "rollout.n", "must be >= 1")
+    _require(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low", "clip ranges must be >= 0")
+
+    _check_reward(cfg.reward)
+
+    t = cfg.trainer
+    _one_of(t.backend, "trainer.backend", {"fsdp2", "deepspeed"})
+    _one_of(t.deepspeed.zero_stage, "trainer.deepspeed.zero_stage", {1, 2, 3})
+    _one_of(t.dtype, "trainer.dtype", {"float32", "bfloat16"})
+    _one_of(t.lr_schedule, "trainer.lr_schedule", {"constant", "linear", "cosine"})
+    _require(t.num_workers >= 1, "trainer.num_workers", "must be >= 1")
+    _require(t.total_steps >= 1, "trainer.total_steps", "must be >= 1")
+    _require(t.lr > 0, "trainer.lr", "must be > 0")
+    _require(t.micro_batch_size >= 1, "trainer.micro_batch_size", "must be >= 1")
+    _require(t.updates_per_step >= 1, "trainer.updates_per_step", "must be >= 1")
+    _require(len(t.betas) == 2, "trainer.betas", "must be two numbers")
+    _require(t.num_threads >= 1, "trainer.num_threads", "must be >= 1")
+    _require(cfg.data.prompts_per_step * r.n >= t.num_workers, "data.prompts_per_step",
+             "a step must have at least one sample per trainer rank")
+
+    _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
+    _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
+    _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
+    _require(1 <= cfg.service.port <= 65535, "service.port", "must be a TCP port")
+    _one_of(cfg.model.dtype, "model.dtype", {"float32", "bfloat16"})
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def looks_like_hub_id(path: str) -> bool:
+    return bool(HUB_ID.fullmatch(path)) and not path.startswith((".", "/", "~"))
+
+
+def _check_model(m: ModelConfig) -> None:
+    if m.path == BUILTIN_TINY_MODEL:
+        return
+    _require(not m.path.startswith("builtin:"), "model.path", f"unknown built-in model {m.path!r} (have {BUILTIN_TINY_MODEL})")
+    local = os.path.expanduser(m.path)
+    if os.path.exists(local):
+        _require(os.path.isfile(os.path.join(local, "config.json")), "model.path",
+                 f"{m.path} has no config.json (expected a Hugging Face model folder)")
+        return
+    _require(looks_like_hub_id(m.path), "model.path", f"{m.path}: no such model folder")
+
+
+def _check_data(d: DataConfig) -> None:
+    _require(d.prompts_per_step >= 1, "data.prompts_per_step", "must be >= 1")
+    for key, path in (("data.train_path", d.train_path), ("data.eval_path", d.eval_path)):
+        if path is None or path == BUILTIN_ARITHMETIC:
+            continue
+        _require(not path.startswith("builtin:"), key, f"unknown built-in dataset {path!r} (have {BUILTIN_ARITHMETIC})")
+        _require(os.path.isfile(os.path.expanduser(path)), key, f"{path}: no such file")
+        _require(path.endswith((".jsonl", ".json", ".parquet")), key, f"{path}: expected a .jsonl or .parquet file")
+    ar = d.arithmetic
+    _require(0 <= ar.min_operand <= ar.max_operand, "data.arithmetic.max_operand", "must be >= min_operand >= 0")
+    _require(ar.num_train >= 1, "data.arithmetic.num_train", "must be >= 1")
+
+
+def _check_reward(rw: RewardConfig) -> None:
+    _require(len(rw.verifiers) >= 1, "reward.verifiers", "at least one verifier is needed")
+    _require(rw.num_workers >= 1, "reward.num_workers", "must be >= 1")
+    _require(rw.timeout_s > 0, "reward.timeout_s", "must be > 0")
+    for i, v in enumerate(rw.verifiers):
+        key = f"reward.verifiers[{i}]"
+        _require(isinstance(v.get("name"), str) and v["name"], f"{key}.name", "each verifier needs a name")
+        _require(isinstance(v.get("weight", 1.0), (int, float)), f"{key}.weight", "must be a number")
+        _require(isinstance(v.get("timeout_s", 1.0), (int, float)) and v.get("timeout_s", 1.0) > 0,
+                 f"{key}.timeout_s", "must be a number > 0")
+        from rlvr.reward.registry import resolve_verifier_name
+
+        try:
+            resolve_verifier_name(v["name"])
+        except LookupError as e:
+            raise RecipeError(f"{key}.name", str(e)) from None

@@ -1,0 +1,250 @@
+"""The driver: one loop, read top to bottom, with every remote call visible.
+
+    for each step:
+        sample prompts -> generate (engines) -> score (reward workers)
+        -> advantages (pure function) -> train (trainer ranks)
+        -> push weights (trainer rank 0 -> engines) -> log / evaluate
+
+Strictly on-policy: the engines always generate with the weights of the
+previous update (the sync is part of every step), so `old_logp` equals the
+current policy's log-probs at the first update of each step.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from rlvr.config import Config, to_yaml
+from rlvr.metrics import MetricsLogger, Timer, console_line
+from rlvr.types import Completion, RewardInput, SamplingSpec
+
+
+def prepare_model(cfg: Config) -> str:
+    """The model folder (or hub id) the run starts from; builds the built-in tiny model once."""
+    from rlvr.config import BUILTIN_TINY_MODEL
+
+    if cfg.model.path != BUILTIN_TINY_MODEL:
+        return os.path.expanduser(cfg.model.path)
+    from rlvr.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(cfg.model, cfg.data.arithmetic, progress=cfg.logging.progress)
+
+
+def train(cfg: Config) -> dict:
+    """Run `cfg.trainer.total_steps` RL steps; returns a summary of the run."""
+    import ray
+
+    from rlvr import cluster
+    from rlvr.data import PromptSampler, load_train_and_eval
+    from rlvr.reward.pool import RewardWorker
+    from rlvr.rollout.actors import create_engines, split_evenly
+    from rlvr.trainer.group import create_trainers
+
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
+        f.write(to_yaml(cfg))
+
+    # ---- data and model (local, before any actor starts)
+    model_path = prepare_model(cfg)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
+    eval_prompts = eval_prompts[: cfg.eval.num_prompts]
+    sampler = PromptSampler(len(train_prompts), cfg.run.seed)
+
+    # ---- actors
+    started_cluster = cluster.connect(cfg)
+    env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
+    print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
+          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
+    engines = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
+    trainers, _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, runtime_env=env)
+    reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
+    rewarders = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s, cfg.reward.failure_score)
+                 for _ in range(cfg.reward.num_workers)]
+    ray.get([w.ping.remote() for w in rewarders])
+
+    logger = MetricsLogger(run_dir)
+    spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
+                        top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
+    eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
+    version, history = 0, []
+    progress = _progress(cfg)
+
+    def score(prompts, completions: list[Completion]):
+        inputs = [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
+                              prompts[c.prompt_index].metadata) for c in completions]
+        shards = split_evenly(inputs, len(rewarders))
+        return [r for part in ray.get([w.score.remote(s) for w, s in zip(rewarders, shards) if s]) for r in part]
+
+    def evaluate() -> dict:
+        if not eval_prompts:
+            return {}
+        t0 = time.perf_counter()
+        shards = split_evenly([p.token_ids for p in eval_prompts], len(engines))
+        completions = _merge(ray.get([e.generate.remote(s, eval_spec) for e, s in zip(engines, shards) if s]), shards)
+        results = score(eval_prompts, completions)
+        return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
+
+    first_eval = evaluate()
+    logger.log({"step": 0, **first_eval})
+    if first_eval:
+        print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
+    for step in range(1, cfg.trainer.total_steps + 1):
+        timer = Timer()
+        with timer("step"):
+            prompts = [train_prompts[i] for i in sampler.next_batch(cfg.data.prompts_per_step)]
+
+            with timer("generate"):
+                shards = split_evenly([p.token_ids for p in prompts], len(engines))
+                completions = _merge(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
+
+            with timer("reward"):
+                rewards = score(prompts, completions)
+
+            samples, batch_stats = _build_samples(prompts, completions, rewards, cfg)
+
+            with timer("train"):
+                from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
+
+                train_stats = {}
+                if samples:
+                    shards = shard_for_ranks(samples, len(trainers))
+                    denominator = _denominator(samples, cfg.algorithm.loss_agg)
+                    micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
+                    train_stats = _reduce_train(ray.get([w.train_step.remote(s, denominator, micro)
+                                                         for w, s in zip(trainers, shards)]))
+
+            with timer("sync"):
+                if samples:
+                    version += 1
+                    state_refs = [w.full_state_dict.remote() for w in trainers]  # collective; rank 0 holds the weights
+                    ray.get([e.update_weights.remote(state_refs[0], version) for e in engines])
+                    ray.get(state_refs[1:])
+
+        metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version}
+        if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
+            metrics.update(evaluate())
+        logger.log(metrics)
+        history.append(metrics)
+        _report(progress, metrics, completions, prompts, cfg)
+
+    progress.close() if progress else None
+    final = None
+    if cfg.checkpoint.save_final:
+        final = os.path.join(run_dir, "checkpoints", "final")
+        ray.get([w.save_hf.remote(final) for w in trainers])
+        print(f"[rlvr] saved final checkpoint (HF format): {final}", flush=True)
+    logger.close()
+    for w in rewarders:
+        ray.get(w.shutdown.remote())
+    if started_cluster:
+        ray.shutdown()
+    return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final}
+
+
+# --------------------------------------------------------------------------- helpers (pure)
+
+
+def _merge(shard_results: list[list[Completion]], shards: list[list]) -> list[Completion]:
+    """Concatenate per-engine results, renumbering prompt_index to the full prompt list."""
+    out, offset = [], 0
+    for part, shard in zip(shard_results, [s for s in shards if s]):
+        for c in part:
+            c.prompt_index += offset
+            out.append(c)
+        offset += len(shard)
+    return out
+
+
+def _build_samples(prompts, completions, rewards, cfg: Config):
+    """Advantages per group, then the samples worth training on, plus batch metrics."""
+    import torch
+
+    from rlvr import algos
+    from rlvr.reward.pool import reward_metrics
+    from rlvr.trainer.batch import TrainSample
+
+    totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
+    groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
+    advantages = algos.ADVANTAGES[cfg.algorithm.advantage](totals, groups, eps=cfg.algorithm.advantage_eps)
+    uniform = algos.uniform_groups(totals, groups)
+    keep = ~uniform if cfg.algorithm.skip_uniform_groups else torch.ones_like(uniform)
+    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs)
+               for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k and c.token_ids]
+    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+    primary = _primary_key(cfg)
+    stats = {
+        "reward/mean": totals.mean().item(),
+        "reward/std": totals.std(unbiased=False).item(),
+        "accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in rewards) / max(1, len(rewards)),
+        "response_length/mean": lengths.mean().item(),
+        "response_length/max": lengths.max().item(),
+        "response/clipped_fraction": sum(c.finish_reason == "length" for c in completions) / max(1, len(completions)),
+        "tokens/generated": int(lengths.sum().item()),
+        "groups/uniform_fraction": uniform.float().mean().item(),
+        "samples/trained": len(samples),
+        **reward_metrics(rewards),
+    }
+    return samples, stats
+
+
+def _denominator(samples, loss_agg: str) -> float:
+    if loss_agg == "token_mean":
+        return float(sum(len(s.completion_ids) for s in samples))
+    return float(len(samples))
+
+
+def _reduce_train(results: list[dict]) -> dict:
+    """Combine per-rank train stats: sums for the loss, token-weighted means for ratios."""
+    tokens = sum(r["tokens"] for r in results) or 1.0
+    out = {"loss": sum(r["loss"] for r in results), "grad_norm": results[0]["grad_norm"], "lr": results[0]["lr"],
+           "rollout/logprob_abs_diff": sum(r["rollout_logprob_diff_sum"] for r in results) / tokens,
+           "tokens/trained": tokens}
+    for key in ("clip_fraction", "approx_kl"):
+        out[f"policy/{key}"] = sum(r.get(key, 0.0) for r in results) / tokens
+    return out
+
+
+def _primary_key(cfg: Config) -> str:
+    """The verifier whose score of 1 means 'correct' (eval.accuracy_verifier, else the first)."""
+    names = [v["name"] for v in cfg.reward.verifiers]
+    return cfg.eval.accuracy_verifier or names[0]
+
+
+def _eval_metrics(results, completions, cfg: Config) -> dict:
+    primary = _primary_key(cfg)
+    n = max(1, len(results))
+    return {
+        "eval/accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in results) / n,
+        "eval/reward": sum(r.total for r in results) / n,
+        "eval/response_length": sum(len(c.token_ids) for c in completions) / max(1, len(completions)),
+        "eval/failures": sum(bool(r.failures) for r in results),
+    }
+
+
+def _progress(cfg: Config):
+    if not cfg.logging.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.trainer.total_steps, desc="rlvr", unit="step", dynamic_ncols=True)
+
+
+def _report(progress, metrics: dict, completions, prompts, cfg: Config) -> None:
+    line = console_line(metrics)
+    if progress is None:
+        print(line, flush=True)
+        return
+    progress.write(line)
+    if cfg.logging.print_samples and completions and "eval/accuracy" in metrics:
+        c = completions[0]
+        progress.write(f"       sample: {prompts[c.prompt_index].text[-40:]!r} -> {c.text!r} (answer {prompts[c.prompt_index].answer})")
+    postfix = {"reward": f"{metrics['reward/mean']:.3f}"}
+    if "eval/accuracy" in metrics:
+        postfix["eval_acc"] = f"{metrics['eval/accuracy']:.3f}"
+    progress.set_postfix(postfix)
+    progress.update(1)

@@ -1,0 +1,69 @@
+"""Per-step metrics: one JSON object per line in `<run>/metrics.jsonl`, and a console line.
+
+The JSONL file is the run's source of truth (the status service, plots and
+tests read it). Each line is flushed and fsynced as it is written, so a crash
+loses at most the step in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from contextlib import contextmanager
+
+
+class Timer:
+    """Collects `timing/<phase>` seconds: `with timer("generate"): ...`."""
+
+    def __init__(self):
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, phase: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[f"timing/{phase}"] = self.times.get(f"timing/{phase}", 0.0) + time.perf_counter() - start
+
+
+def _clean(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf; null says "not available"
+    return value
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: str, append: bool = False):
+        os.makedirs(run_dir, exist_ok=True)
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        self._file = open(self.path, "a" if append else "w")
+
+    def log(self, metrics: dict) -> None:
+        line = json.dumps({k: _clean(v) for k, v in metrics.items()}, sort_keys=False)
+        self._file.write(line + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(run_dir_or_file: str) -> list[dict]:
+    path = run_dir_or_file if run_dir_or_file.endswith(".jsonl") else os.path.join(run_dir_or_file, "metrics.jsonl")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def console_line(m: dict) -> str:
+    """A compact one-line summary of a step's metrics."""
+    parts = [f"step {m['step']:>4}", f"reward {m['reward/mean']:.3f}"]
+    if m.get("eval/accuracy") is not None:
+        parts.append(f"eval_acc {m['eval/accuracy']:.3f}")
+    parts += [f"loss {m['loss']:+.4f}", f"gnorm {m['grad_norm']:.3f}", f"len {m['response_length/mean']:.1f}"]
+    phases = " ".join(f"{k.split('/')[1][:3]} {v:.2f}" for k, v in m.items()
+                      if k.startswith("timing/") and k != "timing/step" and v is not None)
+    parts.append(f"{m['timing/step']:.2f}s ({phases})")
+    return " | ".join(parts)

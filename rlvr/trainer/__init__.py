@@ -1,0 +1,1 @@
+"""Trainer group: torch.distributed ranks as Ray actors (imports nothing heavy here)."""

@@ -1,0 +1,150 @@
+"""Data-parallel training backends behind one small interface: FSDP2 and DeepSpeed ZeRO.
+
+A backend owns the wrapped model, the optimizer and the LR schedule, and offers
+exactly what the trainer worker needs:
+
+    backend.model                      call it like the HF model
+    backend.backward(loss, last)       accumulate; `last` marks the final micro-batch
+    backend.step() -> grad_norm        clip, optimizer step, schedule step, zero grads
+    backend.full_state_dict()          collective; HF-named full tensors on rank 0, None elsewhere
+    backend.lr()
+
+Both backends *average* gradients over ranks (their documented behaviour); the
+worker scales each rank's loss by the world size so that the result is the
+gradient of the global loss (see `rlvr.trainer.worker`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from rlvr.config import TrainerConfig
+
+
+def make_scheduler(optimizer, cfg: TrainerConfig, total_updates: int):
+    """Warmup then constant / linear decay / cosine decay, per optimizer update."""
+
+    def factor(update: int) -> float:
+        if cfg.warmup_steps and update < cfg.warmup_steps:
+            return (update + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (update - cfg.warmup_steps) / max(1, total_updates - cfg.warmup_steps))
+        if cfg.lr_schedule == "linear":
+            return 1.0 - progress
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def make_optimizer(params, cfg: TrainerConfig):
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated blocks of an HF model, found through its `_no_split_modules` class names."""
+    names = set(getattr(model, "_no_split_modules", None) or [])
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
+class FSDP2Backend:
+    """torch FSDP2 (`fully_shard`): each decoder layer and the root are sharded over ranks."""
+
+    def __init__(self, model, cfg: TrainerConfig, device: torch.device, world_size: int, total_updates: int):
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        mesh = init_device_mesh(device.type, (world_size,))
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if cfg.dtype == "bfloat16" else MixedPrecisionPolicy()
+        kwargs = dict(mesh=mesh, reshard_after_forward=cfg.fsdp2.reshard_after_forward, mp_policy=mp)
+        for layer in decoder_layers(model):
+            fully_shard(layer, **kwargs)
+        self.model = fully_shard(model, **kwargs)
+        self.cfg = cfg
+        self.optimizer = make_optimizer(self.model.parameters(), cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, total_updates)
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        # reduce-scatter once per update, on the last micro-batch, not after every one
+        self.model.set_requires_gradient_sync(last)
+        loss.backward()
+
+    def step(self) -> float:
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip or float("inf"))
+        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(norm)
+
+    def full_state_dict(self, rank: int):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = get_model_state_dict(self.model, options=opts)
+        return state if rank == 0 else None
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+class DeepSpeedBackend:
+    """DeepSpeed ZeRO 1/2/3 with a torch AdamW (FusedAdam is CUDA-only)."""
+
+    def __init__(self, model, cfg: TrainerConfig, device: torch.device, world_size: int, total_updates: int):
+        import deepspeed
+
+        self.cfg = cfg
+        self.stage = cfg.deepspeed.zero_stage
+        optimizer = make_optimizer(model.parameters(), cfg)
+        scheduler = make_scheduler(optimizer, cfg, total_updates)
+        ds_config = {
+            "train_micro_batch_size_per_gpu": 1,  # we feed pre-built micro-batches ourselves
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": cfg.grad_clip,
+            "zero_optimization": {"stage": self.stage},
+            "zero_allow_untested_optimizer": True,
+            "bf16": {"enabled": cfg.dtype == "bfloat16"},
+            "steps_per_print": 10**9,
+            "wall_clock_breakdown": False,
+        }
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config, dist_init_required=False
+        )
+        self.model = self.engine
+        self.scheduler = scheduler
+
+    def backward(self, loss: torch.Tensor, last: bool) -> None:
+        # caller-owned accumulation: reduce and step only at the boundary (DeepSpeed's documented pattern)
+        self.engine.set_gradient_accumulation_boundary(last)
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def step(self) -> float:
+        self.engine.step()
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else float("nan")
+
+    def full_state_dict(self, rank: int):
+        module = self.engine.module
+        if self.stage < 3:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()} if rank == 0 else None
+        import deepspeed
+
+        state = {}
+        for name, param in module.named_parameters():
+            with deepspeed.zero.GatheredParameters([param], modifier_rank=None):
+                if rank == 0:
+                    state[name] = param.data.detach().cpu().clone()
+        if rank == 0:
+            for name, buf in module.named_buffers():
+                if name in module.state_dict():
+                    state[name] = buf.detach().cpu().clone()
+        return state if rank == 0 else None
+
+    def lr(self) -> float:
+        return self.scheduler.get_last_lr()[0]
+
+
+BACKENDS = {"fsdp2": FSDP2Backend, "deepspeed": DeepSpeedBackend}

@@ -1,0 +1,80 @@
+"""Turn scored samples into padded training tensors, and split them across ranks.
+
+Layout of one micro-batch (B rows): prompts are left-padded and completions
+right-padded, so every completion starts at the same column `P`:
+
+    [pad pad p0 p1 p2 | c0 c1 c2 pad]      P = longest prompt
+    [ p0  p1 p2 p3 p4 | c0 c1 pad pad]
+
+The logits that predict completion tokens are then one contiguous slice
+(columns P-1 .. L-2) for every row, so the LM head only runs on those columns.
+Position ids are counted over real tokens, so left padding does not shift them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TrainSample:
+    """One completion with everything the trainer needs."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)
+
+
+def collate(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad samples into tensors: input_ids/attention_mask/position_ids [B, L],
+    targets/completion_mask/rollout_logprobs [B, T], advantages [B]."""
+    P = max(len(s.prompt_ids) for s in samples)
+    T = max(max(len(s.completion_ids) for s in samples), 1)
+    B, L = len(samples), P + T
+    input_ids = torch.full((B, L), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((B, L), dtype=torch.long)
+    completion_mask = torch.zeros((B, T), dtype=torch.float32)
+    rollout_logprobs = torch.zeros((B, T), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        input_ids[i, P - p : P] = torch.tensor(s.prompt_ids, dtype=torch.long)
+        input_ids[i, P : P + c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        attention_mask[i, P - p : P + c] = 1
+        completion_mask[i, :c] = 1.0
+        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "position_ids": position_ids,
+        "targets": input_ids[:, P:],
+        "completion_mask": completion_mask,
+        "rollout_logprobs": rollout_logprobs,
+        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        "prompt_len": torch.tensor(P),
+    }
+
+
+def shard_for_ranks(samples: list, world_size: int) -> list[list]:
+    """Deal samples round-robin to ranks (keeps per-rank work balanced)."""
+    return [samples[r::world_size] for r in range(world_size)]
+
+
+def num_micro_batches(shards: list[list], micro_batch_size: int) -> int:
+    """Micro-batches every rank runs: all ranks must run the same count (collectives)."""
+    longest = max(len(s) for s in shards)
+    return max(1, -(-longest // micro_batch_size))
+
+
+def split_micro(samples: list, count: int) -> list[list]:
+    """Split into exactly `count` nearly-equal chunks (some may be empty)."""
+    base, extra = divmod(len(samples), count)
+    out, start = [], 0
+    for i in range(count):
+        size = base + (1 if i < extra else 0)
+        out.append(samples[start : start + size])
+        start += size
+    return out

@@ -1,0 +1,80 @@
+"""Plain data passed between the driver, rollout engines, reward pool and trainer.
+
+Everything here is a small dataclass of Python scalars and lists, so it pickles
+cheaply through Ray and can be written to JSONL as-is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingSpec:
+    """How one generate call samples. `n` completions per prompt."""
+
+    n: int = 1
+    max_tokens: int = 16
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = -1
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass
+class Completion:
+    """One sampled completion of one prompt, as returned by a rollout engine."""
+
+    prompt_index: int  # index of the prompt in the generate call's list
+    token_ids: list[int]  # generated tokens (eos included when it was sampled)
+    logprobs: list[float]  # sampling logprob of each generated token
+    text: str  # decoded completion, special tokens skipped
+    finish_reason: str  # "stop" | "length"
+
+
+@dataclass
+class RewardInput:
+    """What a verifier sees of one sample."""
+
+    prompt: str
+    completion: str
+    answer: str
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class Score:
+    """A verifier's verdict on one sample.
+
+    `value` is the score. `parts` holds optional named sub-scores. `failure` is
+    set (to a human-readable reason) when the verifier could not score the
+    sample at all (exception, timeout, NaN); a wrong answer is not a failure.
+    """
+
+    value: float
+    parts: dict[str, float] = field(default_factory=dict)
+    failure: str | None = None
+
+    @staticmethod
+    def coerce(result: object) -> "Score":
+        """Turn a verifier's return value (Score, float, int, bool) into a Score."""
+        if isinstance(result, Score):
+            score = result
+        elif isinstance(result, (bool, int, float)):
+            score = Score(float(result))
+        else:
+            return Score(0.0, failure=f"verifier returned {type(result).__name__}, expected Score or float")
+        if score.failure is None and not math.isfinite(score.value):
+            return Score(0.0, failure=f"verifier returned non-finite score {score.value!r}")
+        return score
+
+
+@dataclass
+class SampleReward:
+    """Combined reward of one sample over every configured verifier."""
+
+    total: float  # weighted sum of verifier values (failure_score where one failed)
+    scores: dict[str, float]  # verifier name -> value used in the total
+    failures: dict[str, str]  # verifier name -> reason, for verifiers that failed

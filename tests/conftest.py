@@ -1,0 +1,51 @@
+"""Shared fixtures: ONE private Ray cluster and ONE tiny model per test session.
+
+Starting Ray (~5 s) and building models is the expensive part of these tests, so
+every integration/e2e test shares them instead of starting its own.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import pytest
+
+# keep vLLM's CPU KV cache small and the in-process executor (fast start on 2 cores)
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A private local Ray cluster (address="local": never joins someone else's)."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="rlvr-ray-", dir="/tmp")
+    ray.init(address="local", num_cpus=8, include_dashboard=False, _temp_dir=temp_dir,
+             runtime_env={"env_vars": {"RLVR_TEST": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def random_model_dir(tmp_path_factory):
+    """The built-in tiny architecture with random weights (no SFT): fast to build."""
+    from rlvr.config import ArithmeticConfig, TinyModelConfig
+    from rlvr.tiny import build_tiny_model
+
+    out = str(tmp_path_factory.mktemp("models") / "tiny-random")
+    return build_tiny_model(out, TinyModelConfig(sft_steps=0), ArithmeticConfig())
+
+
+@pytest.fixture(scope="session")
+def warm_model_dir():
+    """The default built-in model (SFT warm start), built once and cached in .cache/."""
+    from rlvr.config import ArithmeticConfig, ModelConfig
+    from rlvr.tiny import ensure_tiny_model
+
+    return ensure_tiny_model(ModelConfig(cache_dir=CACHE), ArithmeticConfig(), progress=False)

@@ -1,0 +1,64 @@
+"""Misbehaving verifiers for the reward-pool tests, named as "tests.helpers.bad_verifiers:<fn>".
+
+`chaos` misbehaves according to the completion text, so one batch can mix good
+samples with ones that raise, hang, return NaN, exit or segfault, and a test can
+check that only those samples fail.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import time
+
+from rlvr.types import RewardInput, Score
+
+
+def exact(sample: RewardInput) -> float:
+    """1.0 when the stripped completion equals the answer."""
+    return float(sample.completion.strip() == sample.answer.strip())
+
+
+def chaos(sample: RewardInput):
+    mode = sample.completion.strip()
+    if mode == "raise":
+        raise RuntimeError("verifier exploded")
+    if mode == "hang":
+        while True:
+            time.sleep(60)
+    if mode == "nan":
+        return float("nan")
+    if mode == "inf":
+        return Score(float("inf"))
+    if mode == "none":
+        return None
+    if mode == "exit":
+        os._exit(1)
+    if mode == "segfault":
+        ctypes.string_at(0)
+    if mode == "spawn-and-hang":  # start a helper process, report its pid, then hang
+        helper = subprocess.Popen(["sleep", "600"])
+        with open(sample.metadata["pid_file"], "w") as f:
+            f.write(str(helper.pid))
+        while True:
+            time.sleep(60)
+    return exact(sample)
+
+
+class Constant:
+    """A class verifier with an option: always `value`."""
+
+    def __init__(self, value: float = 1.0):
+        self.value = float(value)
+
+    def __call__(self, sample: RewardInput) -> float:
+        return self.value
+
+
+class FailsToLoad:
+    def __init__(self):
+        raise ValueError("cannot load")
+
+    def __call__(self, sample):  # pragma: no cover
+        return 0.0

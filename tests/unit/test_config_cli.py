@@ -1,0 +1,81 @@
+"""Recipes: typed schema, overrides, and bad input failing fast with one line naming the key."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rlvr.config import RecipeError, load_recipe
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
+
+
+def test_default_recipe_loads_with_overrides():
+    cfg = load_recipe(RECIPE, ["trainer.total_steps=7", "rollout.engine_kwargs.max_model_len=256"])
+    assert cfg.trainer.total_steps == 7
+    assert cfg.rollout.engine_kwargs == {"max_model_len": 256}
+    assert cfg.run.output_dir == "runs" and cfg.trainer.backend == "fsdp2"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("trainer.nonsense=1", "trainer.nonsense"),
+    ("trainer.total_steps=abc", "trainer.total_steps"),
+    ("rollout.n=1", "rollout.n"),
+    ("trainer.backend=megatron", "trainer.backend"),
+    ("trainer.deepspeed.zero_stage=4", "trainer.deepspeed.zero_stage"),
+    ("model.path=./no/such/model", "model.path"),
+    ("data.train_path=/no/such/file.jsonl", "data.train_path"),
+    ("reward.verifiers=[{name: nope}]", "reward.verifiers[0].name"),
+])
+def test_bad_values_name_the_key(override, key):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(RECIPE, [override])
+    assert err.value.key == key
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["trainer.nonsense=1"], "trainer.nonsense"),
+    (["trainer.total_steps=abc"], "trainer.total_steps"),
+    (["model.path=/no/such/model"], "/no/such/model"),
+    (["data.train_path=/no/such/file.jsonl"], "/no/such/file.jsonl"),
+    (["rollout.n=1"], "rollout.n"),
+])
+def test_cli_exits_2_with_one_line(args, needle):
+    # (time to reject is measured in bench/, not asserted here: CI machines are noisy)
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "train", RECIPE, *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in proc.stderr
+
+
+def test_rejecting_a_recipe_starts_nothing_heavy():
+    code = ("import sys\nfrom rlvr.config import load_recipe, RecipeError\n"
+            f"try:\n    load_recipe({RECIPE!r}, ['rollout.n=1'])\nexcept RecipeError:\n    pass\n"
+            "print([m for m in ('vllm', 'ray', 'deepspeed', 'transformers') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_validate_prints_resolved_recipe():
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "validate", RECIPE, "run.seed=5"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0
+    assert "seed: 5" in proc.stdout and "zero_stage: 2" in proc.stdout
+
+
+def test_unknown_key_in_yaml_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rollout:\n  n: 4\n  tempreature: 0.5\n")
+    with pytest.raises(RecipeError) as err:
+        load_recipe(str(bad))
+    assert err.value.key == "rollout.tempreature"
+
+
+def test_import_rlvr_is_cheap():
+    code = ("import sys, rlvr, rlvr.config, rlvr.cli, rlvr.driver, rlvr.types; "
+            "heavy = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -1,0 +1,212 @@
+"""RewardWorker used directly (it is a plain class; Ray only wraps it): verifiers that
+raise, hang, return NaN or kill their process fail only their own sample."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from rlvr.reward.pool import RewardWorker, reward_metrics
+from rlvr.types import RewardInput, SampleReward
+
+CHAOS = "tests.helpers.bad_verifiers:chaos"
+
+
+def inputs(*completions: str, answer: str = "7") -> list[RewardInput]:
+    return [RewardInput(prompt="p", completion=c, answer=answer) for c in completions]
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie (exited, not yet reaped) still answers kill(0): look at its state
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def worker():
+    # chaos: weight 2, failure -1; format: weight 0.5 on "the answer is digits"
+    w = RewardWorker([
+        {"name": CHAOS, "weight": 2.0, "timeout_s": 1.0, "failure_score": -1.0},
+        {"name": "format", "weight": 0.5, "require_think": False, "pattern": r"\d+"},
+    ], default_timeout_s=5.0, default_failure_score=0.0)
+    yield w
+    w.shutdown()
+
+
+def test_each_bad_sample_fails_alone(worker):
+    batch = ["7", "raise", "7", "hang", "8", "nan", "7", "exit", "7", "segfault", "none", "7"]
+    restarts = worker.ping()["restarts"]
+    results = worker.score(inputs(*batch))
+    assert len(results) == len(batch)
+    reasons = {
+        "raise": "RuntimeError: verifier exploded",
+        "hang": "timed out after 1 s",
+        "nan": "non-finite score nan",
+        "exit": "exited with code 1",
+        "segfault": "signal SIGSEGV",
+        "none": "returned NoneType",
+    }
+    for completion, r in zip(batch, results):
+        if completion in reasons:
+            # chaos failed: 2 * (-1); the format verifier still scored (0: not digits)
+            assert r.failures.keys() == {CHAOS}, completion
+            assert reasons[completion] in r.failures[CHAOS]
+            assert r == SampleReward(total=-2.0, scores={CHAOS: -1.0, "format": 0.0}, failures=r.failures)
+        elif completion == "7":  # 2 * 1 + 0.5 * 1
+            assert r == SampleReward(total=2.5, scores={CHAOS: 1.0, "format": 1.0}, failures={})
+        else:  # "8": wrong but well-formed: 2 * 0 + 0.5 * 1
+            assert r == SampleReward(total=0.5, scores={CHAOS: 0.0, "format": 1.0}, failures={})
+    assert worker.ping()["restarts"] == restarts + 3  # hang, exit, segfault; not raise/nan/none
+
+    metrics = reward_metrics(results)
+    assert metrics[f"reward/{CHAOS}/failures"] == 6.0
+    assert metrics["reward/format/failures"] == 0.0
+    assert metrics[f"reward/{CHAOS}/mean"] == pytest.approx((5 * 1.0 + 0.0 + 6 * -1.0) / 12)
+
+
+def test_timeout_kill_takes_the_verifiers_helpers_too(worker, tmp_path):
+    pid_file = tmp_path / "helper.pid"
+    sample = RewardInput(prompt="p", completion="spawn-and-hang", answer="7", metadata={"pid_file": str(pid_file)})
+    results = worker.score([sample, *inputs("7")])
+    assert "timed out" in results[0].failures[CHAOS] and results[1].total == 2.5
+    helper = int(pid_file.read_text())
+    deadline = time.monotonic() + 5  # orphaned on kill, then reaped by init
+    while pid_alive(helper) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(helper)
+
+
+def test_child_lives_across_batches(worker):
+    pid = worker.ping()["pid"]
+    for _ in range(3):
+        assert [r.total for r in worker.score(inputs("7", "1"))] == [2.5, 0.5]
+    assert worker.ping()["pid"] == pid
+    assert worker.score([]) == []
+
+
+def test_child_killed_while_idle_is_restarted_without_failures(worker):
+    os.kill(worker.ping()["pid"], signal.SIGKILL)  # the child this test's worker started
+    time.sleep(0.2)
+    results = worker.score(inputs("7"))
+    assert results[0].failures == {} and results[0].total == 2.5
+
+
+def test_math_trap_is_killed_by_the_hard_timeout():
+    """`9^{9^{9^{9}}}` holds the GIL in C: with math-verify's alarms off, only the kill stops it."""
+    w = RewardWorker([{"name": "math", "timeout_s": 1.0, "parsing_timeout": None, "verify_timeout": None}],
+                     default_timeout_s=5.0, default_failure_score=-0.5)
+    try:
+        t0 = time.perf_counter()
+        results = w.score(inputs("\\boxed{85}", "\\boxed{9^{9^{9^{9}}}}", "The answer is $85$", "84", answer="85"))
+        assert time.perf_counter() - t0 < 20
+        assert [r.total for r in results] == [1.0, -0.5, 1.0, 0.0]
+        assert "timed out after 1 s" in results[1].failures["math"]
+        assert [bool(r.failures) for r in results] == [False, True, False, False]
+        assert w.ping()["restarts"] == 1
+    finally:
+        w.shutdown()
+
+
+def test_math_verify_own_timeout_is_a_failure_not_a_zero():
+    """With its alarms on (the default), math-verify gives up by itself: reported, no kill."""
+    w = RewardWorker([{"name": "math", "timeout_s": 4.0, "parsing_timeout": 1, "verify_timeout": 1}], 5.0, 0.0)
+    try:
+        results = w.score(inputs("\\boxed{9^{9^{9^{9}}}}", "85", answer="85"))
+        assert "math-verify timed out" in results[0].failures["math"]
+        assert results[1].total == 1.0 and results[1].failures == {}
+        assert w.ping()["restarts"] == 0
+    finally:
+        w.shutdown()
+
+
+def test_weights_and_duplicate_names():
+    w = RewardWorker([
+        {"name": "tests.helpers.bad_verifiers:Constant", "value": 0.5, "weight": 3.0},
+        {"name": "tests.helpers.bad_verifiers:Constant", "value": 1.0, "weight": -0.25},
+        {"name": "format", "require_think": True},
+    ], default_timeout_s=5.0, default_failure_score=0.0)
+    try:
+        assert w.ping()["keys"] == ["tests.helpers.bad_verifiers:Constant#0",
+                                    "tests.helpers.bad_verifiers:Constant#1", "format"]
+        good, bad = w.score(inputs("<think>hm</think> 7", "7"))
+        assert good.total == pytest.approx(3.0 * 0.5 - 0.25 * 1.0 + 1.0)  # 2.25
+        assert bad.total == pytest.approx(3.0 * 0.5 - 0.25 * 1.0 + 0.0)  # 1.25
+        assert bad.scores["format"] == 0.0 and bad.failures == {}
+    finally:
+        w.shutdown()
+
+
+@pytest.mark.parametrize("item,match", [
+    ({"name": "format", "timeout_s": 0}, r"reward.verifiers\[0\].timeout_s"),
+    ({"name": "format", "weight": "high"}, r"reward.verifiers\[0\].weight"),
+    ({"name": "format", "failure_score": float("nan")}, r"reward.verifiers\[0\].failure_score"),
+    ({"weight": 1.0}, r"reward.verifiers\[0\].name"),
+])
+def test_bad_settings_are_rejected_before_starting(item, match):
+    with pytest.raises(ValueError, match=match):
+        RewardWorker([item], 5.0, 0.0)
+
+
+@pytest.mark.parametrize("item,match", [
+    ({"name": "tests.helpers.bad_verifiers:FailsToLoad"}, "cannot load"),
+    ({"name": "format", "patern": "x"}, "patern"),
+    ({"name": "tests.helpers.missing:f"}, "tests.helpers.missing"),
+    ({"name": "no-such-verifier"}, "unknown verifier"),
+])
+def test_verifier_that_cannot_load_fails_the_constructor(item, match):
+    with pytest.raises(RuntimeError, match=match):
+        RewardWorker([item], 5.0, 0.0)
+
+
+def test_shutdown_stops_the_child():
+    w = RewardWorker([{"name": "format"}], 5.0, 0.0)
+    pid = w.ping()["pid"]
+    w.shutdown()
+    w.shutdown()
+    assert not pid_alive(pid)
+
+
+def test_hung_child_dies_with_its_parent():
+    """A parent killed while its child is stuck in C must not leave the child spinning."""
+    code = (
+        "import sys; from rlvr.reward.pool import RewardWorker; from rlvr.types import RewardInput\n"
+        f"w = RewardWorker([{{'name': {CHAOS!r}, 'timeout_s': 600}}], 5.0, 0.0)\n"
+        "print(w.ping()['pid'], flush=True)\n"
+        "w.score([RewardInput('p', 'hang', '7')])\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        child_pid = int(parent.stdout.readline())
+        time.sleep(0.5)
+        assert pid_alive(child_pid)
+    finally:
+        parent.kill()  # the parent this test started
+        parent.wait()
+    deadline = time.monotonic() + 5
+    while pid_alive(child_pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not pid_alive(child_pid)
+
+
+def test_reward_metrics_hand_checked():
+    results = [
+        SampleReward(total=1.5, scores={"math": 1.0, "format": 1.0}, failures={}),
+        SampleReward(total=0.0, scores={"math": 0.0, "format": 0.0}, failures={"math": "timed out"}),
+        SampleReward(total=0.5, scores={"math": 0.0, "format": 1.0}, failures={}),
+    ]
+    assert reward_metrics(results) == {
+        "reward/math/mean": 1 / 3,  # (1 + 0 + 0) / 3
+        "reward/math/failures": 1.0,
+        "reward/format/mean": 2 / 3,  # (1 + 0 + 1) / 3
+        "reward/format/failures": 0.0,
+    }
+    assert reward_metrics([]) == {}
