@@ -44,6 +44,6 @@ def connect(cfg: Config) -> bool:
 def runtime_env_for_actors(cache_dir: str) -> dict:
     """Environment every actor needs (JIT-compiled DeepSpeed ops are cached, not rebuilt)."""
     return {"env_vars": {
-        "TORCH_EXTENSIONS_DIR": os.path.join(os.path.abspath(cache_dir), "torch_extensions"),
+        "TORCH_EXTENSIONS_DIR": os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), "torch_extensions"),
         "TOKENIZERS_PARALLELISM": "false",
     }}

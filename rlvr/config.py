@@ -57,7 +57,7 @@ class ModelConfig:
     path: str = BUILTIN_TINY_MODEL  # builtin:tiny, a local folder, or a hub id
     dtype: str = "float32"  # float32 | bfloat16
     trust_remote_code: bool = False
-    cache_dir: str = ".cache/rlvr"  # where builtin models are built and kept
+    cache_dir: str = "~/.cache/rlvr"  # where built-in models (and JIT-built ops) are kept
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
 
 
@@ -306,6 +306,11 @@ def check_recipe(cfg: Config) -> None:
     _require(cfg.data.prompts_per_step * r.n >= t.num_workers, "data.prompts_per_step",
              "a step must have at least one sample per trainer rank")
 
+    if cfg.eval.accuracy_verifier is not None:
+        from rlvr.reward.pool import verifier_keys
+
+        keys = verifier_keys(list(cfg.reward.verifiers))
+        _one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", set(keys))
     _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")

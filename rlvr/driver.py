@@ -38,7 +38,7 @@ def train(cfg: Config) -> dict:
     from rlvr import cluster
     from rlvr.data import PromptSampler, load_train_and_eval
     from rlvr.reward.pool import RewardWorker
-    from rlvr.rollout.actors import create_engines, split_evenly
+    from rlvr.rollout.actors import create_engines
     from rlvr.trainer.group import create_trainers
 
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
@@ -60,12 +60,44 @@ def train(cfg: Config) -> dict:
     env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
-    engines = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
-    trainers, _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, runtime_env=env)
-    reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
-    rewarders = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s, cfg.reward.failure_score)
-                 for _ in range(cfg.reward.num_workers)]
-    ray.get([w.ping.remote() for w in rewarders])
+    actors: dict = {"engines": [], "trainers": [], "rewarders": [], "pg": None}
+    try:
+        actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
+        actors["trainers"], actors["pg"] = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed,
+                                                           runtime_env=env)
+        reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
+        actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
+                                                 cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
+        ray.get([w.ping.remote() for w in actors["rewarders"]])
+        summary = _loop(cfg, run_dir, train_prompts, eval_prompts, sampler, **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
+    finally:
+        _stop(actors)
+        if started_cluster:
+            ray.shutdown()
+    return summary
+
+
+def _stop(actors: dict) -> None:
+    """Kill this run's actors and free its placement group (the cluster may outlive the run)."""
+    import ray
+    from ray.util.placement_group import remove_placement_group
+
+    for w in actors["rewarders"]:
+        try:
+            ray.get(w.shutdown.remote(), timeout=30)
+        except Exception:
+            pass
+    for handle in actors["engines"] + actors["trainers"] + actors["rewarders"]:
+        ray.kill(handle)
+    if actors["pg"] is not None:
+        remove_placement_group(actors["pg"])
+
+
+def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
+    """The RL loop proper: every remote call of a step is here, in order."""
+    import ray
+
+    from rlvr.rollout.actors import split_evenly
 
     logger = MetricsLogger(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
@@ -139,10 +171,6 @@ def train(cfg: Config) -> dict:
         ray.get([w.save_hf.remote(final) for w in trainers])
         print(f"[rlvr] saved final checkpoint (HF format): {final}", flush=True)
     logger.close()
-    for w in rewarders:
-        ray.get(w.shutdown.remote())
-    if started_cluster:
-        ray.shutdown()
     return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final}
 
 
@@ -211,8 +239,9 @@ def _reduce_train(results: list[dict]) -> dict:
 
 def _primary_key(cfg: Config) -> str:
     """The verifier whose score of 1 means 'correct' (eval.accuracy_verifier, else the first)."""
-    names = [v["name"] for v in cfg.reward.verifiers]
-    return cfg.eval.accuracy_verifier or names[0]
+    from rlvr.reward.pool import verifier_keys
+
+    return cfg.eval.accuracy_verifier or verifier_keys(list(cfg.reward.verifiers))[0]
 
 
 def _eval_metrics(results, completions, cfg: Config) -> dict:

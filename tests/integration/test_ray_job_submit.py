@@ -1,0 +1,71 @@
+"""`ray job submit` of the default recipe against a real `ray start --head` cluster.
+
+The head runs in its own temp dir; the test stops exactly that cluster's processes
+(found by the temp dir in their command lines), never `ray stop`, which would kill
+every Ray process on the machine, including the test session's own cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+from rlvr.trainer.group import free_port
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+BIN = os.path.dirname(sys.executable)
+
+
+def _kill_cluster(temp_dir: str) -> None:
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                proc.send_signal(signal.SIGKILL)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+
+
+@pytest.fixture
+def ray_head():
+    temp_dir = tempfile.mkdtemp(prefix="rlvr-head-", dir="/tmp")
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env.pop("RAY_ADDRESS", None)
+    subprocess.run([f"{BIN}/ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                    "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                   env=env, check=True, capture_output=True, timeout=180)
+    try:
+        yield f"http://127.0.0.1:{dash}", env
+    finally:
+        _kill_cluster(temp_dir)
+
+
+def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):
+    address, env = ray_head
+    env = {**env, "RAY_AUTH_MODE": "token"}  # Ray 2.60 token auth (see README)
+    cmd = [f"{BIN}/ray", "job", "submit", f"--address={address}", f"--working-dir={REPO}", "--",
+           "python", "-m", "rlvr.cli", "train", "recipes/tiny-cpu.yaml", "trainer.total_steps=2",
+           "eval.num_prompts=32", "eval.every=0", "logging.progress=false", "run.name=job",
+           f"run.output_dir={tmp_path}", f"model.cache_dir={CACHE}"]
+    for _ in range(30):  # the head's job agent may need a few seconds after `ray start` returns
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600, cwd=REPO)
+        if "No available agent" not in proc.stdout + proc.stderr:
+            break
+        time.sleep(2)
+    print(proc.stdout[-3000:], proc.stderr[-3000:])
+    assert proc.returncode == 0
+    assert "succeeded" in (proc.stdout + proc.stderr).lower()
+    with open(tmp_path / "job" / "metrics.jsonl") as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert rows[-1]["tokens/generated"] > 0
