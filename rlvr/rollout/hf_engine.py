@@ -20,6 +20,8 @@ fast as vLLM on CPU (PLATFORM.md); at 25M+ parameters vLLM is about 2x faster.
   A completion keeps its eos token (finish_reason "stop"); rows that finished
   early are cut at the eos, dropping generate's padding. `ignore_eos` passes an
   empty eos list, so nothing stops early and eos stays sampleable, as in vLLM.
+* Randomness: the process's torch RNG, seeded with the engine seed at start and
+  re-seeded with `spec.seed` when a call sets one (so seeded calls repeat).
 * `update_weights` is `load_state_dict` (strict, except a tied `lm_head`).
 """
 

