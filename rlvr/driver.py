@@ -168,7 +168,8 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
     final = None
     if cfg.checkpoint.save_final:
         final = os.path.join(run_dir, "checkpoints", "final")
-        ray.get([w.save_hf.remote(final) for w in trainers])
+        run_state = {"step": cfg.trainer.total_steps, "weight_version": version, "sampler": sampler.state_dict()}
+        ray.get([w.save_hf.remote(final, run_state) for w in trainers])
         print(f"[rlvr] saved final checkpoint (HF format): {final}", flush=True)
     logger.close()
     return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final}

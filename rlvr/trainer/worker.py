@@ -140,14 +140,17 @@ class TrainerWorker:
         """Collective: every rank must call it. Rank 0 returns HF-named CPU tensors."""
         return self.backend.full_state_dict(self.rank)
 
-    def save_hf(self, path: str) -> str | None:
-        """Collective: write an HF-format model + tokenizer folder atomically (rank 0 writes)."""
+    def save_hf(self, path: str, extra: dict | None = None) -> str | None:
+        """Collective: write an HF-format model + tokenizer folder atomically (rank 0 writes).
+
+        `extra` (run state such as step and sampler position) goes to `rlvr_state.json`.
+        """
         state = self.backend.full_state_dict(self.rank)
         if self.rank != 0:
             return None
         from rlvr.checkpoint import save_hf_checkpoint
 
-        return save_hf_checkpoint(path, self.model_path, state)
+        return save_hf_checkpoint(path, self.model_path, state, extra=extra)
 
 
 def _add(totals: dict, values: dict) -> None:
