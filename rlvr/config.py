@@ -45,10 +45,13 @@ class TinyModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     intermediate_size: int = 512
-    sft_steps: int = 300
+    sft_steps: int = 1500  # at most; the warm start stops earlier at sft_target_accuracy
     sft_lr: float = 2e-3
-    sft_batch_size: int = 128
+    sft_batch_size: int = 64
     sft_warmup_steps: int = 10
+    sft_target_accuracy: float = 0.35  # greedy accuracy on a train-split probe that ends SFT (0: run all steps)
+    sft_ema_decay: float = 0.0  # >0: measure and save an EMA of the SFT weights (see rlvr.tiny)
+    sft_eval_every: int = 2  # steps between probe evaluations (once near the target)
     seed: int = 0
 
 

@@ -24,7 +24,8 @@ Rendering. With `apply_chat_template`, a `prompt` becomes one user message
 generation prompt; the text is tokenized with `add_special_tokens=False`
 because templates already contain any BOS. Without it, the raw prompt string
 is tokenized with the tokenizer's usual special tokens (a base model's BOS);
-`messages` rows are then flattened to their contents joined by blank lines.
+a system prompt and `messages` are then flattened to their contents joined
+by blank lines.
 
 Sampling. `PromptSampler` walks a fresh seeded permutation per epoch and
 batches run across epoch boundaries. Its state is (epoch, position), so a run

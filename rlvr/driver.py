@@ -64,7 +64,7 @@ def train(cfg: Config) -> dict:
     try:
         actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
         actors["trainers"], actors["pg"] = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed,
-                                                           runtime_env=env)
+                                                           runtime_env=env, temperature=cfg.rollout.temperature)
         reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
         actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
                                                  cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]

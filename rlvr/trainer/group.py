@@ -13,7 +13,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int, runtime_env: dict | None = None):
+def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int,
+                    runtime_env: dict | None = None, temperature: float = 1.0):
     """Start `cfg.num_workers` TrainerWorker actors forming one process group; wait until ready."""
     import ray
     from ray.util.placement_group import placement_group
@@ -33,7 +34,7 @@ def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, 
             num_gpus=cfg.gpus_per_worker,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
             runtime_env=runtime_env,
-        ).remote(rank, cfg.num_workers, cfg, algo, seed)
+        ).remote(rank, cfg.num_workers, cfg, algo, seed, temperature)
         for rank in range(cfg.num_workers)
     ]
     addr, port = ray.get(workers[0].rendezvous_address.remote())

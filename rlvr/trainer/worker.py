@@ -21,11 +21,13 @@ from rlvr.trainer.batch import TrainSample, collate, split_micro
 
 
 class TrainerWorker:
-    def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int):
+    def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int,
+                 temperature: float = 1.0):
         import torch
 
         torch.set_num_threads(cfg.num_threads)
         self.rank, self.world_size, self.cfg, self.algo, self.seed = rank, world_size, cfg, algo, seed
+        self.temperature = temperature  # the rollout's: log-probs must be of the distribution sampled from
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port on it (asked of rank 0 to set up the group)."""
@@ -84,7 +86,7 @@ class TrainerWorker:
         )
         logits = out.logits[:, :-1, :]
         assert logits.shape[1] == T and batch["input_ids"].shape[1] == P + T
-        return token_logprobs(logits, batch["targets"].to(self.device))
+        return token_logprobs(logits, batch["targets"].to(self.device), self.temperature)
 
     def train_step(self, samples: list[TrainSample], denominator: float, num_micro: int) -> dict[str, float]:
         """One RL step on this rank's shard: `updates_per_step` optimizer updates.
