@@ -7,7 +7,6 @@ not merely that the loop ran.
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest

@@ -7,7 +7,6 @@ and gradient norm equal a plain single-process computation.
 
 from __future__ import annotations
 
-import os
 
 import pytest
 
