@@ -94,34 +94,14 @@ def _stop(actors: dict) -> None:
 
 
 def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
-    """The RL loop proper: every remote call of a step is here, in order."""
-    import ray
-
-    from rlvr.rollout.actors import split_evenly
-
+    """The RL loop proper: every remote call of a step happens here, in order."""
     logger = MetricsLogger(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
     eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
-    version, history = 0, []
-    progress = _progress(cfg)
+    version, history, progress = 0, [], _progress(cfg)
 
-    def score(prompts, completions: list[Completion]):
-        inputs = [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
-                              prompts[c.prompt_index].metadata) for c in completions]
-        shards = split_evenly(inputs, len(rewarders))
-        return [r for part in ray.get([w.score.remote(s) for w, s in zip(rewarders, shards) if s]) for r in part]
-
-    def evaluate() -> dict:
-        if not eval_prompts:
-            return {}
-        t0 = time.perf_counter()
-        shards = split_evenly([p.token_ids for p in eval_prompts], len(engines))
-        completions = _merge(ray.get([e.generate.remote(s, eval_spec) for e, s in zip(engines, shards) if s]), shards)
-        results = score(eval_prompts, completions)
-        return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
-
-    first_eval = evaluate()
+    first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg)
     logger.log({"step": 0, **first_eval})
     if first_eval:
         print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
@@ -129,37 +109,21 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
         timer = Timer()
         with timer("step"):
             prompts = [train_prompts[i] for i in sampler.next_batch(cfg.data.prompts_per_step)]
-
             with timer("generate"):
-                shards = split_evenly([p.token_ids for p in prompts], len(engines))
-                completions = _merge(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
-
+                completions = generate(engines, [p.token_ids for p in prompts], spec)
             with timer("reward"):
-                rewards = score(prompts, completions)
-
+                rewards = score(rewarders, prompts, completions)
             samples, batch_stats = _build_samples(prompts, completions, rewards, cfg)
-
             with timer("train"):
-                from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
-
-                train_stats = {}
-                if samples:
-                    shards = shard_for_ranks(samples, len(trainers))
-                    denominator = _denominator(samples, cfg.algorithm.loss_agg)
-                    micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
-                    train_stats = _reduce_train(ray.get([w.train_step.remote(s, denominator, micro)
-                                                         for w, s in zip(trainers, shards)]))
-
+                train_stats = train_step(trainers, samples, cfg)
             with timer("sync"):
-                if samples:
+                if samples:  # no update happened otherwise: the engines already hold these weights
                     version += 1
-                    state_refs = [w.full_state_dict.remote() for w in trainers]  # collective; rank 0 holds the weights
-                    ray.get([e.update_weights.remote(state_refs[0], version) for e in engines])
-                    ray.get(state_refs[1:])
+                    sync_weights(trainers, engines, version)
 
         metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version}
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
-            metrics.update(evaluate())
+            metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg))
         logger.log(metrics)
         history.append(metrics)
         _report(progress, metrics, completions, prompts, cfg)
@@ -169,10 +133,74 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
     if cfg.checkpoint.save_final:
         final = os.path.join(run_dir, "checkpoints", "final")
         run_state = {"step": cfg.trainer.total_steps, "weight_version": version, "sampler": sampler.state_dict()}
-        ray.get([w.save_hf.remote(final, run_state) for w in trainers])
+        save_checkpoint(trainers, final, run_state)
         print(f"[rlvr] saved final checkpoint (HF format): {final}", flush=True)
     logger.close()
     return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final}
+
+
+# --------------------------------------------------------------------------- the remote calls
+
+
+def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[Completion]:
+    """Shard prompts over the engines (groups stay whole); completions come back in prompt order."""
+    import ray
+
+    from rlvr.rollout.actors import split_evenly
+
+    shards = split_evenly(prompt_ids, len(engines))
+    return _merge(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
+
+
+def score(rewarders, prompts, completions: list[Completion]):
+    """Score every completion on the reward workers; one SampleReward per completion, in order."""
+    import ray
+
+    from rlvr.rollout.actors import split_evenly
+
+    inputs = [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
+                          prompts[c.prompt_index].metadata) for c in completions]
+    shards = split_evenly(inputs, len(rewarders))
+    return [r for part in ray.get([w.score.remote(s) for w, s in zip(rewarders, shards) if s]) for r in part]
+
+
+def train_step(trainers, samples, cfg: Config) -> dict:
+    """One update on all ranks at once; a step with nothing to learn from trains nothing."""
+    import ray
+
+    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
+
+    if not samples:
+        return {"loss": 0.0, "grad_norm": 0.0}
+    shards = shard_for_ranks(samples, len(trainers))
+    denominator = _denominator(samples, cfg.algorithm.loss_agg)
+    micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
+    return _reduce_train(ray.get([w.train_step.remote(s, denominator, micro) for w, s in zip(trainers, shards)]))
+
+
+def sync_weights(trainers, engines, version: int) -> None:
+    """Trainer rank 0's full weights (a collective over all ranks) into every engine."""
+    import ray
+
+    state_refs = [w.full_state_dict.remote() for w in trainers]
+    ray.get([e.update_weights.remote(state_refs[0], version) for e in engines])
+    ray.get(state_refs[1:])
+
+
+def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Config) -> dict:
+    """Greedy generation on the held-out prompts, scored by the reward workers."""
+    if not eval_prompts:
+        return {}
+    t0 = time.perf_counter()
+    completions = generate(engines, [p.token_ids for p in eval_prompts], eval_spec)
+    results = score(rewarders, eval_prompts, completions)
+    return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
+
+
+def save_checkpoint(trainers, path: str, run_state: dict) -> None:
+    import ray
+
+    ray.get([w.save_hf.remote(path, run_state) for w in trainers])
 
 
 # --------------------------------------------------------------------------- helpers (pure)
@@ -273,8 +301,10 @@ def _report(progress, metrics: dict, completions, prompts, cfg: Config) -> None:
     if cfg.logging.print_samples and completions and "eval/accuracy" in metrics:
         c = completions[0]
         progress.write(f"       sample: {prompts[c.prompt_index].text[-40:]!r} -> {c.text!r} (answer {prompts[c.prompt_index].answer})")
-    postfix = {"reward": f"{metrics['reward/mean']:.3f}"}
+    postfix = getattr(progress, "rlvr_postfix", {})  # keep the last eval accuracy on screen
+    postfix["reward"] = f"{metrics['reward/mean']:.3f}"
     if "eval/accuracy" in metrics:
         postfix["eval_acc"] = f"{metrics['eval/accuracy']:.3f}"
+    progress.rlvr_postfix = postfix
     progress.set_postfix(postfix)
     progress.update(1)

@@ -98,6 +98,8 @@ class VLLMEngine:
 
         from vllm import LLM  # after the environment is set
 
+        _quiet_rotary_reload_warning()
+
         defaults = dict(
             enforce_eager=True,
             distributed_executor_backend=backend,
@@ -174,11 +176,30 @@ class VLLMEngine:
 def _set_engine_env(num_threads: int, multiprocess_workers: bool) -> None:
     """Environment vLLM reads at import and engine start (see module doc)."""
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # no INFO lines for every weight reload
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
     os.environ["OMP_NUM_THREADS"] = str(num_threads)
     if multiprocess_workers:
         # Lets collective_rpc send a callable should the engine core run in its own process.
         os.environ.setdefault("VLLM_ALLOW_INSECURE_SERIALIZATION", "1")
+
+
+class _DropMessage:
+    def __init__(self, text: str):
+        self.text = text
+
+    def filter(self, record) -> bool:
+        return self.text not in record.getMessage()
+
+
+def _quiet_rotary_reload_warning() -> None:
+    """Every reload logs "RotaryEmbedding: Failed to load weights": the rotary cache is
+    not in any checkpoint and vLLM puts its own back (greedy output still equals
+    transformers', see tests/integration/test_rollout.py). Drop just that line."""
+    import logging
+
+    logging.getLogger("vllm.model_executor.model_loader.reload.layerwise").addFilter(
+        _DropMessage("RotaryEmbedding: Failed to load weights"))
 
 
 def _to_safetensors(state: dict[str, torch.Tensor]) -> bytes:
