@@ -115,14 +115,61 @@ class RewardConfig:
 
 
 @dataclass
+class KLConfig:
+    coef: float = 0.0  # 0: no reference model is loaded at all
+    estimator: str = "k3"  # a key of rlvr.algos.KL: k1 | k2 | k3
+    where: str = "loss"  # loss: add coef * KL per token to the loss; reward: subtract coef * sum KL from the reward
+
+
+@dataclass
+class DynamicSamplingConfig:
+    """DAPO's dynamic sampling: drop all-equal groups, sample more prompts until the batch is full."""
+
+    enabled: bool = False
+    max_rounds: int = 3  # extra generate rounds per step at most
+
+
+@dataclass
+class OverlongConfig:
+    """DAPO's soft overlong punishment over the last `cache_len` tokens before rollout.max_tokens."""
+
+    enabled: bool = False
+    cache_len: int = 4
+    weight: float = 1.0
+
+
+@dataclass
 class AlgorithmConfig:
+    preset: Optional[str] = None  # grpo | dr_grpo | dapo: the paper's settings (see PRESETS), overridable
     advantage: str = "grpo"  # a key of rlvr.algos.ADVANTAGES
     advantage_eps: float = 1e-6
-    policy_loss: str = "ppo_clip"  # a key of rlvr.algos.POLICY_LOSSES
+    loss: str = "ppo_clip"  # a key of rlvr.algos.POLICY_LOSSES
     clip_low: float = 0.2
     clip_high: float = 0.2
-    loss_agg: str = "token_mean"  # a mode of rlvr.algos.aggregate
-    skip_uniform_groups: bool = True  # drop groups whose rewards are all equal (zero advantage)
+    dual_clip: Optional[float] = None  # dual-clip constant (> 1) for negative advantages
+    aggregation: str = "token_mean"  # a mode of rlvr.algos.aggregate
+    norm_tokens: Optional[int] = None  # seq_mean_token_sum_norm's constant; default rollout.max_tokens
+    kl: KLConfig = field(default_factory=KLConfig)
+    tis_cap: Optional[float] = None  # truncated importance sampling cap for engine/trainer mismatch
+    entropy_coef: float = 0.0  # entropy bonus (0: entropy is only logged)
+    skip_uniform_groups: bool = True  # don't train on groups whose rewards are all equal (zero advantage)
+    dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
+    overlong: OverlongConfig = field(default_factory=OverlongConfig)
+
+
+# The papers' settings; a recipe's own algorithm keys override them.
+PRESETS: dict[str, dict] = {
+    # DeepSeekMath (Shao et al. 2024): group-normalised advantage, per-sequence mean, k3 KL in the loss (beta 0.04)
+    "grpo": {"advantage": "grpo", "loss": "ppo_clip", "aggregation": "seq_mean_token_mean",
+             "clip_low": 0.2, "clip_high": 0.2, "kl": {"coef": 0.04, "estimator": "k3", "where": "loss"}},
+    # Dr. GRPO (Liu et al. 2025): no std normalisation, token sums over a constant, no KL
+    "dr_grpo": {"advantage": "dr_grpo", "loss": "ppo_clip", "aggregation": "seq_mean_token_sum_norm",
+                "clip_low": 0.2, "clip_high": 0.2, "kl": {"coef": 0.0}},
+    # DAPO (Yu et al. 2025): clip-higher, dynamic sampling, token-level loss, overlong shaping, no KL
+    "dapo": {"advantage": "grpo", "loss": "ppo_clip", "aggregation": "token_mean", "clip_low": 0.2,
+             "clip_high": 0.28, "kl": {"coef": 0.0}, "dynamic_sampling": {"enabled": True},
+             "overlong": {"enabled": True}},
+}
 
 
 @dataclass
@@ -215,16 +262,21 @@ def load_recipe(path: str | None, overrides: list[str] = ()) -> Config:
 
     schema = OmegaConf.structured(Config)
     try:
-        merged = schema
+        layers = []
         if path is not None:
             if not os.path.isfile(path):
                 raise RecipeError(path, "recipe file not found")
-            merged = OmegaConf.merge(merged, _load_yaml(path))
+            layers.append(_load_yaml(path))
         for item in overrides:
             if "=" not in item:
                 raise RecipeError(item, "override must look like dotted.key=value")
         if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        user = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
+        preset = OmegaConf.select(user, "algorithm.preset", default=None)
+        if preset is not None and preset not in PRESETS:
+            raise RecipeError("algorithm.preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
+        merged = OmegaConf.merge(schema, {"algorithm": PRESETS[preset]} if preset else {}, user)
         OmegaConf.resolve(merged)
         cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -285,8 +337,17 @@ def check_recipe(cfg: Config) -> None:
 
     a = cfg.algorithm
     _one_of(a.advantage, "algorithm.advantage", set(algos.ADVANTAGES))
-    _one_of(a.policy_loss, "algorithm.policy_loss", set(algos.POLICY_LOSSES))
-    _one_of(a.loss_agg, "algorithm.loss_agg", set(algos.AGGREGATIONS))
+    _one_of(a.loss, "algorithm.loss", set(algos.POLICY_LOSSES))
+    _one_of(a.aggregation, "algorithm.aggregation", set(algos.AGGREGATIONS))
+    _one_of(a.kl.estimator, "algorithm.kl.estimator", set(algos.KL))
+    _one_of(a.kl.where, "algorithm.kl.where", {"loss", "reward"})
+    _require(a.kl.coef >= 0, "algorithm.kl.coef", "must be >= 0")
+    _require(a.dual_clip is None or a.dual_clip > 1, "algorithm.dual_clip", "must be > 1 (or null)")
+    _require(a.tis_cap is None or a.tis_cap > 0, "algorithm.tis_cap", "must be > 0 (or null)")
+    _require(a.norm_tokens is None or a.norm_tokens >= 1, "algorithm.norm_tokens", "must be >= 1")
+    _require(a.dynamic_sampling.max_rounds >= 0, "algorithm.dynamic_sampling.max_rounds", "must be >= 0")
+    _require(0 < a.overlong.cache_len <= r.max_tokens or not a.overlong.enabled, "algorithm.overlong.cache_len",
+             f"must be in [1, rollout.max_tokens={r.max_tokens}]")
     _require(r.n >= 2 or a.advantage not in algos.GROUP_ADVANTAGES, "rollout.n",
              f"group size must be >= 2 for {a.advantage!r} (advantages are relative to the group), got {r.n}")
     _require(r.n >= 1, "rollout.n", "must be >= 1")

@@ -64,7 +64,8 @@ def train(cfg: Config) -> dict:
     try:
         actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
         actors["trainers"], actors["pg"] = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed,
-                                                           runtime_env=env, temperature=cfg.rollout.temperature)
+                                                           runtime_env=env, temperature=cfg.rollout.temperature,
+                                                           norm_tokens=cfg.rollout.max_tokens)
         reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
         actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
                                                  cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
@@ -95,6 +96,10 @@ def _stop(actors: dict) -> None:
 
 def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
     """The RL loop proper: every remote call of a step happens here, in order."""
+    import torch
+
+    from rlvr import rollouts
+
     logger = MetricsLogger(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
@@ -108,12 +113,16 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
     for step in range(1, cfg.trainer.total_steps + 1):
         timer = Timer()
         with timer("step"):
-            prompts = [train_prompts[i] for i in sampler.next_batch(cfg.data.prompts_per_step)]
-            with timer("generate"):
-                completions = generate(engines, [p.token_ids for p in prompts], spec)
-            with timer("reward"):
-                rewards = score(rewarders, prompts, completions)
-            samples, batch_stats = _build_samples(prompts, completions, rewards, cfg)
+            rollout = collect_rollouts(engines, rewarders, lambda k: [train_prompts[i] for i in sampler.next_batch(k)],
+                                       spec, cfg, timer)
+            prompts, completions, rewards = rollout["prompts"], rollout["completions"], rollout["rewards"]
+            totals = rollouts.shaped_rewards(completions, rewards, cfg)
+            if cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward":
+                with timer("reference"):
+                    kl = reference_kl(trainers, rollouts.candidate_samples(prompts, completions), cfg)
+                totals = totals - cfg.algorithm.kl.coef * torch.tensor(kl)
+            samples, sample_stats = rollouts.build_samples(prompts, completions, totals, cfg)
+            batch_stats = {**rollout["metrics"], **sample_stats}
             with timer("train"):
                 train_stats = train_step(trainers, samples, cfg)
             with timer("sync"):
@@ -142,14 +151,53 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
 # --------------------------------------------------------------------------- the remote calls
 
 
+def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: Config, timer: Timer) -> dict:
+    """Generate and score a step's batch. With DAPO's dynamic sampling, groups whose
+    rewards are all equal are dropped and more prompts are sampled, for at most
+    `max_rounds` extra rounds, until `data.prompts_per_step` groups are kept."""
+    from rlvr import rollouts
+
+    want, ds = cfg.data.prompts_per_step, cfg.algorithm.dynamic_sampling
+    kept = {"prompts": [], "completions": [], "rewards": []}
+    seen_c, seen_r, rounds, dropped = [], [], 0, 0
+    while True:
+        prompts = next_prompts(want)
+        with timer("generate"):
+            completions = generate(engines, [p.token_ids for p in prompts], spec)
+        with timer("reward"):
+            rewards = score(rewarders, prompts, completions)
+        rounds += 1
+        seen_c += completions
+        seen_r += rewards
+        if not ds.enabled:
+            kept = {"prompts": prompts, "completions": completions, "rewards": rewards}
+            break
+        p, c, r, d = rollouts.keep_informative_groups(prompts, completions, rewards, want - len(kept["prompts"]))
+        for c_ in c:
+            c_.prompt_index += len(kept["prompts"])
+        kept["prompts"] += p
+        kept["completions"] += c
+        kept["rewards"] += r
+        dropped += d
+        if len(kept["prompts"]) >= want or rounds > ds.max_rounds:
+            break
+    metrics = rollouts.batch_metrics(seen_c, seen_r, _primary_key(cfg))  # everything generated, not just kept
+    if ds.enabled:
+        metrics.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/dropped_groups": dropped,
+                        "dynamic_sampling/kept_groups": len(kept["prompts"])})
+    return {**kept, "metrics": metrics}
+
+
 def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[Completion]:
     """Shard prompts over the engines (groups stay whole); completions come back in prompt order."""
     import ray
 
     from rlvr.rollout.actors import split_evenly
 
+    from rlvr.rollouts import merge_shards
+
     shards = split_evenly(prompt_ids, len(engines))
-    return _merge(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
+    return merge_shards(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
 
 
 def score(rewarders, prompts, completions: list[Completion]):
@@ -170,12 +218,29 @@ def train_step(trainers, samples, cfg: Config) -> dict:
 
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
+    from rlvr.rollouts import loss_denominator, reduce_train_stats
+
     if not samples:
         return {"loss": 0.0, "grad_norm": 0.0}
     shards = shard_for_ranks(samples, len(trainers))
-    denominator = _denominator(samples, cfg.algorithm.loss_agg)
+    denominator = loss_denominator(samples, cfg.algorithm.aggregation)
     micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
-    return _reduce_train(ray.get([w.train_step.remote(s, denominator, micro) for w, s in zip(trainers, shards)]))
+    return reduce_train_stats(ray.get([w.train_step.remote(s, denominator, micro) for w, s in zip(trainers, shards)]))
+
+
+def reference_kl(trainers, samples, cfg: Config) -> list[float]:
+    """Per-sample KL(policy || reference) summed over the completion, in sample order."""
+    import ray
+
+    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
+
+    shards = shard_for_ranks(samples, len(trainers))
+    micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
+    parts = ray.get([w.kl_to_reference.remote(s, micro) for w, s in zip(trainers, shards)])
+    out = [0.0] * len(samples)
+    for rank, part in enumerate(parts):  # shard_for_ranks deals round-robin
+        out[rank :: len(trainers)] = part
+    return out
 
 
 def sync_weights(trainers, engines, version: int) -> None:
@@ -204,66 +269,6 @@ def save_checkpoint(trainers, path: str, run_state: dict) -> None:
 
 
 # --------------------------------------------------------------------------- helpers (pure)
-
-
-def _merge(shard_results: list[list[Completion]], shards: list[list]) -> list[Completion]:
-    """Concatenate per-engine results, renumbering prompt_index to the full prompt list."""
-    out, offset = [], 0
-    for part, shard in zip(shard_results, [s for s in shards if s]):
-        for c in part:
-            c.prompt_index += offset
-            out.append(c)
-        offset += len(shard)
-    return out
-
-
-def _build_samples(prompts, completions, rewards, cfg: Config):
-    """Advantages per group, then the samples worth training on, plus batch metrics."""
-    import torch
-
-    from rlvr import algos
-    from rlvr.reward.pool import reward_metrics
-    from rlvr.trainer.batch import TrainSample
-
-    totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
-    groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
-    advantages = algos.ADVANTAGES[cfg.algorithm.advantage](totals, groups, eps=cfg.algorithm.advantage_eps)
-    uniform = algos.uniform_groups(totals, groups)
-    keep = ~uniform if cfg.algorithm.skip_uniform_groups else torch.ones_like(uniform)
-    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs)
-               for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k and c.token_ids]
-    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
-    primary = _primary_key(cfg)
-    stats = {
-        "reward/mean": totals.mean().item(),
-        "reward/std": totals.std(unbiased=False).item(),
-        "accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in rewards) / max(1, len(rewards)),
-        "response_length/mean": lengths.mean().item(),
-        "response_length/max": lengths.max().item(),
-        "response/clipped_fraction": sum(c.finish_reason == "length" for c in completions) / max(1, len(completions)),
-        "tokens/generated": int(lengths.sum().item()),
-        "groups/uniform_fraction": uniform.float().mean().item(),
-        "samples/trained": len(samples),
-        **reward_metrics(rewards),
-    }
-    return samples, stats
-
-
-def _denominator(samples, loss_agg: str) -> float:
-    if loss_agg == "token_mean":
-        return float(sum(len(s.completion_ids) for s in samples))
-    return float(len(samples))
-
-
-def _reduce_train(results: list[dict]) -> dict:
-    """Combine per-rank train stats: sums for the loss, token-weighted means for ratios."""
-    tokens = sum(r["tokens"] for r in results) or 1.0
-    out = {"loss": sum(r["loss"] for r in results), "grad_norm": results[0]["grad_norm"], "lr": results[0]["lr"],
-           "rollout/logprob_abs_diff": sum(r["rollout_logprob_diff_sum"] for r in results) / tokens,
-           "tokens/trained": tokens}
-    for key in ("clip_fraction", "approx_kl"):
-        out[f"policy/{key}"] = sum(r.get(key, 0.0) for r in results) / tokens
-    return out
 
 
 def _primary_key(cfg: Config) -> str:

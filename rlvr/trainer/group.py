@@ -14,7 +14,7 @@ def free_port() -> int:
 
 
 def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int,
-                    runtime_env: dict | None = None, temperature: float = 1.0):
+                    runtime_env: dict | None = None, temperature: float = 1.0, norm_tokens: int | None = None):
     """Start `cfg.num_workers` TrainerWorker actors forming one process group; wait until ready."""
     import ray
     from ray.util.placement_group import placement_group
@@ -34,7 +34,7 @@ def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, 
             num_gpus=cfg.gpus_per_worker,
             scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
             runtime_env=runtime_env,
-        ).remote(rank, cfg.num_workers, cfg, algo, seed, temperature)
+        ).remote(rank, cfg.num_workers, cfg, algo, seed, temperature, norm_tokens)
         for rank in range(cfg.num_workers)
     ]
     addr, port = ray.get(workers[0].rendezvous_address.remote())

@@ -22,12 +22,13 @@ from rlvr.trainer.batch import TrainSample, collate, split_micro
 
 class TrainerWorker:
     def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int,
-                 temperature: float = 1.0):
+                 temperature: float = 1.0, norm_tokens: int | None = None):
         import torch
 
         torch.set_num_threads(cfg.num_threads)
         self.rank, self.world_size, self.cfg, self.algo, self.seed = rank, world_size, cfg, algo, seed
         self.temperature = temperature  # the rollout's: log-probs must be of the distribution sampled from
+        self.norm_tokens = algo.norm_tokens or norm_tokens  # seq_mean_token_sum_norm's constant
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port on it (asked of rank 0 to set up the group)."""
@@ -66,6 +67,10 @@ class TrainerWorker:
         total_updates = cfg.total_steps * cfg.updates_per_step
         self.backend = BACKENDS[cfg.backend](model, cfg, self.device, self.world_size, total_updates)
         self.model_path = model_path
+        self.ref_model = None
+        if self.algo.kl.coef > 0:  # a frozen copy of the starting policy on every rank
+            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
+            self.ref_model.eval().requires_grad_(False)
         return self.rank
 
     def ping(self) -> int:
@@ -73,12 +78,10 @@ class TrainerWorker:
 
     # ------------------------------------------------------------------ training
 
-    def _logprobs(self, batch):
-        """Current-policy log-probs of the completion tokens, [B, T]."""
-        from rlvr.algos import token_logprobs
-
+    def _logits(self, model, batch):
+        """Logits at the completion positions, [B, T, V] (the LM head runs on those columns only)."""
         P, T = int(batch["prompt_len"]), batch["targets"].shape[1]
-        out = self.backend.model(
+        out = model(
             input_ids=batch["input_ids"].to(self.device),
             attention_mask=batch["attention_mask"].to(self.device),
             position_ids=batch["position_ids"].to(self.device),
@@ -86,7 +89,31 @@ class TrainerWorker:
         )
         logits = out.logits[:, :-1, :]
         assert logits.shape[1] == T and batch["input_ids"].shape[1] == P + T
-        return token_logprobs(logits, batch["targets"].to(self.device), self.temperature)
+        return logits
+
+    def _logprobs(self, batch):
+        """Current-policy log-probs of the completion tokens, [B, T]."""
+        from rlvr.algos import token_logprobs
+
+        return token_logprobs(self._logits(self.backend.model, batch), batch["targets"].to(self.device), self.temperature)
+
+    def _ref_logprobs(self, batch):
+        import torch
+
+        from rlvr.algos import token_logprobs
+
+        with torch.no_grad():
+            return token_logprobs(self._logits(self.ref_model, batch), batch["targets"].to(self.device), self.temperature)
+
+    def _micro_batches(self, samples: list[TrainSample], count: int):
+        """Exactly `count` collated micro-batches (all ranks run the same count for the
+        collectives); an empty one is a dummy row with an all-zero mask."""
+        filler = samples[:1] or [TrainSample([self.pad_id], [], 0.0, [])]
+        for micro in split_micro(samples, count):
+            batch = collate(micro or filler, self.pad_id)
+            if not micro:
+                batch["completion_mask"] = batch["completion_mask"] * 0.0
+            yield batch
 
     def train_step(self, samples: list[TrainSample], denominator: float, num_micro: int) -> dict[str, float]:
         """One RL step on this rank's shard: `updates_per_step` optimizer updates.
@@ -94,47 +121,76 @@ class TrainerWorker:
         `denominator` is the global loss normaliser of the whole step's batch and
         `num_micro` the micro-batches per update that every rank runs.
         """
-        import torch
-
-        from rlvr import algos
-
         t0 = time.perf_counter()
         self.backend.model.train()
         minis = split_micro(samples, self.cfg.updates_per_step)
         old = self._old_logprobs(minis, num_micro) if self.cfg.updates_per_step > 1 else None
-        totals: dict[str, float] = {}
-        tokens = 0.0
+        totals: dict[str, float] = {"grad_norm": 0.0}
         for u, mini in enumerate(minis):
-            for m, micro in enumerate(split_micro(mini, num_micro)):
-                empty = not micro
-                batch = collate(micro or samples[:1] or [TrainSample([self.pad_id], [], 0.0, [])], self.pad_id)
-                mask = batch["completion_mask"].to(self.device) * (0.0 if empty else 1.0)
-                logp = self._logprobs(batch)
-                old_logp = old[u][m].to(self.device) if old is not None else logp.detach()
-                loss_tokens, metrics = algos.POLICY_LOSSES[self.algo.policy_loss](
-                    logp, old_logp, batch["advantages"].to(self.device), mask,
-                    clip_low=self.algo.clip_low, clip_high=self.algo.clip_high,
-                )
-                loss = algos.aggregate(loss_tokens, mask, self.algo.loss_agg, denominator=denominator / self.cfg.updates_per_step)
+            for m, batch in enumerate(self._micro_batches(mini, num_micro)):
+                old_logp = old[u][m].to(self.device) if old is not None else None
+                loss, stats = self._micro_loss(batch, old_logp, denominator / self.cfg.updates_per_step)
                 self.backend.backward(loss * self.world_size, last=(m == num_micro - 1))
-                n = float(mask.sum())
-                tokens += n
-                with torch.no_grad():
-                    diff = ((logp.detach() - batch["rollout_logprobs"].to(self.device)).abs() * mask).sum()
-                _add(totals, {"loss": loss.item(), "rollout_logprob_diff_sum": diff.item(),
-                              **{k: v * n for k, v in metrics.items()}})
-            totals["grad_norm"] = totals.get("grad_norm", 0.0) + self.backend.step() / len(minis)
+                _add(totals, stats)
+            totals["grad_norm"] += self.backend.step() / len(minis)
         totals["lr"] = self.backend.lr()
-        totals["tokens"] = tokens
         totals["time"] = time.perf_counter() - t0
         return totals
+
+    def _micro_loss(self, batch, old_logp, denominator: float):
+        """The loss of one micro-batch (already divided by the global normaliser) and
+        token-weighted sums of its statistics."""
+        import torch
+
+        from rlvr import algos
+
+        a = self.algo
+        mask = batch["completion_mask"].to(self.device)
+        logits = self._logits(self.backend.model, batch)
+        targets = batch["targets"].to(self.device)
+        logp = algos.token_logprobs(logits, targets, self.temperature)
+        entropy = algos.entropy_from_logits(logits if a.entropy_coef else logits.detach(), self.temperature)
+        old_logp = logp.detach() if old_logp is None else old_logp
+        rollout_logp = batch["rollout_logprobs"].to(self.device)
+        loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](
+            logp, old_logp, batch["advantages"].to(self.device), mask,
+            clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip)
+        if a.tis_cap:
+            loss_tokens = loss_tokens * algos.tis_weights(old_logp, rollout_logp, a.tis_cap)
+        kl = torch.zeros_like(logp)
+        if a.kl.coef and a.kl.where == "loss":
+            kl = algos.KL[a.kl.estimator](logp, self._ref_logprobs(batch))
+            loss_tokens = loss_tokens + a.kl.coef * kl
+        if a.entropy_coef:
+            loss_tokens = loss_tokens - a.entropy_coef * entropy
+        loss = algos.aggregate(loss_tokens * mask, mask, a.aggregation, max_tokens=self.norm_tokens,
+                               denominator=denominator)
+        n = float(mask.sum())
+        with torch.no_grad():
+            sums = {"logprob_diff_sum": ((logp - rollout_logp).abs() * mask).sum().item(),
+                    "entropy_sum": (entropy * mask).sum().item(), "kl_sum": (kl.detach() * mask).sum().item()}
+        return loss, {"loss": loss.item(), "tokens": n, **sums, **{f"{k}_sum": v * n for k, v in metrics.items()}}
+
+    def kl_to_reference(self, samples: list[TrainSample], num_micro: int) -> list[float]:
+        """Per-sample summed KL(policy || reference) over its completion (for `kl.where: reward`).
+        Collective like train_step: every rank runs `num_micro` forwards."""
+        import torch
+
+        from rlvr import algos
+
+        out: list[float] = []
+        with torch.no_grad():
+            for batch, micro in zip(self._micro_batches(samples, num_micro), split_micro(samples, num_micro)):
+                kl = algos.KL[self.algo.kl.estimator](self._logprobs(batch), self._ref_logprobs(batch))
+                sums = (kl * batch["completion_mask"].to(self.device)).sum(-1)
+                out += sums[: len(micro)].tolist()
+        return out
 
     def _old_logprobs(self, minis, num_micro):
         import torch
 
         with torch.no_grad():
-            return [[self._logprobs(collate(micro or minis[0][:1], self.pad_id)).cpu() for micro in split_micro(mini, num_micro)]
-                    for mini in minis]
+            return [[self._logprobs(batch).cpu() for batch in self._micro_batches(mini, num_micro)] for mini in minis]
 
     # ------------------------------------------------------------------ weights out
 

@@ -69,3 +69,15 @@ def test_deepspeed_zero2_learns(ray_cluster, warm_model_dir, tmp_path):
                                              "trainer.total_steps=25", "eval.every=25", "eval.num_prompts=300"])
     assert_learned(summary, min_gain=0.05)
     assert_every_parameter_changed(summary, warm_model_dir)
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dr_grpo", "dapo"])
+def test_each_preset_learns(ray_cluster, warm_model_dir, tmp_path, preset):
+    summary = run_short(tmp_path, f"e2e-{preset}", [f"algorithm.preset={preset}", "trainer.total_steps=30",
+                                                    "eval.every=30", "eval.num_prompts=300"])
+    assert_learned(summary, min_gain=0.05)
+    last = read_metrics(summary["run_dir"])[-1]
+    if preset == "grpo":  # KL to the frozen reference is in the loss, and the policy has moved away from it
+        assert last["train/kl"] > 0
+    if preset == "dapo":  # uniform groups were dropped and refilled
+        assert last["dynamic_sampling/kept_groups"] > 0 and "dynamic_sampling/rounds" in last

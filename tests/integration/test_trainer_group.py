@@ -27,7 +27,8 @@ def make_samples(n: int, seed: int = 0) -> list[TrainSample]:
     return out
 
 
-def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample]) -> tuple[float, float]:
+def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample], aggregation: str = "token_mean",
+                                 max_tokens: int | None = None) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
@@ -37,14 +38,17 @@ def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample]) -> 
                    position_ids=batch["position_ids"]).logits[:, -T - 1 : -1]
     logp = algos.token_logprobs(logits, batch["targets"])
     loss_tokens, _ = algos.ppo_clip_loss(logp, logp.detach(), batch["advantages"], batch["completion_mask"])
-    loss = algos.aggregate(loss_tokens, batch["completion_mask"], "token_mean")
+    loss = algos.aggregate(loss_tokens, batch["completion_mask"], aggregation, max_tokens=max_tokens)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
     return loss.item(), norm.item()
 
 
-@pytest.mark.parametrize("backend,stage", [("fsdp2", 2), ("deepspeed", 2), ("deepspeed", 3)])
-def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, stage):
+@pytest.mark.parametrize("backend,stage,aggregation", [
+    ("fsdp2", 2, "token_mean"), ("deepspeed", 2, "token_mean"), ("deepspeed", 3, "token_mean"),
+    ("fsdp2", 2, "seq_mean_token_sum_norm"),
+])
+def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, stage, aggregation):
     import ray
     from ray.util.placement_group import remove_placement_group
 
@@ -53,14 +57,17 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
     cfg = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2, lr=1e-3)
     cfg.deepspeed.zero_stage = stage
     samples = make_samples(13)
-    workers, pg = create_trainers(cfg, AlgorithmConfig(), random_model_dir, seed=0)
+    workers, pg = create_trainers(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0,
+                                  norm_tokens=8)
     try:
         shards = shard_for_ranks(samples, 2)
-        denominator = float(sum(len(s.completion_ids) for s in samples))
+        from rlvr.rollouts import loss_denominator
+
+        denominator = loss_denominator(samples, aggregation)
         micro = num_micro_batches(shards, cfg.micro_batch_size)
         assert micro == 3  # 7 and 6 samples, micro-batches of 3: uneven and with accumulation
         results = ray.get([w.train_step.remote(shard, denominator, micro) for w, shard in zip(workers, shards)])
-        ref_loss, ref_norm = reference_loss_and_grad_norm(random_model_dir, samples)
+        ref_loss, ref_norm = reference_loss_and_grad_norm(random_model_dir, samples, aggregation, max_tokens=8)
         assert sum(r["loss"] for r in results) == pytest.approx(ref_loss, rel=1e-4, abs=1e-6)
         assert results[0]["grad_norm"] == pytest.approx(ref_norm, rel=1e-3)
         assert results[0]["grad_norm"] == pytest.approx(results[1]["grad_norm"], rel=1e-6)

@@ -79,3 +79,16 @@ def test_import_rlvr_is_cheap():
             "heavy = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_presets_set_paper_defaults_and_recipe_keys_win():
+    dapo = load_recipe(RECIPE, ["algorithm.preset=dapo"])
+    assert dapo.algorithm.clip_high == 0.28 and dapo.algorithm.dynamic_sampling.enabled
+    assert dapo.algorithm.overlong.enabled and dapo.algorithm.aggregation == "token_mean"
+    grpo = load_recipe(RECIPE, ["algorithm.preset=grpo", "algorithm.kl.coef=0.01"])
+    assert grpo.algorithm.kl.coef == 0.01 and grpo.algorithm.aggregation == "seq_mean_token_mean"
+    dr = load_recipe(RECIPE, ["algorithm.preset=dr_grpo"])
+    assert dr.algorithm.advantage == "dr_grpo" and dr.algorithm.aggregation == "seq_mean_token_sum_norm"
+    with pytest.raises(RecipeError) as err:
+        load_recipe(RECIPE, ["algorithm.preset=ppo2"])
+    assert err.value.key == "algorithm.preset"
