@@ -119,8 +119,9 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
             totals = rollouts.shaped_rewards(completions, rewards, cfg)
             if cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward":
                 with timer("reference"):
-                    kl = reference_kl(trainers, rollouts.candidate_samples(prompts, completions), cfg)
-                totals = totals - cfg.algorithm.kl.coef * torch.tensor(kl)
+                    kl = torch.tensor(reference_kl(trainers, rollouts.candidate_samples(prompts, completions), cfg))
+                totals = totals - cfg.algorithm.kl.coef * kl
+                rollout["metrics"]["reward/kl_penalty"] = (cfg.algorithm.kl.coef * kl).mean().item()
             samples, sample_stats = rollouts.build_samples(prompts, completions, totals, cfg)
             batch_stats = {**rollout["metrics"], **sample_stats}
             with timer("train"):
