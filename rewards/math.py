@@ -111,7 +111,7 @@ class MathVerifier:
         try:
             gold = _parse_reference(sample.answer, self.parsing_timeout)
         except TimeoutException:
-            return Score(self.wrong_score, failure="math-verify timed out parsing the reference answer")
+            return Score(self.wrong_score, failure="timeout: math-verify timed out parsing the reference answer")
         except Exception as e:
             return Score(self.wrong_score, failure=f"reference answer could not be parsed: {type(e).__name__}: {e}")
         if not gold:
@@ -119,14 +119,14 @@ class MathVerifier:
         try:
             pred = parse(answer, parsing_timeout=self.parsing_timeout, raise_on_error=True)
         except TimeoutException:
-            return Score(self.wrong_score, failure="math-verify timed out parsing the completion")
+            return Score(self.wrong_score, failure="timeout: math-verify timed out parsing the completion")
         except Exception:  # unparseable text: no answer (math-verify's own default)
             pred = []
         if not pred:
             return self._score(False, False)
         correct, timed_out = self._compare(gold, pred)
         if timed_out and not correct:
-            return Score(self.wrong_score, failure="math-verify timed out comparing the answer")
+            return Score(self.wrong_score, failure="timeout: math-verify timed out comparing the answer")
         return self._score(True, correct)
 
     def _compare(self, gold: tuple, pred: list) -> tuple[bool, bool]:

@@ -30,9 +30,13 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = _load(args)
-    from rlvr.driver import train
+    from rlvr.driver import RewardFailureError, train
 
-    summary = train(cfg)
+    try:
+        summary = train(cfg)
+    except RewardFailureError as e:
+        print(f"rlvr: run stopped: {e}", file=sys.stderr)
+        return 1
     history = summary["history"]
     evals = [m["eval/accuracy"] for m in history if m.get("eval/accuracy") is not None]
     start = summary["first_eval"].get("eval/accuracy")
@@ -51,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
         p.set_defaults(fn=fn)
+    from rlvr import rewards_cli
+
+    rewards_cli.register(sub)
     return parser
 
 

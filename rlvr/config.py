@@ -111,6 +111,7 @@ class RewardConfig:
     num_workers: int = 1
     timeout_s: float = 5.0  # hard wall-clock limit per sample and verifier
     failure_score: float = 0.0  # score used when a verifier raises, hangs or returns NaN
+    max_failure_fraction: float = 0.5  # a verifier failing on more of a step's samples stops the run
     cpus_per_worker: float = 0.5
 
 
@@ -418,6 +419,7 @@ def _check_reward(rw: RewardConfig) -> None:
     _require(len(rw.verifiers) >= 1, "reward.verifiers", "at least one verifier is needed")
     _require(rw.num_workers >= 1, "reward.num_workers", "must be >= 1")
     _require(rw.timeout_s > 0, "reward.timeout_s", "must be > 0")
+    _require(0 < rw.max_failure_fraction <= 1, "reward.max_failure_fraction", "must be in (0, 1]")
     for i, v in enumerate(rw.verifiers):
         key = f"reward.verifiers[{i}]"
         _require(isinstance(v.get("name"), str) and v["name"], f"{key}.name", "each verifier needs a name")

@@ -167,6 +167,7 @@ def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: 
             completions = generate(engines, [p.token_ids for p in prompts], spec)
         with timer("reward"):
             rewards = score(rewarders, prompts, completions)
+        check_reward_failures(rewards, completions, cfg)
         rounds += 1
         seen_c += completions
         seen_r += rewards
@@ -187,6 +188,23 @@ def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: 
         metrics.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/dropped_groups": dropped,
                         "dynamic_sampling/kept_groups": len(kept["prompts"])})
     return {**kept, "metrics": metrics}
+
+
+class RewardFailureError(RuntimeError):
+    """A verifier failed on too much of a batch: a broken plugin must not train silently."""
+
+
+def check_reward_failures(rewards, completions: list[Completion], cfg: Config) -> None:
+    """Print one example per failing verifier; stop the run past `reward.max_failure_fraction`."""
+    from rlvr.reward.pool import failure_report
+
+    for key, (count, example) in failure_report(rewards, [c.text for c in completions]).items():
+        fraction = count / max(1, len(rewards))
+        print(f"[rlvr] reward: verifier {key!r} failed on {count}/{len(rewards)} samples, e.g. {example}", flush=True)
+        if fraction > cfg.reward.max_failure_fraction:
+            raise RewardFailureError(
+                f"verifier {key!r} failed on {fraction:.0%} of the batch (> reward.max_failure_fraction="
+                f"{cfg.reward.max_failure_fraction}); e.g. {example}")
 
 
 def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[Completion]:

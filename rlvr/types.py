@@ -65,9 +65,9 @@ class Score:
         elif isinstance(result, (bool, int, float)):
             score = Score(float(result))
         else:
-            return Score(0.0, failure=f"verifier returned {type(result).__name__}, expected Score or float")
+            return Score(0.0, failure=f"invalid: verifier returned {type(result).__name__}, expected Score or float")
         if score.failure is None and not math.isfinite(score.value):
-            return Score(0.0, failure=f"verifier returned non-finite score {score.value!r}")
+            return Score(0.0, failure=f"invalid: verifier returned non-finite score {score.value!r}")
         return score
 
 

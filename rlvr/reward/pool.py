@@ -184,17 +184,17 @@ class RewardWorker:
     def _failure_reason(self, status: str, spec: dict) -> str:
         """Why no result came: the child hung (we kill it) or died by itself."""
         if status == "timed out":
-            return f"timed out after {spec['timeout_s']:g} s (verifier process killed)"
+            return f"timeout: no answer after {spec['timeout_s']:g} s (verifier process killed)"
         try:
             code = self._proc.wait(timeout=5)  # its pipe closed: it is exiting
         except subprocess.TimeoutExpired:
-            return "verifier process closed its pipe and stopped answering"
+            return "exception: verifier process closed its pipe and stopped answering"
         if code < 0:
             try:
-                return f"verifier process died with signal {signal.Signals(-code).name}"
+                return f"exception: verifier process died with signal {signal.Signals(-code).name}"
             except ValueError:
-                return f"verifier process died with signal {-code}"
-        return f"verifier process exited with code {code}"
+                return f"exception: verifier process died with signal {-code}"
+        return f"exception: verifier process exited with code {code}"
 
     def _combine(self, scores: dict[int, Score]) -> SampleReward:
         used: dict[str, float] = {}
@@ -211,20 +211,53 @@ class RewardWorker:
         return SampleReward(total=total, scores=used, failures=failures)
 
 
+FAILURE_KINDS = ("timeout", "exception", "invalid", "reported")
+
+
+def failure_kind(reason: str) -> str:
+    """The kind a failure reason starts with: `timeout` (killed or timed out), `exception`
+    (raised, or its process died), `invalid` (NaN, inf, wrong type) or `reported` (the
+    verifier's own explicit failure).
+
+    >>> failure_kind("timeout: no answer after 5 s"), failure_kind("could not parse the tests")
+    ('timeout', 'reported')
+    """
+    head = reason.split(":", 1)[0].strip()
+    return head if head in FAILURE_KINDS else "reported"
+
+
 def reward_metrics(results: list[SampleReward]) -> dict[str, float]:
     """Per-verifier metrics for a batch: `reward/<key>/mean` (of the values used in the
-    totals, failure scores included) and `reward/<key>/failures` (a count).
+    totals, failure scores included), `reward/<key>/failures` (a count) and one count
+    per failure kind, `reward/<key>/failures/<kind>`.
 
-    >>> reward_metrics([SampleReward(1.0, {"math": 1.0}, {}), SampleReward(0.0, {"math": 0.0}, {"math": "boom"})])
-    {'reward/math/mean': 0.5, 'reward/math/failures': 1.0}
+    >>> m = reward_metrics([SampleReward(1.0, {"math": 1.0}, {}),
+    ...                     SampleReward(0.0, {"math": 0.0}, {"math": "invalid: NaN"})])
+    >>> m["reward/math/mean"], m["reward/math/failures"], m["reward/math/failures/invalid"]
+    (0.5, 1.0, 1.0)
     """
     keys = list(dict.fromkeys(key for r in results for key in r.scores))
     metrics: dict[str, float] = {}
     for key in keys:
         values = [r.scores[key] for r in results if key in r.scores]
         metrics[f"reward/{key}/mean"] = sum(values) / len(values)
-        metrics[f"reward/{key}/failures"] = float(sum(key in r.failures for r in results))
+        reasons = [r.failures[key] for r in results if key in r.failures]
+        metrics[f"reward/{key}/failures"] = float(len(reasons))
+        for kind in FAILURE_KINDS:
+            metrics[f"reward/{key}/failures/{kind}"] = float(sum(failure_kind(x) == kind for x in reasons))
     return metrics
+
+
+def failure_report(results: list[SampleReward], completions: list[str]) -> dict[str, tuple[int, str]]:
+    """Per verifier key that failed in this batch: (count, one example reason with its completion)."""
+    out: dict[str, tuple[int, str]] = {}
+    for r, completion in zip(results, completions):
+        for key, reason in r.failures.items():
+            count, example = out.get(key, (0, ""))
+            if not example:
+                example = f"{reason[:200]} (completion {completion[:80]!r})"
+            out[key] = (count + 1, example)
+    return out
 
 
 def verifier_keys(verifiers: list[dict]) -> list[str]:
@@ -329,9 +362,13 @@ def _run_one(fn, sample: RewardInput) -> tuple[float, dict, str | None]:
     try:
         score = Score.coerce(fn(sample))
         parts = {str(name): float(v) for name, v in score.parts.items()}
-        return float(score.value), parts, None if score.failure is None else str(score.failure)
+        failure = None if score.failure is None else str(score.failure)
+        if failure is not None and failure_kind(failure) == "reported" and not failure.startswith("reported:"):
+            failure = f"reported: {failure}"  # the verifier's own explicit reason
+        return float(score.value), parts, failure
     except BaseException as e:  # SystemExit and math-verify's TimeoutException too
-        text = f"{type(e).__name__}: {e}"
+        kind = "timeout" if "timeout" in type(e).__name__.lower() else "exception"
+        text = f"{kind}: {type(e).__name__}: {e}"
         return 0.0, {}, text if len(text) <= 500 else text[:497] + "..."
 
 

@@ -17,3 +17,14 @@ def test_kl_in_reward_and_hf_engine(ray_cluster, warm_model_dir, tmp_path):
     assert rows[1]["reward/kl_penalty"] == 0.0  # step 1 samples from the reference itself
     assert rows[3]["reward/kl_penalty"] > 0.0  # after two updates the policy has moved away
     assert all("timing/reference" in r for r in rows[1:])
+
+
+def test_a_verifier_failing_on_most_samples_stops_the_run(ray_cluster, warm_model_dir, tmp_path):
+    """A broken plugin (here: NaN for every sample) must not train silently."""
+    import pytest
+
+    from rlvr.driver import RewardFailureError
+
+    broken = '[{name: "tests.helpers.bad_verifiers:Constant", value: .nan}]'
+    with pytest.raises(RewardFailureError, match="failed on 100% of the batch"):
+        run_short(tmp_path, "broken", [f"reward.verifiers={broken}", "trainer.total_steps=2", "eval.num_prompts=8"])

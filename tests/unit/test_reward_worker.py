@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rlvr.reward.pool import RewardWorker, reward_metrics
+from rlvr.reward.pool import RewardWorker, failure_kind, reward_metrics
 from rlvr.types import RewardInput, SampleReward
 
 CHAOS = "tests.helpers.bad_verifiers:chaos"
@@ -42,6 +42,10 @@ def worker():
     w.shutdown()
 
 
+KINDS = {"raise": "exception", "hang": "timeout", "nan": "invalid", "exit": "exception",
+         "segfault": "exception", "none": "invalid"}
+
+
 def test_each_bad_sample_fails_alone(worker):
     batch = ["7", "raise", "7", "hang", "8", "nan", "7", "exit", "7", "segfault", "none", "7"]
     restarts = worker.ping()["restarts"]
@@ -49,7 +53,7 @@ def test_each_bad_sample_fails_alone(worker):
     assert len(results) == len(batch)
     reasons = {
         "raise": "RuntimeError: verifier exploded",
-        "hang": "timed out after 1 s",
+        "hang": "timeout: no answer after 1 s",
         "nan": "non-finite score nan",
         "exit": "exited with code 1",
         "segfault": "signal SIGSEGV",
@@ -60,6 +64,7 @@ def test_each_bad_sample_fails_alone(worker):
             # chaos failed: 2 * (-1); the format verifier still scored (0: not digits)
             assert r.failures.keys() == {CHAOS}, completion
             assert reasons[completion] in r.failures[CHAOS]
+            assert failure_kind(r.failures[CHAOS]) == KINDS[completion]
             assert r == SampleReward(total=-2.0, scores={CHAOS: -1.0, "format": 0.0}, failures=r.failures)
         elif completion == "7":  # 2 * 1 + 0.5 * 1
             assert r == SampleReward(total=2.5, scores={CHAOS: 1.0, "format": 1.0}, failures={})
@@ -77,7 +82,7 @@ def test_timeout_kill_takes_the_verifiers_helpers_too(worker, tmp_path):
     pid_file = tmp_path / "helper.pid"
     sample = RewardInput(prompt="p", completion="spawn-and-hang", answer="7", metadata={"pid_file": str(pid_file)})
     results = worker.score([sample, *inputs("7")])
-    assert "timed out" in results[0].failures[CHAOS] and results[1].total == 2.5
+    assert results[0].failures[CHAOS].startswith("timeout:") and results[1].total == 2.5
     helper = int(pid_file.read_text())
     deadline = time.monotonic() + 5  # orphaned on kill, then reaped by init
     while pid_alive(helper) and time.monotonic() < deadline:
@@ -109,7 +114,7 @@ def test_math_trap_is_killed_by_the_hard_timeout():
         results = w.score(inputs("\\boxed{85}", "\\boxed{9^{9^{9^{9}}}}", "The answer is $85$", "84", answer="85"))
         assert time.perf_counter() - t0 < 20
         assert [r.total for r in results] == [1.0, -0.5, 1.0, 0.0]
-        assert "timed out after 1 s" in results[1].failures["math"]
+        assert results[1].failures["math"].startswith("timeout: no answer after 1 s")
         assert [bool(r.failures) for r in results] == [False, True, False, False]
         assert w.ping()["restarts"] == 1
     finally:
@@ -200,13 +205,39 @@ def test_hung_child_dies_with_its_parent():
 def test_reward_metrics_hand_checked():
     results = [
         SampleReward(total=1.5, scores={"math": 1.0, "format": 1.0}, failures={}),
-        SampleReward(total=0.0, scores={"math": 0.0, "format": 0.0}, failures={"math": "timed out"}),
+        SampleReward(total=0.0, scores={"math": 0.0, "format": 0.0}, failures={"math": "timeout: no answer"}),
         SampleReward(total=0.5, scores={"math": 0.0, "format": 1.0}, failures={}),
     ]
+    zero_kinds = {f"reward/{key}/failures/{kind}": 0.0 for key in ("math", "format")
+                  for kind in ("timeout", "exception", "invalid", "reported")}
     assert reward_metrics(results) == {
+        **zero_kinds,
         "reward/math/mean": 1 / 3,  # (1 + 0 + 0) / 3
         "reward/math/failures": 1.0,
+        "reward/math/failures/timeout": 1.0,
         "reward/format/mean": 2 / 3,  # (1 + 0 + 1) / 3
         "reward/format/failures": 0.0,
     }
     assert reward_metrics([]) == {}
+
+
+def test_hostile_completions_never_stall_past_the_deadline():
+    """Deeply nested LaTeX, a huge power, 1 MB, lone surrogates, NUL bytes: each sample
+    returns within its timeout (+ the kill grace) + 1 s, and the worker keeps scoring."""
+    from rlvr.reward.pool import GRACE_S
+
+    timeout = 2.0
+    worker = RewardWorker([{"name": "math", "timeout_s": timeout}], default_timeout_s=timeout)
+    hostile = ["\\boxed{" * 500 + "1" + "}" * 500, "\\boxed{9^{9^{9^{9}}}}", "1" * 1_000_000,
+               "\ud800\udfff lone surrogates \\boxed{7}", "nul\x00bytes \\boxed{3}", "\\frac{" * 2000]
+    try:
+        for text in hostile:
+            start = time.monotonic()
+            [result] = worker.score([RewardInput(prompt="q", completion=text, answer="7")])
+            elapsed = time.monotonic() - start
+            assert elapsed < timeout + GRACE_S + 1.0, (text[:40], elapsed)
+            assert result.total in (0.0, 1.0)
+        [ok] = worker.score([RewardInput(prompt="q", completion="7", answer="7")])
+        assert ok.total == 1.0 and not ok.failures
+    finally:
+        worker.shutdown()
