@@ -38,6 +38,8 @@ Result keys: each configured verifier is reported under its `name`, or
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
 import os
 import signal
@@ -360,7 +362,10 @@ def _child_main() -> None:
 def _run_one(fn, sample: RewardInput) -> tuple[float, dict, str | None]:
     """Call one verifier; every problem becomes a failure reason, never an exception."""
     try:
-        score = Score.coerce(fn(sample))
+        result = fn(sample)
+        if inspect.isawaitable(result):  # an `async def` verifier (an LLM judge, a remote service)
+            result = asyncio.run(_awaited(result))
+        score = Score.coerce(result)
         parts = {str(name): float(v) for name, v in score.parts.items()}
         failure = None if score.failure is None else str(score.failure)
         if failure is not None and failure_kind(failure) == "reported" and not failure.startswith("reported:"):
@@ -370,6 +375,10 @@ def _run_one(fn, sample: RewardInput) -> tuple[float, dict, str | None]:
         kind = "timeout" if "timeout" in type(e).__name__.lower() else "exception"
         text = f"{kind}: {type(e).__name__}: {e}"
         return 0.0, {}, text if len(text) <= 500 else text[:497] + "..."
+
+
+async def _awaited(awaitable):
+    return await awaitable
 
 
 def _die_with_parent(parent_pid: int) -> None:

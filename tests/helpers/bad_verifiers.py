@@ -62,3 +62,11 @@ class FailsToLoad:
 
     def __call__(self, sample):  # pragma: no cover
         return 0.0
+
+
+async def async_exact(sample: RewardInput) -> float:
+    """An `async def` verifier, as an LLM judge or remote service would be written."""
+    import asyncio
+
+    await asyncio.sleep(0)
+    return exact(sample)

@@ -241,3 +241,12 @@ def test_hostile_completions_never_stall_past_the_deadline():
         assert ok.total == 1.0 and not ok.failures
     finally:
         worker.shutdown()
+
+
+def test_async_verifiers_are_awaited():
+    worker = RewardWorker([{"name": "tests.helpers.bad_verifiers:async_exact"}], default_timeout_s=5.0)
+    try:
+        results = worker.score([RewardInput(prompt="q", completion=c, answer="7") for c in ("7", "8")])
+        assert [r.total for r in results] == [1.0, 0.0] and not any(r.failures for r in results)
+    finally:
+        worker.shutdown()
