@@ -27,7 +27,7 @@ run: setup
 	$(VENV)/bin/rlvr train $(RECIPE) $(ARGS)
 
 test: setup
-	$(PY) -m pytest tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit tests/integration tests/e2e --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
