@@ -38,11 +38,14 @@ def _kill_cluster(temp_dir: str) -> None:
 @pytest.fixture
 def ray_head():
     temp_dir = tempfile.mkdtemp(prefix="rlvr-head-", dir="/tmp")
-    port, dash = free_port(), free_port()
+    port, dash, agent, agent_grpc, runtime_env_agent, metrics = (free_port() for _ in range(6))
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("RAY_ADDRESS", None)
     subprocess.run([f"{BIN}/ray", "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
-                    "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                    "--dashboard-host=127.0.0.1", "--num-cpus=4", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+                    # own ports for the per-node agents: the test session's private cluster holds the defaults
+                    f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+                    f"--runtime-env-agent-port={runtime_env_agent}", f"--metrics-export-port={metrics}"],
                    env=env, check=True, capture_output=True, timeout=180)
     try:
         yield f"http://127.0.0.1:{dash}", env
