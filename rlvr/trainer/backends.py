@@ -138,8 +138,9 @@ class DeepSpeedBackend:
                 if rank == 0:
                     state[name] = param.data.detach().cpu().clone()
         if rank == 0:
+            persistent = set(module.state_dict())  # once, not per buffer
             for name, buf in module.named_buffers():
-                if name in module.state_dict():
+                if name in persistent:
                     state[name] = buf.detach().cpu().clone()
         return state if rank == 0 else None
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from rlvr.config import RolloutConfig
-from rlvr.rollout.actors import create_engines, generate_sharded, push_weights, split_evenly
+from rlvr.rollout.actors import create_engines, split_evenly
 from rlvr.types import SamplingSpec
 
 pytestmark = pytest.mark.timeout(600)
@@ -262,11 +262,14 @@ def test_create_engines_shards_and_pushes(ray_cluster, random_model_dir, prompts
     try:
         assert ray.get([e.ping.remote() for e in engines]) == [True, True]
         spec = SamplingSpec(n=2, max_tokens=6, temperature=0.0)
-        completions = generate_sharded(engines, prompts, spec)
+        from rlvr.driver import generate
+
+        completions = generate(engines, prompts, spec)
         assert [c.prompt_index for c in completions] == [i for i in range(len(prompts)) for _ in range(2)]
         reference = hf_greedy(hf_model, tokenizer, prompts, 6)
         assert [c.token_ids for c in completions] == [r for r in reference for _ in range(2)]
-        seconds = push_weights(engines, hf_model.state_dict(), version=3)
+        state_ref = ray.put(hf_model.state_dict())
+        seconds = ray.get([e.update_weights.remote(state_ref, 3) for e in engines])
         assert len(seconds) == 2
         assert ray.get([e.weight_version.remote() for e in engines]) == [3, 3]
     finally:
