@@ -228,15 +228,19 @@ class ClusterConfig:
 
 @dataclass
 class ServiceConfig:
-    enabled: bool = False
+    enabled: bool = False  # serve the status/control API (and dashboard) while the run is active
     host: str = "127.0.0.1"
     port: int = 8777
+    token_env: str = "RLVR_TOKEN"  # control endpoints need `Authorization: Bearer <token>` from this variable...
+    token_file: Optional[str] = None  # ...or from this file; with neither, control endpoints are refused
+    heartbeat_s: float = 5.0  # status.json refreshed this often; a run silent for 6x this shows `stale`
 
 
 @dataclass
 class LoggingConfig:
     progress: bool = True  # progress bar over steps
     print_samples: int = 1  # completions printed at each eval (0: none)
+    samples_per_step: int = 32  # samples (prompt, completion, rewards) kept per step in <run>/samples/ (0: none)
     jsonl: bool = True
 
 
@@ -379,7 +383,12 @@ def check_recipe(cfg: Config) -> None:
     _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
-    _require(1 <= cfg.service.port <= 65535, "service.port", "must be a TCP port")
+    _require(0 <= cfg.service.port <= 65535, "service.port", "must be a TCP port (0: any free port)")
+    _require(cfg.service.heartbeat_s > 0, "service.heartbeat_s", "must be > 0")
+    if cfg.service.token_file is not None:
+        _require(os.path.isfile(os.path.expanduser(cfg.service.token_file)), "service.token_file",
+                 f"no such file: {cfg.service.token_file}")
+    _require(cfg.logging.samples_per_step >= 0, "logging.samples_per_step", "must be >= 0")
     _one_of(cfg.model.dtype, "model.dtype", {"float32", "bfloat16"})
 
 
