@@ -102,6 +102,10 @@ class RolloutConfig:
     cpus_per_engine: float = 1.0  # Ray logical CPUs per engine actor
     gpus_per_engine: float = 0.0
     num_threads: int = 2  # torch threads inside the engine process
+    # Each engine's share of a batch is generated in this many calls; each chunk is sent to the
+    # reward workers as soon as it returns, so scoring overlaps the generation still running.
+    # 1 (default): one call per engine (overlap only across engines). Raise it for slow verifiers.
+    chunks_per_engine: int = 1
 
 
 @dataclass
@@ -380,6 +384,7 @@ def check_recipe(cfg: Config) -> None:
 
         keys = verifier_keys(list(cfg.reward.verifiers))
         _one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", set(keys))
+    _require(cfg.rollout.chunks_per_engine >= 1, "rollout.chunks_per_engine", "must be >= 1")
     _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")

@@ -163,10 +163,7 @@ def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: 
     seen_c, seen_r, rounds, dropped = [], [], 0, 0
     while True:
         prompts = next_prompts(want)
-        with timer("generate"):
-            completions = generate(engines, [p.token_ids for p in prompts], spec)
-        with timer("reward"):
-            rewards = score(rewarders, prompts, completions)
+        completions, rewards = generate_and_score(engines, rewarders, prompts, spec, cfg.rollout.chunks_per_engine, timer)
         check_reward_failures(rewards, completions, cfg)
         rounds += 1
         seen_c += completions
@@ -219,16 +216,41 @@ def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[C
     return merge_shards(ray.get([e.generate.remote(s, spec) for e, s in zip(engines, shards) if s]), shards)
 
 
-def score(rewarders, prompts, completions: list[Completion]):
-    """Score every completion on the reward workers; one SampleReward per completion, in order."""
-    import ray
-
+def score_async(rewarders, prompts, completions: list[Completion]) -> list:
+    """Start scoring `completions` (split over the reward workers); returns the result refs in order."""
     from rlvr.rollout.actors import split_evenly
 
     inputs = [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
                           prompts[c.prompt_index].metadata) for c in completions]
-    shards = split_evenly(inputs, len(rewarders))
-    return [r for part in ray.get([w.score.remote(s) for w, s in zip(rewarders, shards) if s]) for r in part]
+    return [w.score.remote(s) for w, s in zip(rewarders, split_evenly(inputs, len(rewarders))) if s]
+
+
+def generate_and_score(engines, rewarders, prompts, spec: SamplingSpec, chunks_per_engine: int, timer: Timer):
+    """Generate on every engine in `chunks_per_engine` calls each and send each chunk to the
+    reward workers the moment it comes back, so scoring overlaps the generation still
+    running. `timing/generate` ends when the last chunk is generated; `timing/reward` is
+    the scoring left after that (what the step waits for). Returns (completions,
+    rewards) in prompt order."""
+    import ray
+
+    from rlvr.rollout.actors import split_evenly
+    from rlvr.rollouts import merge_shards
+
+    chunks = split_evenly(prompts, len(engines) * chunks_per_engine)  # engine e gets chunks e*c .. e*c+c-1
+    with timer("generate"):
+        generating = {engines[j // chunks_per_engine].generate.remote([p.token_ids for p in chunk], spec): j
+                      for j, chunk in enumerate(chunks) if chunk}
+        generated, scoring = {}, {}
+        while generating:
+            [ref], _ = ray.wait(list(generating), num_returns=1)
+            j = generating.pop(ref)
+            generated[j] = ray.get(ref)
+            scoring[j] = score_async(rewarders, chunks[j], generated[j])
+    with timer("reward"):
+        order = sorted(generated)
+        rewards = [r for j in order for part in ray.get(scoring[j]) for r in part]
+    completions = merge_shards([generated[j] for j in order], [chunks[j] for j in order])
+    return completions, rewards
 
 
 def train_step(trainers, samples, cfg: Config) -> dict:
@@ -276,8 +298,8 @@ def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Con
     if not eval_prompts:
         return {}
     t0 = time.perf_counter()
-    completions = generate(engines, [p.token_ids for p in eval_prompts], eval_spec)
-    results = score(rewarders, eval_prompts, completions)
+    completions, results = generate_and_score(engines, rewarders, eval_prompts, eval_spec,
+                                              cfg.rollout.chunks_per_engine, Timer())
     return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
 
 

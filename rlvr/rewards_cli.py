@@ -2,13 +2,14 @@
 
     rlvr rewards list                       every verifier installed (entry-point group rlvr.rewards)
     rlvr rewards check NAME [-o k=v ...]    run the conformance kit, print a table; exit 1 on any FAIL
-    rlvr rewards score NAME --completion TEXT --answer TEXT [--prompt TEXT] [-o k=v ...]
-                                            score one sample, print {"value", "parts", "failure"} as JSON
+    rlvr rewards score NAME --completion TEXT --answer TEXT [--prompt TEXT] [-o k=v ...] [--timeout-s S]
+                                            score one sample, print {"value", "parts", "failure"} as JSON;
+                                            exit 1 when the verifier failed (raised, timed out, invalid)
 
 NAME is a registered name or a "package.module:attr" path. Option values are
 parsed as YAML (`k=3` is an int, `k=true` a bool, `k={a: b}` a mapping, quotes
-force a string). `score` runs the verifier in this process (so parts are shown);
-`check` runs it in a reward-worker child process, as training does.
+force a string). `score` and `check` run the verifier in a reward-worker child
+process, as training does, with the same hard timeout (a hang is killed).
 Also runnable as `python -m rlvr.rewards_cli ...`.
 """
 
@@ -46,6 +47,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--answer", required=True)
     p.add_argument("--prompt", default="")
     _add_option_arg(p)
+    p.add_argument("--timeout-s", type=float, default=5.0, help="hard kill (default 5)")
     p.set_defaults(fn=cmd_score)
     return parser
 
@@ -109,21 +111,24 @@ def cmd_check(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from rlvr.reward.registry import load_verifier
-    from rlvr.types import RewardInput, Score
+    from rlvr.reward.pool import RewardWorker
+    from rlvr.reward.registry import resolve_verifier_name
+    from rlvr.types import RewardInput
 
     try:
-        verify = load_verifier(args.name, parse_options(args.option))
-    except (LookupError, ValueError, TypeError, ImportError, AttributeError) as e:  # bad name or options
-        print(f"rlvr rewards: {type(e).__name__}: {e}", file=sys.stderr)
+        resolve_verifier_name(args.name)  # a clean one-line error before any process starts
+        worker = RewardWorker([{"name": args.name, **parse_options(args.option)}], default_timeout_s=args.timeout_s)
+    except (LookupError, RuntimeError) as e:  # bad name, or the verifier could not load with these options
+        print(f"rlvr rewards: {e}", file=sys.stderr)
         return EXIT_USAGE
-    sample = RewardInput(prompt=args.prompt, completion=args.completion, answer=args.answer)
     try:
-        score = Score.coerce(verify(sample))
-    except Exception as e:
-        score = Score(0.0, failure=f"exception: {type(e).__name__}: {e}")
-    print(json.dumps({"value": score.value, "parts": score.parts, "failure": score.failure}))
-    return 0
+        [reward] = worker.score([RewardInput(prompt=args.prompt, completion=args.completion, answer=args.answer)])
+    finally:
+        worker.shutdown()
+    [key] = worker.keys
+    failure = reward.failures.get(key)
+    print(json.dumps({"value": reward.scores[key], "parts": reward.parts.get(key, {}), "failure": failure}))
+    return EXIT_FAILED if failure else 0
 
 
 def main(argv: list[str] | None = None) -> int:

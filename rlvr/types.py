@@ -78,3 +78,4 @@ class SampleReward:
     total: float  # weighted sum of verifier values (failure_score where one failed)
     scores: dict[str, float]  # verifier name -> value used in the total
     failures: dict[str, str]  # verifier name -> reason, for verifiers that failed
+    parts: dict[str, dict[str, float]] = field(default_factory=dict)  # verifier name -> its named sub-scores

@@ -31,6 +31,19 @@ only, 0.6 s with `math` (sympy import), paid once and again after each kill;
 512 integer samples through `math` take 15-20 ms (fast path; pipe overhead
 ~0.03 ms per pair), 0.2-0.4 s without it, ~0.5 s for "The answer is \boxed{n}".
 
+Batched verifiers. A verifier whose function or class has `batched = True` is
+called with a list of samples and returns a list of results, one per sample
+(an LLM judge or a remote service scores many samples per request). It may set
+`max_batch_size` (an int) to cap the list; otherwise it gets every sample of the
+worker's shard in one call. Its `timeout_s` bounds each call (one chunk), not
+each sample. A call that raises, hangs or returns the wrong number of results
+fails every sample of that chunk, and only that chunk.
+
+The unit of work is a *call*: `(k, [i, ...])`, verifier k on samples i. A
+per-sample verifier makes one call per sample; a batched one one call per chunk.
+The parent sends the calls in order and reads one result per (sample, verifier)
+pair back, so the protocol is the same for both kinds.
+
 Result keys: each configured verifier is reported under its `name`, or
 `name#i` (i = its index in `reward.verifiers`) when a name appears twice;
 `verifier_keys` computes them from the recipe for the driver.
@@ -66,6 +79,7 @@ class RewardWorker:
     def __init__(self, verifiers: list[dict], default_timeout_s: float = 5.0, default_failure_score: float = 0.0):
         self.specs = _parse_specs(verifiers, default_timeout_s, default_failure_score)
         self.keys = [s["key"] for s in self.specs]
+        self.batch_sizes: list[int] = []  # per verifier: 0 = one sample per call; n = batched, up to n per call
         self.restarts = 0
         self._proc: subprocess.Popen | None = None
         self._start_child()
@@ -75,13 +89,13 @@ class RewardWorker:
     def score(self, inputs: list[RewardInput]) -> list[SampleReward]:
         """Score every sample with every verifier; one result per input, in order."""
         results: list[dict[int, Score]] = [{} for _ in inputs]
-        pending = [(i, k) for i in range(len(inputs)) for k in range(len(self.specs))]
+        calls = plan_calls(len(inputs), self.batch_sizes)
         try:
-            while pending:
+            while calls:
                 if self._proc is None or self._proc.poll() is not None:
                     self._restart()  # died while idle: nothing was in flight
-                self._send(("score", _batch_message(inputs, pending)))
-                pending = self._collect(pending, results)
+                self._send(("score", [(k, [(i, inputs[i]) for i in idx]) for k, idx in calls]))
+                calls = self._collect(calls, results)
         except BaseException:
             if self._proc is not None:  # it may still be busy with this batch: never reuse it
                 _kill(self._proc)
@@ -92,7 +106,7 @@ class RewardWorker:
         """Liveness and bookkeeping: child pid, restarts so far, result keys."""
         alive = self._proc is not None and self._proc.poll() is None
         return {"pid": self._proc.pid if alive else None, "restarts": self.restarts,
-                "startup_s": self.startup_s, "keys": list(self.keys)}
+                "startup_s": self.startup_s, "keys": list(self.keys), "batch_sizes": list(self.batch_sizes)}
 
     def shutdown(self) -> None:
         """Stop the child (politely, then by force). Safe to call twice."""
@@ -134,6 +148,7 @@ class RewardWorker:
             detail = reply[1] if status == "ok" else f"the verifier process {status} while starting"
             self.shutdown()
             raise RuntimeError(f"reward worker: could not load the verifiers: {detail}")
+        self.batch_sizes = list(reply[2])
         self.startup_s = time.perf_counter() - t0
 
     def _restart(self) -> None:
@@ -167,20 +182,25 @@ class RewardWorker:
 
     # ---- scoring ----
 
-    def _collect(self, pending: list[tuple[int, int]], results: list[dict[int, Score]]) -> list[tuple[int, int]]:
-        """Receive results for `pending` (in the order the child runs them). Returns
-        the pairs still to score if the child had to be killed or died, else []."""
-        for n, (i, k) in enumerate(pending):
+    def _collect(self, calls: list[tuple[int, list[int]]], results: list[dict[int, Score]]) -> list[tuple[int, list[int]]]:
+        """Receive one result per (sample, verifier) pair of `calls`, in the order the
+        child runs them. If the child hangs past a call's deadline or dies, every pair
+        of that call fails, the child is restarted, and the calls not yet run are
+        returned to be sent again; else []."""
+        for n, (k, idx) in enumerate(calls):
             spec = self.specs[k]
-            status, message = self._recv(spec["timeout_s"] + GRACE_S)
-            if status != "ok":
-                results[i][k] = Score(spec["failure_score"], failure=self._failure_reason(status, spec))
-                self._restart()
-                return pending[n + 1:]
-            got_i, got_k, value, parts, failure = message
-            if (got_i, got_k) != (i, k):
-                raise RuntimeError(f"reward worker: protocol error, expected {(i, k)} got {(got_i, got_k)}")
-            results[i][k] = Score(value, parts, failure)
+            for i in idx:
+                status, message = self._recv(spec["timeout_s"] + GRACE_S)
+                if status != "ok":
+                    reason = self._failure_reason(status, spec)
+                    for j in idx:
+                        results[j].setdefault(k, Score(spec["failure_score"], failure=reason))
+                    self._restart()
+                    return calls[n + 1:]
+                got_i, got_k, value, parts, failure = message
+                if (got_i, got_k) != (i, k):
+                    raise RuntimeError(f"reward worker: protocol error, expected {(i, k)} got {(got_i, got_k)}")
+                results[i][k] = Score(value, parts, failure)
         return []
 
     def _failure_reason(self, status: str, spec: dict) -> str:
@@ -201,6 +221,7 @@ class RewardWorker:
     def _combine(self, scores: dict[int, Score]) -> SampleReward:
         used: dict[str, float] = {}
         failures: dict[str, str] = {}
+        parts: dict[str, dict[str, float]] = {}
         total = 0.0
         for k, spec in enumerate(self.specs):
             score = scores[k]
@@ -208,9 +229,11 @@ class RewardWorker:
             if score.failure is not None:
                 failures[spec["key"]] = score.failure
                 value = spec["failure_score"]
+            elif score.parts:
+                parts[spec["key"]] = dict(score.parts)
             used[spec["key"]] = value
             total += spec["weight"] * value
-        return SampleReward(total=total, scores=used, failures=failures)
+        return SampleReward(total=total, scores=used, failures=failures, parts=parts)
 
 
 FAILURE_KINDS = ("timeout", "exception", "invalid", "reported")
@@ -303,15 +326,32 @@ def _parse_specs(verifiers: list[dict], default_timeout_s: float, default_failur
     return specs
 
 
-def _batch_message(inputs: list[RewardInput], pending: list[tuple[int, int]]) -> list:
-    """[(i, sample, [k, ...]), ...]: the pairs still to score, grouped by sample, in order."""
-    batch: list = []
-    for i, k in pending:
-        if batch and batch[-1][0] == i:
-            batch[-1][2].append(k)
-        else:
-            batch.append((i, inputs[i], [k]))
-    return batch
+def plan_calls(num_samples: int, batch_sizes: list[int]) -> list[tuple[int, list[int]]]:
+    """The calls that score `num_samples` samples with every verifier: `(k, [i, ...])`.
+    Per-sample verifiers (batch size 0) first, sample by sample; then each batched
+    verifier over consecutive chunks of at most its batch size.
+
+    >>> plan_calls(3, [0, 2])
+    [(0, [0]), (0, [1]), (0, [2]), (1, [0, 1]), (1, [2])]
+    """
+    calls = [(k, [i]) for i in range(num_samples) for k, size in enumerate(batch_sizes) if not size]
+    for k, size in enumerate(batch_sizes):
+        if size:
+            calls += [(k, list(range(start, min(start + size, num_samples)))) for start in range(0, num_samples, size)]
+    return calls
+
+
+def batch_size_of(verifier) -> int:
+    """0 for a per-sample verifier; for one marked `batched = True`, its `max_batch_size`
+    (an int >= 1), or a very large number when it sets none."""
+    if not getattr(verifier, "batched", False):
+        return 0
+    size = getattr(verifier, "max_batch_size", None)
+    if size is None:
+        return 1 << 30
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_batch_size must be an int >= 1, got {size!r}")
+    return size
 
 
 def _kill(proc: subprocess.Popen) -> None:
@@ -339,14 +379,15 @@ def _child_main() -> None:
     from rlvr.reward.registry import load_verifier
 
     _, specs = tasks.recv()
-    fns = []
+    fns, sizes = [], []
     for key, name, options in specs:
         try:
             fns.append(load_verifier(name, options))
+            sizes.append(batch_size_of(fns[-1]))
         except BaseException as e:
             results.send(("error", f"{key}: {type(e).__name__}: {e}"))
             return
-    results.send(("ready", os.getpid()))
+    results.send(("ready", os.getpid(), sizes))
     while True:
         try:
             message = tasks.recv()
@@ -354,27 +395,58 @@ def _child_main() -> None:
             return
         if message[0] == "stop":
             return
-        for i, sample, ks in message[1]:
-            for k in ks:
-                results.send((i, k) + _run_one(fns[k], sample))
+        for k, items in message[1]:
+            samples = [sample for _, sample in items]
+            outcomes = _run_batch(fns[k], samples) if sizes[k] else [_run_one(fns[k], samples[0])]
+            for (i, _), outcome in zip(items, outcomes):
+                results.send((i, k) + outcome)
 
 
 def _run_one(fn, sample: RewardInput) -> tuple[float, dict, str | None]:
-    """Call one verifier; every problem becomes a failure reason, never an exception."""
+    """Call one verifier on one sample; every problem becomes a failure reason, never an exception."""
     try:
-        result = fn(sample)
-        if inspect.isawaitable(result):  # an `async def` verifier (an LLM judge, a remote service)
-            result = asyncio.run(_awaited(result))
+        return _outcome(_call(fn, sample))
+    except BaseException as e:  # SystemExit and math-verify's TimeoutException too
+        return _raised(e)
+
+
+def _run_batch(fn, samples: list[RewardInput]) -> list[tuple[float, dict, str | None]]:
+    """Call a batched verifier once on `samples`; a failure of the call fails each sample."""
+    try:
+        results = _call(fn, samples)
+        if not isinstance(results, (list, tuple)) or len(results) != len(samples):
+            got = f"{len(results)} results" if isinstance(results, (list, tuple)) else type(results).__name__
+            reason = f"invalid: batched verifier returned {got} for {len(samples)} samples"
+            return [(0.0, {}, reason)] * len(samples)
+        return [_outcome(r) for r in results]
+    except BaseException as e:
+        return [_raised(e)] * len(samples)
+
+
+def _call(fn, arg):
+    result = fn(arg)
+    if inspect.isawaitable(result):  # an `async def` verifier (an LLM judge, a remote service)
+        result = asyncio.run(_awaited(result))
+    return result
+
+
+def _outcome(result) -> tuple[float, dict, str | None]:
+    """A verifier's return value as (value, parts, failure reason)."""
+    try:
         score = Score.coerce(result)
         parts = {str(name): float(v) for name, v in score.parts.items()}
-        failure = None if score.failure is None else str(score.failure)
-        if failure is not None and failure_kind(failure) == "reported" and not failure.startswith("reported:"):
-            failure = f"reported: {failure}"  # the verifier's own explicit reason
-        return float(score.value), parts, failure
-    except BaseException as e:  # SystemExit and math-verify's TimeoutException too
-        kind = "timeout" if "timeout" in type(e).__name__.lower() else "exception"
-        text = f"{kind}: {type(e).__name__}: {e}"
-        return 0.0, {}, text if len(text) <= 500 else text[:497] + "..."
+    except Exception as e:  # parts that are not numbers
+        return 0.0, {}, f"invalid: {type(e).__name__}: {e}"
+    failure = None if score.failure is None else str(score.failure)
+    if failure is not None and failure_kind(failure) == "reported" and not failure.startswith("reported:"):
+        failure = f"reported: {failure}"  # the verifier's own explicit reason
+    return float(score.value), parts, failure
+
+
+def _raised(e: BaseException) -> tuple[float, dict, str]:
+    kind = "timeout" if "timeout" in type(e).__name__.lower() else "exception"
+    text = f"{kind}: {type(e).__name__}: {e}"
+    return 0.0, {}, text if len(text) <= 500 else text[:497] + "..."
 
 
 async def _awaited(awaitable):

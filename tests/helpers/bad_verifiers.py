@@ -70,3 +70,39 @@ async def async_exact(sample: RewardInput) -> float:
 
     await asyncio.sleep(0)
     return exact(sample)
+
+
+def batched_exact(samples: list[RewardInput]) -> list[Score]:
+    """A batched verifier: one call scores many samples; `parts` records the call's size.
+    Misbehaves for the whole call when one completion says so (raise / hang / short)."""
+    modes = {s.completion.strip() for s in samples}
+    if "raise" in modes:
+        raise RuntimeError("batch exploded")
+    if "hang" in modes:
+        while True:
+            time.sleep(60)
+    scores = [Score(exact(s), parts={"call_size": float(len(samples))}) for s in samples]
+    return scores[:-1] if "short" in modes else scores
+
+
+batched_exact.batched = True
+
+
+class BatchedJudge:
+    """A batched, async class verifier with a chunk limit, as an LLM judge would be."""
+
+    batched = True
+
+    def __init__(self, max_batch_size: int = 3):
+        self.max_batch_size = max_batch_size
+
+    async def __call__(self, samples: list[RewardInput]) -> list[Score]:
+        import asyncio
+
+        await asyncio.sleep(0)
+        return [Score(exact(s), parts={"call_size": float(len(samples))}) for s in samples]
+
+
+def stamped(sample: RewardInput) -> Score:
+    """Records when and on what it scored: parts `t` (unix time) and `chars` (completion length)."""
+    return Score(1.0, parts={"t": time.time(), "chars": float(len(sample.completion))})

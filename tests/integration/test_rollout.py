@@ -286,3 +286,33 @@ def test_split_evenly_keeps_order_and_groups():
     assert sum(slices, []) == groups
     with pytest.raises(ValueError):
         split_evenly(list(range(5)), 2, group_size=2)
+
+
+def test_scoring_overlaps_generation_and_keeps_order(engines, prompts, tokenizer):
+    """`generate_and_score` with 6 chunks on one engine: the first chunk is scored while the
+    later ones are still generating, and every reward lands on its own completion."""
+    import time
+
+    import ray
+
+    from rlvr.data import Prompt
+    from rlvr.driver import generate_and_score
+    from rlvr.metrics import Timer
+    from rlvr.reward.pool import RewardWorker
+
+    key = "tests.helpers.bad_verifiers:stamped"
+    rewarder = ray.remote(num_cpus=0.5)(RewardWorker).remote([{"name": key}])
+    try:
+        ray.get(rewarder.ping.remote())
+        items = [Prompt(text=tokenizer.decode(ids), token_ids=ids, answer="") for ids in prompts * 2]
+        spec = SamplingSpec(n=4, max_tokens=64, temperature=1.0, ignore_eos=True, seed=3)
+        timer = Timer()
+        t0 = time.time()
+        completions, rewards = generate_and_score([engines["vllm"]], [rewarder], items, spec, 6, timer)
+        generation_done = t0 + timer.times["timing/generate"]
+        assert [c.prompt_index for c in completions] == [i for i in range(len(items)) for _ in range(4)]
+        assert [r.parts[key]["chars"] for r in rewards] == [float(len(c.text)) for c in completions]
+        first_scored = min(r.parts[key]["t"] for r in rewards)
+        assert first_scored < generation_done, (first_scored - t0, timer.times)
+    finally:
+        ray.kill(rewarder)

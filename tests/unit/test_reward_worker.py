@@ -65,11 +65,14 @@ def test_each_bad_sample_fails_alone(worker):
             assert r.failures.keys() == {CHAOS}, completion
             assert reasons[completion] in r.failures[CHAOS]
             assert failure_kind(r.failures[CHAOS]) == KINDS[completion]
-            assert r == SampleReward(total=-2.0, scores={CHAOS: -1.0, "format": 0.0}, failures=r.failures)
+            assert r == SampleReward(total=-2.0, scores={CHAOS: -1.0, "format": 0.0}, failures=r.failures,
+                                     parts={"format": {"pattern": 0.0}})
         elif completion == "7":  # 2 * 1 + 0.5 * 1
-            assert r == SampleReward(total=2.5, scores={CHAOS: 1.0, "format": 1.0}, failures={})
+            assert r == SampleReward(total=2.5, scores={CHAOS: 1.0, "format": 1.0}, failures={},
+                                     parts={"format": {"pattern": 1.0}})
         else:  # "8": wrong but well-formed: 2 * 0 + 0.5 * 1
-            assert r == SampleReward(total=0.5, scores={CHAOS: 0.0, "format": 1.0}, failures={})
+            assert r == SampleReward(total=0.5, scores={CHAOS: 0.0, "format": 1.0}, failures={},
+                                     parts={"format": {"pattern": 1.0}})
     assert worker.ping()["restarts"] == restarts + 3  # hang, exit, segfault; not raise/nan/none
 
     metrics = reward_metrics(results)
@@ -248,5 +251,67 @@ def test_async_verifiers_are_awaited():
     try:
         results = worker.score([RewardInput(prompt="q", completion=c, answer="7") for c in ("7", "8")])
         assert [r.total for r in results] == [1.0, 0.0] and not any(r.failures for r in results)
+    finally:
+        worker.shutdown()
+
+
+BATCHED = "tests.helpers.bad_verifiers:batched_exact"
+
+
+def test_batched_verifier_gets_the_whole_shard_in_one_call():
+    worker = RewardWorker([{"name": BATCHED}, {"name": "tests.helpers.bad_verifiers:exact", "weight": 0.5}])
+    try:
+        assert worker.ping()["batch_sizes"][1] == 0 and worker.ping()["batch_sizes"][0] > 1000
+        results = worker.score(inputs("7", "8", "7", "x", "7"))
+        assert [r.total for r in results] == [1.5, 0.0, 1.5, 0.0, 1.5]
+        assert all(r.parts[BATCHED] == {"call_size": 5.0} for r in results)
+        assert not any(r.failures for r in results)
+    finally:
+        worker.shutdown()
+
+
+def test_batched_async_class_verifier_is_chunked_by_max_batch_size():
+    worker = RewardWorker([{"name": "tests.helpers.bad_verifiers:BatchedJudge", "max_batch_size": 2}])
+    try:
+        results = worker.score(inputs("7", "8", "7", "7", "7"))
+        assert [r.total for r in results] == [1.0, 0.0, 1.0, 1.0, 1.0]
+        key = "tests.helpers.bad_verifiers:BatchedJudge"
+        assert [r.parts[key]["call_size"] for r in results] == [2.0, 2.0, 2.0, 2.0, 1.0]
+    finally:
+        worker.shutdown()
+
+
+@pytest.mark.parametrize("bad, kind, reason", [
+    ("raise", "exception", "RuntimeError: batch exploded"),
+    ("hang", "timeout", "no answer after 1 s"),
+    ("short", "invalid", "returned 4 results for 5 samples"),
+])
+def test_a_failing_batched_call_fails_only_its_own_chunk(bad, kind, reason):
+    # chunks of 2: [7, 8] [bad, 7] [7]; a per-sample verifier beside it is unaffected
+    worker = RewardWorker([{"name": "tests.helpers.bad_verifiers:BatchedJudge", "max_batch_size": 2},
+                           {"name": BATCHED, "timeout_s": 1.0, "failure_score": -1.0}], default_timeout_s=1.0)
+    judge = "tests.helpers.bad_verifiers:BatchedJudge"
+    try:
+        t0 = time.monotonic()
+        results = worker.score(inputs("7", "8", bad, "7", "7"))
+        assert time.monotonic() - t0 < 1.0 + 0.5 + 5.0  # one timeout at most, plus a child restart
+        # the whole-shard verifier sees `bad` in its single call: every sample fails with it
+        assert all(failure_kind(r.failures[BATCHED]) == kind and reason in r.failures[BATCHED] for r in results)
+        assert all(r.scores[BATCHED] == -1.0 for r in results)
+        # the chunked judge ran on its own chunks, which scored normally (its code ignores `bad`)
+        assert [r.scores[judge] for r in results] == [1.0, 0.0, 0.0, 1.0, 1.0]
+        assert not any(judge in r.failures for r in results)
+    finally:
+        worker.shutdown()
+
+
+def test_batched_timeout_fails_the_chunk_and_scores_the_rest():
+    worker = RewardWorker([{"name": BATCHED, "timeout_s": 1.0}], default_timeout_s=1.0)
+    try:
+        results = worker.score(inputs("hang", "7"))
+        assert all(failure_kind(r.failures[BATCHED]) == "timeout" for r in results)
+        assert worker.ping()["restarts"] == 1
+        [ok] = worker.score(inputs("7"))
+        assert ok.total == 1.0 and not ok.failures
     finally:
         worker.shutdown()

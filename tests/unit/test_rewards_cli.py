@@ -53,6 +53,21 @@ def test_score_passes_yaml_options(capsys):
     assert code == 0 and json.loads(out)["value"] == -0.5  # (10 - 4 - 8) / 4
 
 
+def test_score_kills_a_hanging_verifier_after_its_timeout(capsys):
+    t0 = time.monotonic()
+    code, out = run(capsys, "score", "tests.helpers.bad_verifiers:chaos", "--completion", "hang", "--answer", "1",
+                    "--timeout-s", "1")
+    assert time.monotonic() - t0 < 10
+    assert code == 1
+    result = json.loads(out)
+    assert result["failure"].startswith("timeout: no answer after 1 s") and result["value"] == 0.0
+
+
+def test_score_bad_options_are_a_usage_error(capsys):
+    assert main(["score", "length", "--completion", "1", "--answer", "1", "-o", "max_length=-3"]) == 2
+    assert "max_length" in capsys.readouterr().err
+
+
 def test_score_unknown_name_is_a_usage_error(capsys):
     assert main(["score", "no_such_verifier", "--completion", "1", "--answer", "1"]) == 2
     assert "unknown verifier 'no_such_verifier'" in capsys.readouterr().err
