@@ -47,3 +47,14 @@ def runtime_env_for_actors(cache_dir: str) -> dict:
         "TORCH_EXTENSIONS_DIR": os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), "torch_extensions"),
         "TOKENIZERS_PARALLELISM": "false",
     }}
+
+
+def job_submission_id() -> str | None:
+    """The Ray job id when this driver was started by `ray job submit` (Ray hands the
+    entrypoint its job config, whose metadata holds the submission id), else None."""
+    import json
+
+    try:
+        return json.loads(os.environ["RAY_JOB_CONFIG_JSON_ENV_VAR"])["metadata"]["job_submission_id"]
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -8,6 +8,11 @@
 Strictly on-policy: the engines always generate with the weights of the
 previous update (the sync is part of every step), so `old_logp` equals the
 current policy's log-probs at the first update of each step.
+
+The run reports itself through its folder (see `rlvr.runstate`): `status.json`
+(state, step, phase, heartbeat), `metrics.jsonl`, `samples/`, `checkpoints/`.
+Between steps it takes control requests (`control/`, written by the status
+API): pause, resume, checkpoint now, stop (with a final checkpoint).
 """
 
 from __future__ import annotations
@@ -33,6 +38,46 @@ def prepare_model(cfg: Config) -> str:
 
 def train(cfg: Config) -> dict:
     """Run `cfg.trainer.total_steps` RL steps; returns a summary of the run."""
+    from rlvr import cluster
+    from rlvr.runstate import RunStatus
+
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
+        f.write(to_yaml(cfg))
+    status = RunStatus(run_dir, cfg.run.name, cfg.trainer.total_steps, heartbeat_s=cfg.service.heartbeat_s,
+                       ray_job_id=cluster.job_submission_id())
+    status.start_heartbeat()
+    server = None
+    try:
+        server = _start_service(cfg, status)  # a busy port fails here, before any actor starts
+        summary = _run(cfg, run_dir, status)
+    except BaseException as e:
+        status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    finally:
+        if server is not None:
+            server.stop()
+    status.close("stopped" if summary["stopped_at"] is not None else "completed")
+    return summary
+
+
+def _start_service(cfg: Config, status):
+    """The status/control API over every run in `run.output_dir`, while this run is active."""
+    if not cfg.service.enabled:
+        return None
+    from rlvr.service.server import resolve_token, start_in_thread
+
+    token = resolve_token(cfg.service.token_env, cfg.service.token_file)
+    server = start_in_thread(cfg.run.output_dir, cfg.service.host, cfg.service.port, token)
+    status.update(service_url=server.url)
+    print(f"[rlvr] status API and dashboard: {server.url}/"
+          + ("" if token else f" (control endpoints off: set {cfg.service.token_env} or service.token_file)"), flush=True)
+    return server
+
+
+def _run(cfg: Config, run_dir: str, status) -> dict:
+    """Model, data and actors for the loop, and their clean-up."""
     import ray
 
     from rlvr import cluster
@@ -41,12 +86,8 @@ def train(cfg: Config) -> dict:
     from rlvr.rollout.actors import create_engines
     from rlvr.trainer.group import create_trainers
 
-    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
-    os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "recipe.yaml"), "w") as f:
-        f.write(to_yaml(cfg))
-
     # ---- data and model (local, before any actor starts)
+    status.update(phase="model")
     model_path = prepare_model(cfg)
     from transformers import AutoTokenizer
 
@@ -56,6 +97,7 @@ def train(cfg: Config) -> dict:
     sampler = PromptSampler(len(train_prompts), cfg.run.seed)
 
     # ---- actors
+    status.update(phase="actors")
     started_cluster = cluster.connect(cfg)
     env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
@@ -70,12 +112,12 @@ def train(cfg: Config) -> dict:
         actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
                                                  cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
-        summary = _loop(cfg, run_dir, train_prompts, eval_prompts, sampler, **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
+        return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler,
+                     **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
     finally:
         _stop(actors)
         if started_cluster:
             ray.shutdown()
-    return summary
 
 
 def _stop(actors: dict) -> None:
@@ -94,24 +136,33 @@ def _stop(actors: dict) -> None:
         remove_placement_group(actors["pg"])
 
 
-def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
+def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
     """The RL loop proper: every remote call of a step happens here, in order."""
     import torch
 
     from rlvr import rollouts
+    from rlvr.runstate import ControlInbox, write_samples
 
     logger = MetricsLogger(run_dir)
+    inbox = ControlInbox(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
     eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
-    version, history, progress = 0, [], _progress(cfg)
+    version, history, progress, failures, stopped_at = 0, [], _progress(cfg), {}, None
 
+    def checkpoint(step: int, name: str) -> str:
+        status.update(phase="checkpoint")
+        path = os.path.join(run_dir, "checkpoints", name)
+        save_checkpoint(trainers, path, {"step": step, "weight_version": version, "sampler": sampler.state_dict()})
+        return path
+
+    status.update(state="running", phase="eval", step=0)
     first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg)
     logger.log({"step": 0, **first_eval})
     if first_eval:
         print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
     for step in range(1, cfg.trainer.total_steps + 1):
-        timer = Timer()
+        timer = Timer(on_phase=lambda phase: status.update(phase=phase))
         with timer("step"):
             rollout = collect_rollouts(engines, rewarders, lambda k: [train_prompts[i] for i in sampler.next_batch(k)],
                                        spec, cfg, timer)
@@ -122,7 +173,7 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
                     kl = torch.tensor(reference_kl(trainers, rollouts.candidate_samples(prompts, completions), cfg))
                 totals = totals - cfg.algorithm.kl.coef * kl
                 rollout["metrics"]["reward/kl_penalty"] = (cfg.algorithm.kl.coef * kl).mean().item()
-            samples, sample_stats = rollouts.build_samples(prompts, completions, totals, cfg)
+            samples, sample_stats, advantages = rollouts.build_samples(prompts, completions, totals, cfg)
             batch_stats = {**rollout["metrics"], **sample_stats}
             with timer("train"):
                 train_stats = train_step(trainers, samples, cfg)
@@ -133,20 +184,52 @@ def _loop(cfg: Config, run_dir: str, train_prompts, eval_prompts, sampler, engin
 
         metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version}
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
+            status.update(phase="eval")
             metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg))
         logger.log(metrics)
+        if cfg.logging.samples_per_step:
+            write_samples(run_dir, step, rollouts.sample_records(step, prompts, completions, rewards, advantages,
+                                                                 version, cfg.logging.samples_per_step))
+        for key in (k for r in rewards for k in r.failures):
+            failures[key] = failures.get(key, 0) + 1
+        status.update(step=step, weight_version=version, latest_metrics=metrics, reward_failures=failures,
+                      last_step_timings={k: v for k, v in metrics.items() if k.startswith("timing/")})
         history.append(metrics)
         _report(progress, metrics, completions, prompts, cfg)
+        if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.trainer.total_steps:
+            checkpoint(step, f"step_{step:06d}")
+        if _obey_control(inbox, status, lambda: checkpoint(step, f"step_{step:06d}")):
+            stopped_at = step
+            print(f"[rlvr] stopped by request after step {step}", flush=True)
+            break
 
     progress.close() if progress else None
     final = None
-    if cfg.checkpoint.save_final:
-        final = os.path.join(run_dir, "checkpoints", "final")
-        run_state = {"step": cfg.trainer.total_steps, "weight_version": version, "sampler": sampler.state_dict()}
-        save_checkpoint(trainers, final, run_state)
+    if cfg.checkpoint.save_final or stopped_at is not None:
+        final = checkpoint(stopped_at or cfg.trainer.total_steps, "final")
         print(f"[rlvr] saved final checkpoint (HF format): {final}", flush=True)
     logger.close()
-    return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final}
+    return {"run_dir": run_dir, "first_eval": first_eval, "history": history, "checkpoint": final,
+            "stopped_at": stopped_at}
+
+
+def _obey_control(inbox, status, checkpoint_now) -> bool:
+    """Carry out the control requests that arrived during the step; while paused, wait
+    for `resume` (checkpoints and stop still work). Returns True to stop the run."""
+    paused = False
+    while True:
+        for action in inbox.take():
+            print(f"[rlvr] control: {action}", flush=True)
+            status.update(control=action)
+            if action == "stop":
+                return True
+            if action == "checkpoint":
+                checkpoint_now()
+            paused = {"pause": True, "resume": False}.get(action, paused)
+            status.update(state="paused" if paused else "running", phase="paused" if paused else "between steps")
+        if not paused:
+            return False
+        time.sleep(0.5)
 
 
 # --------------------------------------------------------------------------- the remote calls

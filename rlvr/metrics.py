@@ -15,13 +15,17 @@ from contextlib import contextmanager
 
 
 class Timer:
-    """Collects `timing/<phase>` seconds: `with timer("generate"): ...`."""
+    """Collects `timing/<phase>` seconds: `with timer("generate"): ...`; `on_phase(name)`
+    is called as each phase starts (the driver reports it in the run's status)."""
 
-    def __init__(self):
+    def __init__(self, on_phase=None):
         self.times: dict[str, float] = {}
+        self.on_phase = on_phase
 
     @contextmanager
     def __call__(self, phase: str):
+        if self.on_phase is not None:
+            self.on_phase(phase)
         start = time.perf_counter()
         try:
             yield

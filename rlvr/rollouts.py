@@ -66,7 +66,8 @@ def candidate_samples(prompts, completions: list[Completion]) -> list[TrainSampl
 
 
 def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, cfg: Config):
-    """Group advantages, then the samples worth training on; returns (samples, metrics)."""
+    """Group advantages, then the samples worth training on; returns (samples, metrics,
+    per-completion advantages)."""
     totals = totals.to(torch.float32)
     groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
     advantages = algos.ADVANTAGES[cfg.algorithm.advantage](totals, groups, eps=cfg.algorithm.advantage_eps)
@@ -77,7 +78,20 @@ def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, 
     stats = {"groups/uniform_fraction": uniform.float().mean().item() if len(uniform) else 0.0,
              "samples/trained": len(samples),
              "advantage/abs_mean": advantages.abs().mean().item() if len(advantages) else 0.0}
-    return samples, stats
+    return samples, stats, advantages.tolist()
+
+
+def sample_records(step: int, prompts, completions: list[Completion], rewards: list[SampleReward],
+                   advantages: list[float], weight_version: int, limit: int) -> list[dict]:
+    """The first `limit` samples of a step as JSON-ready rows for the sample browser."""
+    rows = []
+    for c, r, a in list(zip(completions, rewards, advantages))[:limit]:
+        p = prompts[c.prompt_index]
+        rows.append({"step": step, "prompt": p.text, "completion": c.text, "answer": p.answer,
+                     "reward": r.total, "scores": r.scores, "failures": r.failures, "parts": r.parts,
+                     "advantage": a, "length": len(c.token_ids), "finish_reason": c.finish_reason,
+                     "weight_version": weight_version})
+    return rows
 
 
 def batch_metrics(completions: list[Completion], rewards: list[SampleReward], primary: str) -> dict:

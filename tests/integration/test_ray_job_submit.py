@@ -56,7 +56,8 @@ def ray_head():
 def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):
     address, env = ray_head
     env = {**env, "RAY_AUTH_MODE": "token"}  # Ray 2.60 token auth (see README)
-    cmd = [f"{BIN}/ray", "job", "submit", f"--address={address}", f"--working-dir={REPO}", "--",
+    cmd = [f"{BIN}/ray", "job", "submit", f"--address={address}", f"--working-dir={REPO}",
+           "--submission-id=rlvr-test-job", "--",
            "python", "-m", "rlvr.cli", "train", "recipes/tiny-cpu.yaml", "trainer.total_steps=2",
            "eval.num_prompts=32", "eval.every=0", "logging.progress=false", "run.name=job",
            f"run.output_dir={tmp_path}", f"model.cache_dir={CACHE}"]
@@ -73,3 +74,7 @@ def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[-1]["tokens/generated"] > 0
+    with open(tmp_path / "job" / "status.json") as f:
+        status = json.load(f)
+    assert status["state"] == "completed" and status["step"] == 2
+    assert status["ray_job_id"] == "rlvr-test-job"  # the status API shows which Ray job runs it

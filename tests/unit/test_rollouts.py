@@ -47,8 +47,9 @@ def test_build_samples_skips_uniform_groups_and_normalises():
     cfg = load_recipe(RECIPE, [])
     prompts, completions, rewards = make([[1, 0, 0, 1], [1, 1, 1, 1]])
     rendered = [Prompt("q", [1, 2], "a"), Prompt("q", [1, 2], "a")]
-    samples, stats = build_samples(rendered, completions, torch.tensor([r.total for r in rewards]), cfg)
+    samples, stats, advantages = build_samples(rendered, completions, torch.tensor([r.total for r in rewards]), cfg)
     # group 0: mean .5, std .5 -> advantages +-1 (eps aside); group 1 is uniform and skipped
     assert [round(s.advantage, 4) for s in samples] == [1.0, -1.0, -1.0, 1.0]
+    assert [round(a, 4) for a in advantages] == [1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert stats["groups/uniform_fraction"] == 0.5 and stats["samples/trained"] == 4
     assert loss_denominator(samples, "token_mean") == 8.0 and loss_denominator(samples, "seq_mean_token_mean") == 4.0

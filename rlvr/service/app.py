@@ -1,0 +1,111 @@
+"""The status & control API and dashboard of a runs folder, as a FastAPI app.
+
+The app keeps no state of its own: every request reads the run folders through
+`rlvr.runstate`, and a control request is a file the driver picks up. So one
+app serves live and finished runs alike, in the driver's process or in a
+separate `rlvr serve`.
+
+Reads are open (bind to 127.0.0.1, the default, or put a proxy in front);
+control needs `Authorization: Bearer <token>`. A server started without a token
+refuses control with 403 instead of accepting anyone; a wrong or missing token
+is 401 and writes nothing; a run that is not active (completed, failed,
+stopped, stale, unknown) is 409.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+
+from fastapi import FastAPI, Header, HTTPException, Query
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from rlvr import __version__, runstate
+from rlvr.service.prometheus import CONTENT_TYPE, exposition
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+
+NO_TOKEN_MESSAGE = ("control is disabled: this server has no token. Set the environment variable "
+                    "RLVR_TOKEN (or the recipe's service.token_env) or service.token_file "
+                    "(`rlvr serve --token-file F`) and restart the server")
+
+
+def _run_dir(runs_dir: str, run: str) -> str:
+    try:
+        return runstate.resolve_run(runs_dir, run)
+    except runstate.RunNotFound:
+        raise HTTPException(404, f"no run named {run!r}") from None
+
+
+def _check_token(expected: str | None, authorization: str | None) -> None:
+    if expected is None:
+        raise HTTPException(403, NO_TOKEN_MESSAGE)
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected.encode()):
+        raise HTTPException(401, "missing or wrong token: send `Authorization: Bearer <token>`",
+                            headers={"WWW-Authenticate": "Bearer"})
+
+
+def _add_control_route(app: FastAPI, runs_dir: str, token: str | None, action: str) -> None:
+    @app.post(f"/api/v1/runs/{{run}}/{action}", status_code=202, name=f"{action}_run",
+              summary=f"ask an active run to {action} (needs the bearer token)", tags=["control"])
+    def control(run: str, authorization: str | None = Header(default=None)) -> dict:
+        _check_token(token, authorization)
+        run_dir = _run_dir(runs_dir, run)
+        state = runstate.read_status(run_dir)["state"]
+        if state not in runstate.ACTIVE_STATES:
+            raise HTTPException(409, f"run {run!r} is {state}; only pending, running or paused runs take {action}")
+        request = runstate.request_control(run_dir, action)
+        return {"accepted": action, "id": request["id"], "requested_at": request["requested_at"]}
+
+
+def create_app(runs_dir: str, token: str | None) -> FastAPI:
+    """The app over every run in `runs_dir`; `token` (None: control disabled) guards control."""
+    app = FastAPI(title="rlvr runs", version=__version__,
+                  description="Status, metrics, samples and control of rlvr training runs.")
+
+    @app.get("/healthz", tags=["service"])
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/api/v1/runs", tags=["runs"])
+    def runs() -> dict:
+        return {"runs_dir": os.path.abspath(runs_dir), "runs": runstate.list_runs(runs_dir),
+                "control": token is not None}
+
+    @app.get("/api/v1/runs/{run}", tags=["runs"])
+    def run_detail(run: str) -> JSONResponse:
+        return JSONResponse(runstate.read_status(_run_dir(runs_dir, run)))
+
+    @app.get("/api/v1/runs/{run}/metrics", tags=["runs"])
+    def metrics(run: str, since: int | None = Query(default=None, description="only rows with step > since")) -> dict:
+        return {"run": run, "since": since, "metrics": runstate.read_metrics(_run_dir(runs_dir, run), since)}
+
+    @app.get("/api/v1/runs/{run}/samples", tags=["runs"])
+    def samples(run: str, step: int | None = Query(default=None, description="default: the latest step"),
+                limit: int = Query(default=50, ge=1, le=10000)) -> dict:
+        out = runstate.read_samples(_run_dir(runs_dir, run), step, limit)
+        if step is not None and step not in out["steps"]:
+            raise HTTPException(404, f"run {run!r} has no samples for step {step}")
+        return {"run": run, **out}
+
+    for action in runstate.ACTIONS:
+        _add_control_route(app, runs_dir, token, action)
+
+    @app.get("/metrics", tags=["service"], response_class=Response)
+    def prometheus() -> Response:
+        statuses = []
+        for row in runstate.list_runs(runs_dir):
+            if row["state"] in ("running", "paused"):
+                row = runstate.read_status(os.path.join(runs_dir, row["run"]))
+            statuses.append(row)
+        states = [*runstate.WRITTEN_STATES, *runstate.READER_STATES]
+        return Response(exposition(statuses, states), media_type=CONTENT_TYPE)
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(os.path.join(STATIC_DIR, "index.html"), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,115 @@
+"""Running the status app: in a daemon thread (inside the driver) or in the foreground (`rlvr serve`).
+
+The listening socket is bound here, before uvicorn starts, so a busy port fails
+in the caller with a plain OSError (uvicorn would `sys.exit` inside its thread)
+and port 0 gives a real port to put in the URL. `start_in_thread` returns only
+after uvicorn has started serving on that socket.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass
+
+
+def resolve_token(token_env: str = "RLVR_TOKEN", token_file: str | None = None) -> str | None:
+    """The control token: the file's content if given and non-empty, else the env variable's, else None.
+
+    Whitespace around the token (a trailing newline in the file) is stripped. A
+    token file that is named but missing raises FileNotFoundError: a typo must
+    not quietly turn control off.
+    """
+    if token_file:
+        with open(os.path.expanduser(token_file), encoding="utf-8") as f:
+            token = f.read().strip()
+        if token:
+            return token
+    token = os.environ.get(token_env, "").strip() if token_env else ""
+    return token or None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(False)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _server(runs_dir: str, token: str | None, own_process: bool):
+    """A uvicorn.Server for the app; in a driver's thread it leaves the process's logging alone."""
+    import uvicorn
+
+    from rlvr.service.app import create_app
+
+    logging = {"log_level": "info"} if own_process else {"log_level": "warning", "log_config": None}
+    config = uvicorn.Config(create_app(runs_dir, token), access_log=False, lifespan="off",
+                            timeout_graceful_shutdown=2, **logging)
+    return uvicorn.Server(config)
+
+
+@dataclass
+class ServerHandle:
+    """A server running in a daemon thread: `url`, and `stop()`."""
+
+    url: str
+    host: str
+    port: int
+    server: object
+    thread: threading.Thread
+    sock: socket.socket
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask uvicorn to exit and wait for its thread (forcing it after `timeout`)."""
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            self.server.force_exit = True
+            self.thread.join(timeout)
+        self.sock.close()
+
+
+def start_in_thread(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, token: str | None = None,
+                    start_timeout: float = 30.0) -> ServerHandle:
+    """Serve `runs_dir` from a daemon thread; returns once the server accepts connections."""
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    server = _server(runs_dir, token, own_process=False)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="rlvr-service", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            sock.close()
+            raise RuntimeError(f"the rlvr status service did not start on {host}:{port}")
+        time.sleep(0.01)
+    return ServerHandle(url=_url(host, port), host=host, port=port, server=server, thread=thread, sock=sock)
+
+
+def serve_forever(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, token: str | None = None,
+                  on_ready=None) -> None:
+    """Serve in this thread until SIGINT/SIGTERM; `on_ready(url)` is called once the socket is bound."""
+    sock = _bind(host, port)
+    port = sock.getsockname()[1]
+    server = _server(runs_dir, token, own_process=True)
+    if on_ready is not None:
+        on_ready(_url(host, port))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
