@@ -23,6 +23,17 @@ def logical_cpus_needed(cfg: Config) -> int:
     return max(1, math.ceil(need))
 
 
+def custom_resources_needed(cfg: Config) -> dict[str, float]:
+    """`trainer.resources` and `rollout.resources` summed over ranks and engines (a private
+    local cluster advertises exactly these, so node-pinned recipes also run on a laptop)."""
+    out: dict[str, float] = {}
+    for resources, count in ((cfg.trainer.resources, cfg.trainer.num_workers),
+                             (cfg.rollout.resources, cfg.rollout.num_engines)):
+        for key, value in resources.items():
+            out[key] = out.get(key, 0.0) + value * count
+    return out
+
+
 def connect(cfg: Config) -> bool:
     """ray.init for this run; returns True when we started (and so must stop) the cluster."""
     import ray
@@ -37,7 +48,7 @@ def connect(cfg: Config) -> bool:
     if cfg.cluster.temp_dir:
         kwargs["_temp_dir"] = os.path.abspath(cfg.cluster.temp_dir)
     ray.init(address="local", num_cpus=cfg.cluster.num_cpus or logical_cpus_needed(cfg),
-             include_dashboard=False, **kwargs)
+             resources=custom_resources_needed(cfg), include_dashboard=False, **kwargs)
     return True
 
 

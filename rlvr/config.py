@@ -102,6 +102,10 @@ class RolloutConfig:
     cpus_per_engine: float = 1.0  # Ray logical CPUs per engine actor
     gpus_per_engine: float = 0.0
     num_threads: int = 2  # torch threads inside the engine process
+    # 0: strictly on-policy. 1: batch t+1 is generated while the trainer trains on batch t
+    # (one step off-policy; the trainer's TIS correction, algorithm.tis_cap, applies).
+    max_staleness: int = 0
+    resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine (node pinning)
     # Each engine's share of a batch is generated in this many calls; each chunk is sent to the
     # reward workers as soon as it returns, so scoring overlaps the generation still running.
     # 1 (default): one call per engine (overlap only across engines). Raise it for slow verifiers.
@@ -163,6 +167,12 @@ class AlgorithmConfig:
 
 
 # The papers' settings; a recipe's own algorithm keys override them.
+# Async rollouts (rollout.max_staleness >= 1) train on samples from the previous weights;
+# unless the recipe sets algorithm.tis_cap, truncated importance sampling corrects for it.
+# Measured on the default recipe, 40 steps, seed 0: held-out accuracy 0.393 -> 0.470 without
+# the correction, -> 0.567 with cap 2 (0.633 on-policy).
+ASYNC_TIS_CAP = 2.0
+
 PRESETS: dict[str, dict] = {
     # DeepSeekMath (Shao et al. 2024): group-normalised advantage, per-sequence mean, k3 KL in the loss (beta 0.04)
     "grpo": {"advantage": "grpo", "loss": "ppo_clip", "aggregation": "seq_mean_token_mean",
@@ -205,6 +215,8 @@ class TrainerConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     gradient_checkpointing: bool = False
+    offload: bool = False  # colocate on GPU: params/grads/optimizer state to CPU while engines generate
+    resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank (node pinning)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     fsdp2: FSDP2Config = field(default_factory=FSDP2Config)
 
@@ -228,7 +240,19 @@ class ClusterConfig:
     address: Optional[str] = None  # join this Ray cluster (RAY_ADDRESS also works)
     num_cpus: Optional[int] = None  # logical CPUs of a private local cluster (default: what the recipe asks)
     temp_dir: Optional[str] = None
+    # side: engines on their own CPUs/GPUs. colocate: engine i shares trainer rank i's placement-group
+    # bundle (and GPU); on GPUs the engine sleeps while the trainer steps.
+    placement: str = "side"
 
+
+@dataclass
+class SyncConfig:
+    method: str = "broadcast"  # broadcast (process group) | ipc (shared memory / CUDA IPC) | disk (safetensors)
+    bucket_mb: float = 64.0  # broadcast/ipc/disk buckets: peak extra memory is about one bucket
+    dir: Optional[str] = None  # disk: a folder every node can read (default: <run>/sync)
+    verify: str = "every_n"  # off | every_n | always: compare engine and trainer log-probs on probe samples
+    verify_every: int = 20  # every_n: check at this many syncs (and the first)
+    verify_tol: float = 1e-3  # max |engine - trainer| log-prob on the probe (fp32; raise for bf16)
 
 @dataclass
 class ServiceConfig:
@@ -260,6 +284,7 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
@@ -285,7 +310,9 @@ def load_recipe(path: str | None, overrides: list[str] = ()) -> Config:
         preset = OmegaConf.select(user, "algorithm.preset", default=None)
         if preset is not None and preset not in PRESETS:
             raise RecipeError("algorithm.preset", f"must be one of {sorted(PRESETS)}, got {preset!r}")
-        merged = OmegaConf.merge(schema, {"algorithm": PRESETS[preset]} if preset else {}, user)
+        staleness = OmegaConf.select(user, "rollout.max_staleness", default=0)
+        merged = OmegaConf.merge(schema, {"algorithm": PRESETS[preset]} if preset else {},
+                                 {"algorithm": {"tis_cap": ASYNC_TIS_CAP}} if staleness else {}, user)
         OmegaConf.resolve(merged)
         cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
@@ -385,6 +412,19 @@ def check_recipe(cfg: Config) -> None:
         keys = verifier_keys(list(cfg.reward.verifiers))
         _one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", set(keys))
     _require(cfg.rollout.chunks_per_engine >= 1, "rollout.chunks_per_engine", "must be >= 1")
+    _one_of(cfg.rollout.max_staleness, "rollout.max_staleness", {0, 1})
+    _one_of(cfg.cluster.placement, "cluster.placement", {"side", "colocate"})
+    _require(not (cfg.rollout.max_staleness and cfg.cluster.placement == "colocate"), "rollout.max_staleness",
+             "async rollouts generate while the trainer trains: they need cluster.placement=side")
+    if cfg.cluster.placement == "colocate":
+        _require(cfg.rollout.num_engines <= cfg.trainer.num_workers, "rollout.num_engines",
+                 f"colocate puts each engine beside a trainer rank: at most trainer.num_workers="
+                 f"{cfg.trainer.num_workers} engines, got {cfg.rollout.num_engines}")
+    _one_of(cfg.sync.method, "sync.method", {"broadcast", "ipc", "disk"})
+    _require(cfg.sync.bucket_mb > 0, "sync.bucket_mb", "must be > 0")
+    _one_of(cfg.sync.verify, "sync.verify", {"off", "every_n", "always"})
+    _require(cfg.sync.verify_every >= 1, "sync.verify_every", "must be >= 1")
+    _require(cfg.sync.verify_tol > 0, "sync.verify_tol", "must be > 0")
     _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")

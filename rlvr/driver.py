@@ -5,9 +5,16 @@
         -> advantages (pure function) -> train (trainer ranks)
         -> push weights (trainer rank 0 -> engines) -> log / evaluate
 
-Strictly on-policy: the engines always generate with the weights of the
-previous update (the sync is part of every step), so `old_logp` equals the
-current policy's log-probs at the first update of each step.
+By default strictly on-policy: the engines always generate with the weights of
+the previous update (the sync is part of every step), so `old_logp` equals the
+current policy's log-probs at the first update of each step. With
+`rollout.max_staleness: 1` the next batch is generated in a background thread
+while the trainer trains on this one (one step off-policy; every completion
+carries the weight version that generated it, `rollout/staleness` is logged).
+
+Weights reach the engines through `sync.method` (`rlvr.weight_sync`: broadcast,
+ipc or disk, in buckets), are checksummed on arrival, and every few syncs
+(`sync.verify`) a probe compares the engines' log-probs with the trainer's.
 
 The run reports itself through its folder (see `rlvr.runstate`): `status.json`
 (state, step, phase, heartbeat), `metrics.jsonl`, `samples/`, `checkpoints/`.
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from rlvr.config import Config, to_yaml
 from rlvr.metrics import MetricsLogger, Timer, console_line
@@ -82,6 +90,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
 
     from rlvr import cluster
     from rlvr.data import PromptSampler, load_train_and_eval
+    from rlvr.placement import create_placement_group
     from rlvr.reward.pool import RewardWorker
     from rlvr.rollout.actors import create_engines
     from rlvr.trainer.group import create_trainers
@@ -104,10 +113,12 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
     actors: dict = {"engines": [], "trainers": [], "rewarders": [], "pg": None}
     try:
-        actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype)
-        actors["trainers"], actors["pg"] = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed,
-                                                           runtime_env=env, temperature=cfg.rollout.temperature,
-                                                           norm_tokens=cfg.rollout.max_tokens)
+        actors["pg"] = create_placement_group(cfg)
+        colocate = actors["pg"] if cfg.cluster.placement == "colocate" else None
+        actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype, colocate_pg=colocate)
+        actors["trainers"], _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, actors["pg"],
+                                                runtime_env=env, temperature=cfg.rollout.temperature,
+                                                norm_tokens=cfg.rollout.max_tokens)
         reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
         actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
                                                  cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
@@ -138,6 +149,7 @@ def _stop(actors: dict) -> None:
 
 def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
     """The RL loop proper: every remote call of a step happens here, in order."""
+    import ray
     import torch
 
     from rlvr import rollouts
@@ -149,6 +161,16 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
     eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
     version, history, progress, failures, stopped_at = 0, [], _progress(cfg), {}, None
+    colocate = cfg.cluster.placement == "colocate"
+    probe = (eval_prompts or train_prompts)[:4]
+    next_prompts = lambda k: [train_prompts[i] for i in sampler.next_batch(k)]  # noqa: E731
+    background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout") if cfg.rollout.max_staleness else None
+
+    def rollout_in_background():
+        """max_staleness 1: the next batch is generated (with the engines' current weights)
+        while the trainer trains on this one."""
+        timer = Timer()
+        return background.submit(lambda: (collect_rollouts(engines, rewarders, next_prompts, spec, cfg, timer), timer))
 
     def checkpoint(step: int, name: str) -> str:
         status.update(phase="checkpoint")
@@ -156,17 +178,28 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
         save_checkpoint(trainers, path, {"step": step, "weight_version": version, "sampler": sampler.state_dict()})
         return path
 
-    status.update(state="running", phase="eval", step=0)
+    status.update(state="running", phase="sync setup", step=0)
+    setup_weight_sync(trainers, engines, cfg, run_dir)
+    status.update(phase="eval")
     first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg)
     logger.log({"step": 0, **first_eval})
     if first_eval:
         print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
+    pending = rollout_in_background() if background else None
     for step in range(1, cfg.trainer.total_steps + 1):
         timer = Timer(on_phase=lambda phase: status.update(phase=phase))
         with timer("step"):
-            rollout = collect_rollouts(engines, rewarders, lambda k: [train_prompts[i] for i in sampler.next_batch(k)],
-                                       spec, cfg, timer)
+            if pending is not None:
+                with timer("wait_rollout"):
+                    rollout, rollout_timer = pending.result()
+                timer.times.update(rollout_timer.times)  # generate/reward ran during the previous step
+                pending = rollout_in_background() if step < cfg.trainer.total_steps else None
+            else:
+                rollout = collect_rollouts(engines, rewarders, next_prompts, spec, cfg, timer)
             prompts, completions, rewards = rollout["prompts"], rollout["completions"], rollout["rewards"]
+            rollout["metrics"]["rollout/staleness"] = rollouts.mean_staleness(completions, version)
+            if colocate:
+                ray.get([e.sleep.remote() for e in engines])  # GPU: free the device for the trainer
             totals = rollouts.shaped_rewards(completions, rewards, cfg)
             if cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward":
                 with timer("reference"):
@@ -177,10 +210,15 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
             batch_stats = {**rollout["metrics"], **sample_stats}
             with timer("train"):
                 train_stats = train_step(trainers, samples, cfg)
+            if colocate:
+                ray.get([e.wake_up.remote() for e in engines])
             with timer("sync"):
                 if samples:  # no update happened otherwise: the engines already hold these weights
                     version += 1
-                    sync_weights(trainers, engines, version)
+                    batch_stats.update(sync_weights(trainers, engines, version, cfg))
+            if samples and _verify_due(cfg.sync, version):
+                with timer("verify"):
+                    batch_stats["sync/verify_max_diff"] = verify_weights(trainers, engines, probe, version, cfg)
 
         metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version}
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
@@ -189,7 +227,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
         logger.log(metrics)
         if cfg.logging.samples_per_step:
             write_samples(run_dir, step, rollouts.sample_records(step, prompts, completions, rewards, advantages,
-                                                                 version, cfg.logging.samples_per_step))
+                                                                 cfg.logging.samples_per_step))
         for key in (k for r in rewards for k in r.failures):
             failures[key] = failures.get(key, 0) + 1
         status.update(step=step, weight_version=version, latest_metrics=metrics, reward_failures=failures,
@@ -203,6 +241,8 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
             print(f"[rlvr] stopped by request after step {step}", flush=True)
             break
 
+    if background is not None:
+        background.shutdown(wait=True)  # a batch still generating when the run stops early
     progress.close() if progress else None
     final = None
     if cfg.checkpoint.save_final or stopped_at is not None:
@@ -354,26 +394,96 @@ def train_step(trainers, samples, cfg: Config) -> dict:
 
 def reference_kl(trainers, samples, cfg: Config) -> list[float]:
     """Per-sample KL(policy || reference) summed over the completion, in sample order."""
+    return _per_sample(trainers, "kl_to_reference", samples, cfg)
+
+
+def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
+    """A collective per-sample trainer call (`kl_to_reference`, `probe_logprobs`): the
+    samples are dealt round-robin over the ranks; results come back in sample order."""
     import ray
 
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
     shards = shard_for_ranks(samples, len(trainers))
     micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
-    parts = ray.get([w.kl_to_reference.remote(s, micro) for w, s in zip(trainers, shards)])
-    out = [0.0] * len(samples)
+    parts = ray.get([getattr(w, method).remote(s, micro) for w, s in zip(trainers, shards)])
+    out: list = [None] * len(samples)
     for rank, part in enumerate(parts):  # shard_for_ranks deals round-robin
         out[rank :: len(trainers)] = part
     return out
 
 
-def sync_weights(trainers, engines, version: int) -> None:
-    """Trainer rank 0's full weights (a collective over all ranks) into every engine."""
+def setup_weight_sync(trainers, engines, cfg: Config, run_dir: str) -> None:
+    """Every engine joins trainer rank 0's sending end of `sync.method` (see
+    `rlvr.weight_sync`); the weight layout (names, shapes, dtypes) is fixed here."""
     import ray
 
-    state_refs = [w.full_state_dict.remote() for w in trainers]
-    ray.get([e.update_weights.remote(state_refs[0], version) for e in engines])
-    ray.get(state_refs[1:])
+    metas = ray.get([t.weight_metas.remote() for t in trainers])[0]
+    method, bucket = cfg.sync.method, int(cfg.sync.bucket_mb * 2**20)
+    common = {"verify": cfg.sync.verify != "off"}  # checksums on both ends
+    if method == "broadcast":
+        host, port = ray.get(trainers[0].rendezvous_address.remote())
+        world = 1 + len(engines)
+        backend = "nccl" if cfg.trainer.gpus_per_worker and cfg.rollout.gpus_per_engine else "gloo"
+        ray.get([trainers[0].join_sync_group.remote(method, metas, bucket, host, port, world, backend, **common)]
+                + [e.join_sync_group.remote(method, metas, bucket, host, port, i + 1, world, backend, **common)
+                   for i, e in enumerate(engines)])
+    else:
+        folder = os.path.abspath(cfg.sync.dir or os.path.join(run_dir, "sync"))
+        ray.get([trainers[0].join_sync_group.remote(method, metas, bucket, folder=folder, **common)]
+                + [e.join_sync_group.remote(method, metas, bucket, **common) for e in engines])
+
+
+def sync_weights(trainers, engines, version: int, cfg: Config) -> dict:
+    """Trainer rank 0's full weights (gathered from all ranks) into every engine, bucket by
+    bucket; every engine must end up with exactly the bytes sent (checksums compared)."""
+    import ray
+
+    from rlvr.weight_sync import WeightSyncError
+
+    pushes = [t.push_weights.remote(version) for t in trainers]
+    if cfg.sync.method == "broadcast":  # senders and receivers meet in the collective
+        pulls = [e.receive_weights.remote(None, version) for e in engines]
+        manifest = ray.get(pushes[0])
+    else:  # the engines read what rank 0 wrote (files, shared memory, IPC handles)
+        manifest = ray.get(pushes[0])
+        pulls = [e.receive_weights.remote(manifest, version) for e in engines]
+    received = ray.get(pulls)
+    ray.get(pushes[1:])
+    if cfg.sync.method == "ipc":
+        ray.get(trainers[0].release_weights.remote(version))
+    for i, got in enumerate(received):
+        if manifest["checksum"] is not None and got["checksum"] != manifest["checksum"]:
+            raise WeightSyncError(f"engine {i} received different bytes than trainer rank 0 sent for weight "
+                                  f"version {version} (sync.method={cfg.sync.method})")
+    return {"sync/bytes": manifest["bytes"], "sync/buckets": manifest["buckets"],
+            "sync/engine_load_s": max(got["seconds"] for got in received)}
+
+
+def verify_weights(trainers, engines, probe_prompts, version: int, cfg: Config) -> float:
+    """Each engine samples a few probe completions; the trainer scores the same tokens.
+    Equal weights give equal log-probs: a difference above `sync.verify_tol` means an
+    engine is not running the trainer's weights. Returns the largest difference."""
+    import ray
+
+    from rlvr.trainer.batch import TrainSample
+    from rlvr.weight_sync import WeightSyncError
+
+    spec = SamplingSpec(n=1, max_tokens=8, temperature=cfg.rollout.temperature, seed=version)
+    worst = 0.0
+    outputs = ray.get([e.generate.remote([p.token_ids for p in probe_prompts], spec) for e in engines])
+    for i, completions in enumerate(outputs):
+        samples = [TrainSample(probe_prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs)
+                   for c in completions if c.token_ids]
+        trainer_logprobs = _per_sample(trainers, "probe_logprobs", samples, cfg)
+        diff = max((abs(a - b) for s, lp in zip(samples, trainer_logprobs) for a, b in zip(s.rollout_logprobs, lp)),
+                   default=0.0)
+        if diff > cfg.sync.verify_tol:
+            raise WeightSyncError(f"engine {i} is not running the trainer's weights (version {version}): its "
+                                  f"log-probs differ from the trainer's by up to {diff:.3g} (> sync.verify_tol="
+                                  f"{cfg.sync.verify_tol:g})")
+        worst = max(worst, diff)
+    return worst
 
 
 def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Config) -> dict:
@@ -393,6 +503,16 @@ def save_checkpoint(trainers, path: str, run_state: dict) -> None:
 
 
 # --------------------------------------------------------------------------- helpers (pure)
+
+
+def _verify_due(sync, version: int) -> bool:
+    """`sync.verify`: always, never, or at the first sync and every `verify_every` syncs.
+
+    >>> from rlvr.config import SyncConfig
+    >>> [v for v in range(1, 8) if _verify_due(SyncConfig(verify="every_n", verify_every=3), v)]
+    [1, 3, 6]
+    """
+    return sync.verify == "always" or (sync.verify == "every_n" and (version == 1 or version % sync.verify_every == 0))
 
 
 def _primary_key(cfg: Config) -> str:

@@ -81,8 +81,15 @@ def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, 
     return samples, stats, advantages.tolist()
 
 
+def mean_staleness(completions: list[Completion], trainer_version: int) -> float:
+    """How many updates behind the trainer the generating weights were, on average (0: on-policy)."""
+    if not completions:
+        return 0.0
+    return sum(trainer_version - c.weight_version for c in completions) / len(completions)
+
+
 def sample_records(step: int, prompts, completions: list[Completion], rewards: list[SampleReward],
-                   advantages: list[float], weight_version: int, limit: int) -> list[dict]:
+                   advantages: list[float], limit: int) -> list[dict]:
     """The first `limit` samples of a step as JSON-ready rows for the sample browser."""
     rows = []
     for c, r, a in list(zip(completions, rewards, advantages))[:limit]:
@@ -90,7 +97,7 @@ def sample_records(step: int, prompts, completions: list[Completion], rewards: l
         rows.append({"step": step, "prompt": p.text, "completion": c.text, "answer": p.answer,
                      "reward": r.total, "scores": r.scores, "failures": r.failures, "parts": r.parts,
                      "advantage": a, "length": len(c.token_ids), "finish_reason": c.finish_reason,
-                     "weight_version": weight_version})
+                     "weight_version": c.weight_version})
     return rows
 
 

@@ -32,6 +32,7 @@ class Completion:
     logprobs: list[float]  # sampling logprob of each generated token
     text: str  # decoded completion, special tokens skipped
     finish_reason: str  # "stop" | "length"
+    weight_version: int = 0  # the engine's weight version that generated it (0: the starting model)
 
 
 @dataclass

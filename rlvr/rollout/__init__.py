@@ -6,9 +6,11 @@ each one in its own Ray actor through `rlvr.rollout.actors.create_engines`):
     engine = Engine(model_path, cfg: RolloutConfig, seed, dtype="float32")
     engine.generate(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]
         # spec.n samples per prompt, grouped by prompt in order; per-token sampling logprobs
-    engine.update_weights(state: dict[str, Tensor], version: int) -> float  # seconds
-    engine.weight_version() -> int
     engine.ping() -> bool
+    # weight sync (rlvr.rollout.weights.WeightSyncMixin; engines implement _load_weights):
+    engine.update_weights(state: dict[str, Tensor], version: int) -> float  # seconds
+    engine.join_sync_group(...); engine.receive_weights(manifest, version) -> dict
+    engine.weight_version() -> int; engine.sleep(); engine.wake_up()
 
 * `vllm` (`rlvr.rollout.vllm_engine.VLLMEngine`): vLLM offline engine, in-process.
 * `hf`   (`rlvr.rollout.hf_engine.HFEngine`): transformers `generate`.

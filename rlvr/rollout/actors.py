@@ -33,15 +33,18 @@ T = TypeVar("T")
 ENGINE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str) -> list[Any]:
-    """Start `cfg.num_engines` engine actors and wait until all are ready."""
+def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, colocate_pg=None) -> list[Any]:
+    """Start `cfg.num_engines` engine actors and wait until all are ready. With
+    `colocate_pg`, engine i goes into bundle i, beside trainer rank i (`rlvr.placement`)."""
     import ray
+
+    from rlvr.placement import in_bundle
 
     actor_cls = ray.remote(engine_class(cfg.engine))
     env_vars = {key: os.environ.get(key, value) for key, value in ENGINE_ENV.items()}
     engines = [
-        actor_cls.options(num_cpus=cfg.cpus_per_engine, num_gpus=cfg.gpus_per_engine,
-                          runtime_env={"env_vars": env_vars})
+        actor_cls.options(num_cpus=cfg.cpus_per_engine, num_gpus=cfg.gpus_per_engine, resources=dict(cfg.resources),
+                          runtime_env={"env_vars": env_vars}, **(in_bundle(colocate_pg, i) if colocate_pg else {}))
         .remote(model_path, cfg, seed + i, dtype)
         for i in range(cfg.num_engines)
     ]

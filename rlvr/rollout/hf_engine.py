@@ -32,12 +32,13 @@ import time
 import torch
 
 from rlvr.config import RolloutConfig
+from rlvr.rollout.weights import WeightSyncMixin
 from rlvr.types import Completion, SamplingSpec
 
 MAX_BATCH_ROWS = 256  # rows (prompt x sample) per generate call
 
 
-class HFEngine:
+class HFEngine(WeightSyncMixin):
     """transformers `generate` with the rollout engine interface."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
@@ -54,7 +55,6 @@ class HFEngine:
         self.eos_ids = _eos_ids(self.model.generation_config.eos_token_id, self.tokenizer.eos_token_id)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else (self.eos_ids[0] if self.eos_ids else 0)
-        self._version = 0
         self.start_seconds = time.perf_counter() - start
 
     @torch.no_grad()
@@ -99,6 +99,7 @@ class HFEngine:
                 logprobs=logprobs[r, :length].tolist(),
                 text=self.tokenizer.decode(tokens[:length], skip_special_tokens=True),
                 finish_reason="stop" if stop is not None else "length",
+                weight_version=self._version,
             ))
         return completions
 
@@ -123,19 +124,23 @@ class HFEngine:
             use_cache=True,
         )
 
-    def update_weights(self, state: dict[str, torch.Tensor], version: int) -> float:
-        """Load full HF-named weights; return seconds taken."""
-        start = time.perf_counter()
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
+    @torch.no_grad()
+    def _load_weights(self, named_tensors) -> None:
+        """Copy HF-named full tensors into the model's own, one at a time (streamed)."""
+        own = self.model.state_dict()
+        seen = set()
+        for name, tensor in named_tensors:
+            if name not in own:
+                raise KeyError(f"weights do not match the model: unexpected {name!r}")
+            own[name].copy_(tensor)
+            seen.add(name)
         tied = {"lm_head.weight"} if getattr(self.model.config, "tie_word_embeddings", False) else set()
-        if set(missing) - tied or unexpected:
-            raise KeyError(f"weights do not match the model: missing {sorted(set(missing) - tied)[:5]}, "
-                           f"unexpected {sorted(unexpected)[:5]}")
-        self._version = version
-        return time.perf_counter() - start
+        missing = set(own) - seen - tied
+        if missing:
+            raise KeyError(f"weights do not match the model: missing {sorted(missing)[:5]}")
 
-    def weight_version(self) -> int:
-        return self._version
+    def _sync_device(self) -> str:
+        return self.device.type
 
     def ping(self) -> bool:
         return True

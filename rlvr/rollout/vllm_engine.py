@@ -74,6 +74,7 @@ import time
 import torch
 
 from rlvr.config import RolloutConfig
+from rlvr.rollout.weights import WeightSyncMixin
 from rlvr.types import Completion, SamplingSpec
 
 
@@ -85,7 +86,7 @@ def _reload_from_safetensors(worker, blob: bytes) -> None:
     worker.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
 
 
-class VLLMEngine:
+class VLLMEngine(WeightSyncMixin):
     """A vLLM offline engine with the rollout engine interface."""
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
@@ -107,10 +108,10 @@ class VLLMEngine:
             dtype=dtype,
             logprobs_mode="processed_logprobs",
         )
+        self._sleep_mode = bool(kwargs.get("enable_sleep_mode")) and torch.cuda.is_available()
         self.llm = LLM(model=model_path, **{**defaults, **kwargs})
         self._tokenizer = self.llm.get_tokenizer()
         self._worker = _inprocess_worker(self.llm)
-        self._version = 0
         self.start_seconds = time.perf_counter() - start
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
@@ -128,6 +129,7 @@ class VLLMEngine:
                     logprobs=_sampled_logprobs(out.logprobs, token_ids),
                     text="",
                     finish_reason="length" if out.finish_reason == "length" else "stop",
+                    weight_version=self._version,
                 ))
         # Decoded once here (detokenize=False), see the module doc.
         texts = self._tokenizer.batch_decode([c.token_ids for c in completions], skip_special_tokens=True)
@@ -135,21 +137,32 @@ class VLLMEngine:
             completion.text = text
         return completions
 
-    def update_weights(self, state: dict[str, torch.Tensor], version: int) -> float:
-        """Load full HF-named weights into the running engine; return seconds taken."""
-        start = time.perf_counter()
+    def _load_weights(self, named_tensors) -> None:
+        """Load HF-named full tensors into the running engine (streamed in-process)."""
         if self._worker is not None:
-            # In-process executor: hand the tensors straight to the worker.
-            self._worker.reload_weights(weights_iterator=iter(state.items()), is_checkpoint_format=True)
+            # In-process executor: hand the tensors straight to the worker, as they arrive.
+            self._worker.reload_weights(weights_iterator=named_tensors, is_checkpoint_format=True)
         else:
             # Workers in other processes ("mp" backend; GPU tensor/pipeline parallel).
-            self.llm.collective_rpc(_reload_from_safetensors, args=(_to_safetensors(state),))
-        self.llm.reset_prefix_cache()
-        self._version = version
-        return time.perf_counter() - start
+            self.llm.collective_rpc(_reload_from_safetensors, args=(_to_safetensors(dict(named_tensors)),))
+        self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
 
-    def weight_version(self) -> int:
-        return self._version
+    def _sync_device(self) -> str:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def sleep(self) -> bool:
+        """Colocated on a GPU: offload weights and drop the KV cache while the trainer steps
+        (vLLM sleep level 1; needs `enable_sleep_mode`, set for colocate). No-op on CPU."""
+        if not self._sleep_mode:
+            return False
+        self.llm.sleep(level=1)
+        return True
+
+    def wake_up(self) -> bool:
+        if not self._sleep_mode:
+            return False
+        self.llm.wake_up()
+        return True
 
     def ping(self) -> bool:
         return True

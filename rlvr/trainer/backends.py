@@ -59,6 +59,10 @@ class FSDP2Backend:
         mesh = init_device_mesh(device.type, (world_size,))
         mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if cfg.dtype == "bfloat16" else MixedPrecisionPolicy()
         kwargs = dict(mesh=mesh, reshard_after_forward=cfg.fsdp2.reshard_after_forward, mp_policy=mp)
+        if cfg.offload and device.type == "cuda":  # params, grads and optimizer state live on the CPU
+            from torch.distributed.fsdp import CPUOffloadPolicy
+
+            kwargs["offload_policy"] = CPUOffloadPolicy()
         for layer in decoder_layers(model):
             fully_shard(layer, **kwargs)
         self.model = fully_shard(model, **kwargs)
@@ -90,6 +94,16 @@ class FSDP2Backend:
         return self.scheduler.get_last_lr()[0]
 
 
+def _deepspeed_offload(cfg: TrainerConfig, device: torch.device) -> dict:
+    """`trainer.offload` on GPUs: optimizer state (and ZeRO-3 params) in CPU memory."""
+    if not (cfg.offload and device.type == "cuda"):
+        return {}
+    out = {"offload_optimizer": {"device": "cpu", "pin_memory": True}}
+    if cfg.deepspeed.zero_stage == 3:
+        out["offload_param"] = {"device": "cpu", "pin_memory": True}
+    return out
+
+
 class DeepSpeedBackend:
     """DeepSpeed ZeRO 1/2/3 with a torch AdamW (FusedAdam is CUDA-only)."""
 
@@ -104,8 +118,9 @@ class DeepSpeedBackend:
             "train_micro_batch_size_per_gpu": 1,  # we feed pre-built micro-batches ourselves
             "gradient_accumulation_steps": 1,
             "gradient_clipping": cfg.grad_clip,
-            "zero_optimization": {"stage": self.stage},
+            "zero_optimization": {"stage": self.stage, **_deepspeed_offload(cfg, device)},
             "zero_allow_untested_optimizer": True,
+            "zero_force_ds_cpu_optimizer": False,  # offload with our torch AdamW (trainer.offload)
             "bf16": {"enabled": cfg.dtype == "bfloat16"},
             "steps_per_print": 10**9,
             "wall_clock_breakdown": False,

@@ -13,28 +13,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int,
+def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int, pg=None,
                     runtime_env: dict | None = None, temperature: float = 1.0, norm_tokens: int | None = None):
-    """Start `cfg.num_workers` TrainerWorker actors forming one process group; wait until ready."""
+    """Start `cfg.num_workers` TrainerWorker actors, rank i in bundle i of the placement
+    group `pg` (see `rlvr.placement`; made for these ranks alone when None), forming one
+    process group; wait until ready. Returns (workers, pg)."""
     import ray
-    from ray.util.placement_group import placement_group
-    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+    from rlvr.config import Config
+    from rlvr.placement import create_placement_group, in_bundle
     from rlvr.trainer.worker import TrainerWorker
 
-    bundle = {"CPU": cfg.cpus_per_worker}
-    if cfg.gpus_per_worker:
-        bundle["GPU"] = cfg.gpus_per_worker
-    pg = placement_group([dict(bundle) for _ in range(cfg.num_workers)], strategy="PACK")
-    ray.get(pg.ready(), timeout=600)
+    if pg is None:
+        pg = create_placement_group(Config(trainer=cfg))
+
     actor_cls = ray.remote(TrainerWorker)
     workers = [
-        actor_cls.options(
-            num_cpus=cfg.cpus_per_worker,
-            num_gpus=cfg.gpus_per_worker,
-            scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=rank),
-            runtime_env=runtime_env,
-        ).remote(rank, cfg.num_workers, cfg, algo, seed, temperature, norm_tokens)
+        actor_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, resources=dict(cfg.resources),
+                          runtime_env=runtime_env, **in_bundle(pg, rank))
+        .remote(rank, cfg.num_workers, cfg, algo, seed, temperature, norm_tokens)
         for rank in range(cfg.num_workers)
     ]
     addr, port = ray.get(workers[0].rendezvous_address.remote())

@@ -198,6 +198,53 @@ class TrainerWorker:
         """Collective: every rank must call it. Rank 0 returns HF-named CPU tensors."""
         return self.backend.full_state_dict(self.rank)
 
+    def weight_metas(self) -> list | None:
+        """Collective: names, shapes and dtypes of the full weights (rank 0; None elsewhere),
+        which every sync sends in this order."""
+        from rlvr.weight_sync import metas_of
+
+        state = self.backend.full_state_dict(self.rank)
+        return metas_of(state.items()) if self.rank == 0 else None
+
+    def join_sync_group(self, method: str, metas: list, bucket_bytes: int, host: str | None = None,
+                        port: int | None = None, world_size: int | None = None, backend: str = "gloo",
+                        folder: str | None = None, verify: bool = True) -> bool:
+        """Rank 0: the sending end of weight sync (rank 0 of the broadcast group)."""
+        from rlvr.weight_sync import BroadcastGroup, WeightSender
+
+        old = getattr(self, "sender", None)
+        if old is not None and old.group is not None:
+            old.group.close()  # joining again replaces the old group
+        group = None
+        if method == "broadcast":
+            group = BroadcastGroup(host, port, 0, world_size, backend=backend, device=self.device.type)
+        self.sender = WeightSender(method, metas, bucket_bytes, group=group, folder=folder, verify=verify)
+        return True
+
+    def push_weights(self, version: int) -> dict | None:
+        """Collective: gather the full weights and (rank 0) send them; returns the manifest."""
+        state = self.backend.full_state_dict(self.rank)
+        if self.rank != 0:
+            return None
+        return self.sender.push(iter(state.items()), version)
+
+    def release_weights(self, version: int) -> None:
+        """Rank 0: drop what the transport kept alive for the engines (ipc buffers)."""
+        self.sender.release(version)
+
+    def probe_logprobs(self, samples: list[TrainSample], num_micro: int) -> list[list[float]]:
+        """Collective: this rank's samples' per-token log-probs under the current weights
+        (compared with the engines' after a sync, `sync.verify`)."""
+        import torch
+
+        out: list[list[float]] = []
+        self.backend.model.eval()
+        with torch.no_grad():
+            for batch, micro in zip(self._micro_batches(samples, num_micro), split_micro(samples, num_micro)):
+                logp = self._logprobs(batch).cpu()
+                out += [logp[i, : len(s.completion_ids)].tolist() for i, s in enumerate(micro)]
+        return out
+
     def save_hf(self, path: str, extra: dict | None = None) -> str | None:
         """Collective: write an HF-format model + tokenizer folder atomically (rank 0 writes).
 

@@ -65,16 +65,34 @@ def test_fsdp2_learns(ray_cluster, warm_model_dir, tmp_path):
 
 
 def test_deepspeed_zero2_learns(ray_cluster, warm_model_dir, tmp_path):
+    """Also: weights reach the engine through safetensors files (`sync.method: disk`)."""
     summary = run_short(tmp_path, "e2e-ds", ["trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=2",
-                                             "trainer.total_steps=25", "eval.every=25", "eval.num_prompts=300"])
+                                             "trainer.total_steps=25", "eval.every=25", "eval.num_prompts=300",
+                                             "sync.method=disk", "sync.verify=always"])
     assert_learned(summary, min_gain=0.05)
     assert_every_parameter_changed(summary, warm_model_dir)
+    rows = read_metrics(summary["run_dir"])[1:]
+    assert all(r["sync/verify_max_diff"] < 1e-3 for r in rows)  # checked after every sync
+    assert os.listdir(os.path.join(summary["run_dir"], "sync")) == ["v25"]
+
+
+def test_async_rollouts_learn(ray_cluster, warm_model_dir, tmp_path):
+    """`rollout.max_staleness: 1`: batch t+1 is generated while the trainer trains on batch t."""
+    summary = run_short(tmp_path, "e2e-async", ["rollout.max_staleness=1", "trainer.total_steps=40", "eval.every=20",
+                                                "eval.num_prompts=300"])
+    assert_learned(summary, min_gain=0.10)
+    rows = read_metrics(summary["run_dir"])[1:]
+    assert rows[0]["rollout/staleness"] == 0.0  # the first batch comes from the starting weights
+    assert all(r["rollout/staleness"] == 1.0 for r in rows[1:])  # then always one update behind
+    assert all("timing/wait_rollout" in r for r in rows)
 
 
 @pytest.mark.parametrize("preset", ["grpo", "dr_grpo", "dapo"])
 def test_each_preset_learns(ray_cluster, warm_model_dir, tmp_path, preset):
+    # the placements and sync methods ride along: dr_grpo runs colocated with ipc sync
+    extra = ["cluster.placement=colocate", "sync.method=ipc"] if preset == "dr_grpo" else []
     summary = run_short(tmp_path, f"e2e-{preset}", [f"algorithm.preset={preset}", "trainer.total_steps=30",
-                                                    "eval.every=30", "eval.num_prompts=300"])
+                                                    "eval.every=30", "eval.num_prompts=300", *extra])
     assert_learned(summary, min_gain=0.05)
     last = read_metrics(summary["run_dir"])[-1]
     if preset == "grpo":  # KL to the frozen reference is in the loss, and the policy has moved away from it

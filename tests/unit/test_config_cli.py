@@ -92,3 +92,26 @@ def test_presets_set_paper_defaults_and_recipe_keys_win():
     with pytest.raises(RecipeError) as err:
         load_recipe(RECIPE, ["algorithm.preset=ppo2"])
     assert err.value.key == "algorithm.preset"
+
+
+def test_async_rollouts_turn_on_the_off_policy_correction_unless_set():
+    from rlvr.config import ASYNC_TIS_CAP
+
+    assert load_recipe(RECIPE, ["rollout.max_staleness=1"]).algorithm.tis_cap == ASYNC_TIS_CAP
+    assert load_recipe(RECIPE, ["rollout.max_staleness=1", "algorithm.tis_cap=3"]).algorithm.tis_cap == 3.0
+    assert load_recipe(RECIPE, []).algorithm.tis_cap is None
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["cluster.placement=nearby"], "cluster.placement"),
+    (["cluster.placement=colocate", "rollout.num_engines=3"], "rollout.num_engines"),
+    (["cluster.placement=colocate", "rollout.max_staleness=1"], "rollout.max_staleness"),
+    (["sync.method=nccl"], "sync.method"),
+    (["sync.bucket_mb=0"], "sync.bucket_mb"),
+    (["sync.verify=sometimes"], "sync.verify"),
+    (["rollout.chunks_per_engine=0"], "rollout.chunks_per_engine"),
+])
+def test_bad_placement_and_sync_settings_name_the_key(overrides, key):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(RECIPE, overrides)
+    assert e.value.key == key
