@@ -105,6 +105,7 @@ class RolloutConfig:
     # 0: strictly on-policy. 1: batch t+1 is generated while the trainer trains on batch t
     # (one step off-policy; the trainer's TIS correction, algorithm.tis_cap, applies).
     max_staleness: int = 0
+    tensor_parallel_size: int = 1  # vLLM tensor parallel inside one engine (GPUs: gpus_per_engine >= this)
     resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per engine (node pinning)
     # Each engine's share of a batch is generated in this many calls; each chunk is sent to the
     # reward workers as soon as it returns, so scoring overlaps the generation still running.
@@ -413,6 +414,10 @@ def check_recipe(cfg: Config) -> None:
         _one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", set(keys))
     _require(cfg.rollout.chunks_per_engine >= 1, "rollout.chunks_per_engine", "must be >= 1")
     _one_of(cfg.rollout.max_staleness, "rollout.max_staleness", {0, 1})
+    _require(cfg.rollout.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
+    if cfg.rollout.gpus_per_engine:
+        _require(cfg.rollout.gpus_per_engine >= cfg.rollout.tensor_parallel_size, "rollout.gpus_per_engine",
+                 f"an engine with tensor_parallel_size={cfg.rollout.tensor_parallel_size} needs that many GPUs")
     _one_of(cfg.cluster.placement, "cluster.placement", {"side", "colocate"})
     _require(not (cfg.rollout.max_staleness and cfg.cluster.placement == "colocate"), "rollout.max_staleness",
              "async rollouts generate while the trainer trains: they need cluster.placement=side")

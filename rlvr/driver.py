@@ -123,12 +123,20 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
                                                  cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
+        status.update(placement={k: actor_nodes(actors[k]) for k in ("trainers", "engines", "rewarders")})
         return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler,
                      **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
     finally:
         _stop(actors)
         if started_cluster:
             ray.shutdown()
+
+
+def actor_nodes(handles) -> list[str]:
+    """The Ray node id each actor runs on (shown in status.json as `placement`)."""
+    import ray
+
+    return ray.get([h.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for h in handles])
 
 
 def _stop(actors: dict) -> None:

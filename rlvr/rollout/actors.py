@@ -18,6 +18,7 @@ engine) live in `rlvr.driver`, where every remote call of a step is visible.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Sequence, TypeVar
 
@@ -40,6 +41,8 @@ def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, c
 
     from rlvr.placement import in_bundle
 
+    if colocate_pg is not None and cfg.engine == "vllm" and cfg.gpus_per_engine:  # it sleeps while the trainer steps
+        cfg = dataclasses.replace(cfg, engine_kwargs={"enable_sleep_mode": True, **cfg.engine_kwargs})
     actor_cls = ray.remote(engine_class(cfg.engine))
     env_vars = {key: os.environ.get(key, value) for key, value in ENGINE_ENV.items()}
     engines = [

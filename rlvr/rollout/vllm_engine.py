@@ -91,7 +91,7 @@ class VLLMEngine(WeightSyncMixin):
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
         start = time.perf_counter()
-        kwargs = dict(cfg.engine_kwargs)
+        kwargs = {"tensor_parallel_size": cfg.tensor_parallel_size, **cfg.engine_kwargs}
         parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
         backend = kwargs.pop("distributed_executor_backend", "uni" if parallel == 1 else "mp")
         _set_engine_env(cfg.num_threads, multiprocess_workers=backend != "uni")
