@@ -234,6 +234,8 @@ class EvalConfig:
 class CheckpointConfig:
     save_final: bool = True
     every: int = 0  # 0: only the final checkpoint
+    keep_last: int = 3  # step checkpoints kept (older ones deleted once a newer one is complete); 0: all
+    resume: Optional[str] = None  # null | auto (newest valid checkpoint of this run) | a checkpoint folder
 
 
 @dataclass
@@ -244,6 +246,7 @@ class ClusterConfig:
     # side: engines on their own CPUs/GPUs. colocate: engine i shares trainer rank i's placement-group
     # bundle (and GPU); on GPUs the engine sleeps while the trainer steps.
     placement: str = "side"
+    rpc_timeout_s: float = 1800.0  # deadline of every blocking remote call; a hang becomes an error naming the call
 
 
 @dataclass
@@ -433,6 +436,11 @@ def check_recipe(cfg: Config) -> None:
     _require(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     _require(cfg.eval.num_prompts >= 0, "eval.num_prompts", "must be >= 0")
     _require(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
+    _require(cfg.checkpoint.keep_last >= 0, "checkpoint.keep_last", "must be >= 0")
+    if cfg.checkpoint.resume not in (None, "auto"):
+        _require(os.path.isdir(os.path.expanduser(cfg.checkpoint.resume)), "checkpoint.resume",
+                 f"must be null, auto or a checkpoint folder; no such folder: {cfg.checkpoint.resume}")
+    _require(cfg.cluster.rpc_timeout_s > 0, "cluster.rpc_timeout_s", "must be > 0")
     _require(0 <= cfg.service.port <= 65535, "service.port", "must be a TCP port (0: any free port)")
     _require(cfg.service.heartbeat_s > 0, "service.heartbeat_s", "must be > 0")
     if cfg.service.token_file is not None:
