@@ -19,7 +19,7 @@ CONFIGS = {
     "broadcast": ["sync.method=broadcast"],
     "ipc": ["sync.method=ipc"],
     "disk": ["sync.method=disk"],
-    "broadcast+colocate": ["sync.method=broadcast", "cluster.placement=colocate"],
+    "broadcast-colocate": ["sync.method=broadcast", "cluster.placement=colocate"],
 }
 
 
@@ -36,6 +36,7 @@ def main() -> None:
             sync, step = median_after_warmup(r["rows"], "timing/sync"), median_after_warmup(r["rows"], "timing/step")
             results[name] = {"sync_s": sync, "step_s": step, "sync_pct": 100 * sync / step,
                              "bytes": r["rows"][-1].get("sync/bytes"), "buckets": r["rows"][-1].get("sync/buckets")}
+            print(f"[bench] {name}: {results[name]}", flush=True)
     print(f"{'config':<20} {'sync s':>8} {'step s':>8} {'sync %':>7} {'MB':>6} {'buckets':>7}")
     for name, v in results.items():
         print(f"{name:<20} {v['sync_s']:>8.4f} {v['step_s']:>8.3f} {v['sync_pct']:>6.1f}% "

@@ -36,10 +36,14 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = _load(args)
+    from rlvr.data import DatasetError
     from rlvr.driver import RewardFailureError, train
 
     try:
         summary = train(cfg)
+    except DatasetError as e:
+        print(f"rlvr: data error: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
     except RewardFailureError as e:
         print(f"rlvr: run stopped: {e}", file=sys.stderr)
         return 1

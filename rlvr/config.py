@@ -321,6 +321,8 @@ def load_recipe(path: str | None, overrides: list[str] = ()) -> Config:
         cfg: Config = OmegaConf.to_object(merged)
     except OmegaConfBaseException as e:
         raise RecipeError(getattr(e, "full_key", None) or "recipe", _first_line(getattr(e, "msg", str(e)))) from None
+    if cfg.sync.verify in ("False", "false"):  # YAML 1.1 reads a bare `off` as false
+        cfg.sync.verify = "off"
     check_recipe(cfg)
     return cfg
 
@@ -441,6 +443,13 @@ def check_recipe(cfg: Config) -> None:
         _require(os.path.isdir(os.path.expanduser(cfg.checkpoint.resume)), "checkpoint.resume",
                  f"must be null, auto or a checkpoint folder; no such folder: {cfg.checkpoint.resume}")
     _require(cfg.cluster.rpc_timeout_s > 0, "cluster.rpc_timeout_s", "must be > 0")
+    if cfg.cluster.num_cpus is not None and not (cfg.cluster.address or os.environ.get("RAY_ADDRESS")):
+        from rlvr.cluster import logical_cpus_needed  # a private cluster would wait forever for the rest
+
+        need = logical_cpus_needed(cfg)
+        _require(cfg.cluster.num_cpus >= need, "cluster.num_cpus",
+                 f"the recipe's trainer ranks, engines and reward workers need {need} logical CPUs, got "
+                 f"{cfg.cluster.num_cpus} (raise it, or leave it null to size the cluster to the recipe)")
     _require(0 <= cfg.service.port <= 65535, "service.port", "must be a TCP port (0: any free port)")
     _require(cfg.service.heartbeat_s > 0, "service.heartbeat_s", "must be > 0")
     if cfg.service.token_file is not None:
@@ -463,8 +472,22 @@ def _check_model(m: ModelConfig) -> None:
     _require(not m.path.startswith("builtin:"), "model.path", f"unknown built-in model {m.path!r} (have {BUILTIN_TINY_MODEL})")
     local = os.path.expanduser(m.path)
     if os.path.exists(local):
-        _require(os.path.isfile(os.path.join(local, "config.json")), "model.path",
+        import json
+
+        _require(os.path.isdir(local), "model.path", f"{m.path} is a file (expected a Hugging Face model folder)")
+        config = os.path.join(local, "config.json")
+        _require(os.path.isfile(config), "model.path",
                  f"{m.path} has no config.json (expected a Hugging Face model folder)")
+        try:
+            with open(config, encoding="utf-8") as f:
+                ok = isinstance(json.load(f), dict)
+        except (OSError, ValueError):
+            ok = False
+        _require(ok, "model.path", f"{config} is not a readable JSON object")
+        tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
+                           "spiece.model")
+        _require(any(os.path.isfile(os.path.join(local, n)) for n in tokenizer_files), "model.path",
+                 f"{m.path} has no tokenizer files (none of {', '.join(tokenizer_files)})")
         return
     _require(looks_like_hub_id(m.path), "model.path", f"{m.path}: no such model folder")
 
@@ -475,11 +498,18 @@ def _check_data(d: DataConfig) -> None:
         if path is None or path == BUILTIN_ARITHMETIC:
             continue
         _require(not path.startswith("builtin:"), key, f"unknown built-in dataset {path!r} (have {BUILTIN_ARITHMETIC})")
-        _require(os.path.isfile(os.path.expanduser(path)), key, f"{path}: no such file")
+        local = os.path.expanduser(path)
+        _require(not os.path.isdir(local), key, f"{path} is a folder (expected a .jsonl or .parquet file)")
+        _require(os.path.isfile(local), key, f"{path}: no such file")
         _require(path.endswith((".jsonl", ".json", ".parquet")), key, f"{path}: expected a .jsonl or .parquet file")
+        _require(os.path.getsize(local) > 0, key, f"{path} is empty")
     ar = d.arithmetic
     _require(0 <= ar.min_operand <= ar.max_operand, "data.arithmetic.max_operand", "must be >= min_operand >= 0")
     _require(ar.num_train >= 1, "data.arithmetic.num_train", "must be >= 1")
+    pairs = (ar.max_operand - ar.min_operand + 1) ** 2
+    _require(0 <= ar.num_eval < pairs or BUILTIN_ARITHMETIC not in (d.train_path, d.eval_path),
+             "data.arithmetic.num_eval",
+             f"must be in [0, {pairs - 1}]: the operands give {pairs} distinct pairs and training needs some")
 
 
 def _check_reward(rw: RewardConfig) -> None:

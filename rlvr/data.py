@@ -4,8 +4,12 @@ Rows. Every source is normalised to one row shape before rendering:
 `{"prompt": str}` or `{"messages": [{"role", "content"}, ...]}`, plus
 `"answer": str` and `"metadata": dict` (the row's other fields, its source
 file and line). Numeric answers are turned into strings; anything else that
-is not what the schema says raises `ValueError` naming the file and line
-(JSONL, 1-based) or row (Parquet, 0-based).
+is not what the schema says raises `DatasetError` (a `ValueError`, printed by
+the CLI as one line) naming the file and line (JSONL, 1-based) or row
+(Parquet, 0-based): a missing field, malformed JSON, bytes that are not UTF-8,
+an unreadable Parquet file, a file with no rows. Blank lines are skipped. A
+bad file is never partly used: the error names its first bad line (or row)
+and says how many are bad in all.
 
 Built-in task (`builtin:arithmetic`). Questions look like `07+48=` with both
 operands zero-padded to the width of `max_operand`, so every prompt has the
@@ -25,7 +29,12 @@ generation prompt; the text is tokenized with `add_special_tokens=False`
 because templates already contain any BOS. Without it, the raw prompt string
 is tokenized with the tokenizer's usual special tokens (a base model's BOS);
 a system prompt and `messages` are then flattened to their contents joined
-by blank lines.
+by blank lines. A tokenizer without a chat template (a base model) falls back
+to the raw format with one warning, even when `apply_chat_template` is true.
+
+Length. `drop_too_long` drops prompts that leave no room for the completion
+within the model's max length and counts them (the driver logs
+`data/skipped_too_long`); a dataset none of whose prompts fits is an error.
 
 Sampling. `PromptSampler` walks a fresh seeded permutation per epoch and
 batches run across epoch boundaries. Its state is (epoch, position), so a run
@@ -37,7 +46,8 @@ from __future__ import annotations
 import json
 import os
 import random
-from dataclasses import dataclass, field
+import sys
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from rlvr.config import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig
@@ -104,68 +114,157 @@ def arithmetic_rows(cfg: ArithmeticConfig, split: str) -> list[dict]:
 
 # --- user files ---------------------------------------------------------------------------
 
-def _normalise_row(raw: Any, data_cfg: DataConfig, where: str) -> dict:
-    """Check one raw row and return it in the common row shape; `where` names it in errors."""
+class DatasetError(ValueError):
+    """A bad dataset file, naming the file and, where there is one, the line or row at fault.
+
+    >>> str(DatasetError("train.jsonl", "not valid JSON", line=3))
+    'train.jsonl:3: not valid JSON'
+    >>> str(DatasetError("train.parquet", "'answer' is null", row=0))
+    "train.parquet row 0: 'answer' is null"
+    """
+
+    def __init__(self, path: str, message: str, line: int | None = None, row: int | None = None):
+        where = f"{path}:{line}" if line is not None else f"{path} row {row}" if row is not None else path
+        super().__init__(f"{where}: {message}")
+        self.path, self.line, self.row, self.message = path, line, row, message
+
+    def __reduce__(self):  # picklable despite the keyword arguments
+        return type(self), (self.path, self.message, self.line, self.row)
+
+
+class _BadRow(Exception):
+    """A row that does not fit the schema; the reader adds the file and line."""
+
+
+def _normalise_row(raw: Any, data_cfg: DataConfig, source: str) -> dict:
+    """Check one raw row and return it in the common row shape; `source` goes to its metadata."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{where}: expected an object, got {type(raw).__name__}")
+        raise _BadRow(f"expected an object, got {type(raw).__name__}")
     pk, mk, ak = data_cfg.prompt_key, data_cfg.messages_key, data_cfg.answer_key
     row: dict = {}
     if raw.get(mk) is not None:
         messages = raw[mk]
         if not isinstance(messages, (list, tuple)) or not messages:
-            raise ValueError(f"{where}: {mk!r} must be a non-empty list of {{role, content}} objects")
+            raise _BadRow(f"{mk!r} must be a non-empty list of {{role, content}} objects")
         for m in messages:
             if not (isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)):
-                raise ValueError(f"{where}: every item of {mk!r} needs string 'role' and 'content', got {m!r}")
+                raise _BadRow(f"every item of {mk!r} needs string 'role' and 'content', got {m!r}")
         row["messages"] = [{"role": m["role"], "content": m["content"]} for m in messages]
     elif raw.get(pk) is not None:
         if not isinstance(raw[pk], str):
-            raise ValueError(f"{where}: {pk!r} must be a string, got {type(raw[pk]).__name__}")
+            raise _BadRow(f"{pk!r} must be a string, got {type(raw[pk]).__name__}")
         row["prompt"] = raw[pk]
     else:
-        raise ValueError(f"{where}: needs a {pk!r} string or a {mk!r} list (keys found: {sorted(raw)})")
-    answer = raw.get(ak)
+        raise _BadRow(f"needs a {pk!r} string or a {mk!r} list (fields found: {sorted(raw)}; "
+                      f"data.prompt_key / data.messages_key name them)")
+    if ak not in raw:
+        raise _BadRow(f"missing field {ak!r} (fields found: {sorted(raw)}; data.answer_key names it)")
+    answer = raw[ak]
+    if answer is None:
+        raise _BadRow(f"{ak!r} is null")
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
-        raise ValueError(f"{where}: {ak!r} must be a string or a number, got {answer!r}")
+        raise _BadRow(f"{ak!r} must be a string or a number, got {answer!r}")
     row["answer"] = str(answer)
     extra = {k: v for k, v in raw.items() if k not in (pk, mk, ak)}
-    row["metadata"] = {**extra, "source": where}
+    row["metadata"] = {**extra, "source": source}
     return row
 
 
+def _parse_jsonl_line(raw: bytes, lineno: int, path: str, data_cfg: DataConfig) -> dict | str | None:
+    """One line of a JSONL file: its row, a description of what is wrong with it, or None if blank."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8 text (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the line)"
+    text = text.rstrip("\r\n")
+    if lineno == 1:
+        text = text.removeprefix("\ufeff")  # a UTF-8 byte-order mark
+    if not text.strip():
+        return None
+    hint = " (the file must hold one JSON object per line, not an array)" if text.lstrip()[:1] == "[" else ""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        return f"not valid JSON ({e.msg} at column {e.colno}){hint}"
+    try:
+        return _normalise_row(obj, data_cfg, f"{path}:{lineno}")
+    except _BadRow as e:
+        return f"{e}{hint}"
+
+
+def _first_bad(path: str, results: Iterable[tuple[int, dict | str]], unit: str) -> list[dict]:
+    """The rows, or a DatasetError for the first bad one (with how many are bad in all).
+
+    Fail-fast in effect (nothing trains on a partly broken file), but the file is read to
+    the end so the message says whether it is one typo or a file of another shape.
+    """
+    rows, first, bad, total = [], None, 0, 0
+    for where, result in results:
+        total += 1
+        if isinstance(result, dict):
+            rows.append(result)
+            continue
+        bad += 1
+        first = first or (where, result)
+    if first is None:
+        return rows
+    where, problem = first
+    if bad > 1:
+        problem += f" [{bad} of {total} {unit}s are bad; the first is shown]"
+    raise DatasetError(path, problem, **{unit: where})
+
+
 def _read_jsonl(path: str, data_cfg: DataConfig) -> list[dict]:
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                raw = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
-            rows.append(_normalise_row(raw, data_cfg, where))
-    return rows
+    def results():
+        with open(path, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                result = _parse_jsonl_line(raw, lineno, path, data_cfg)
+                if result is not None:
+                    yield lineno, result
+
+    return _first_bad(path, results(), "line")
 
 
 def _read_parquet(path: str, data_cfg: DataConfig) -> list[dict]:
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path)
-    return [_normalise_row(raw, data_cfg, f"{path} row {i}") for i, raw in enumerate(table.to_pylist())]
+    try:
+        table = pq.read_table(path)
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DatasetError(path, f"not a readable Parquet file ({_first_line(str(e))})") from None
+
+    def results():
+        for i, raw in enumerate(table.to_pylist()):
+            try:
+                yield i, _normalise_row(raw, data_cfg, f"{path} row {i}")
+            except _BadRow as e:
+                yield i, str(e)
+
+    return _first_bad(path, results(), "row")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else text
 
 
 def load_rows(path: str, data_cfg: DataConfig) -> list[dict]:
-    """Rows of a .jsonl/.json (one object per line) or .parquet file, checked and normalised."""
+    """Rows of a .jsonl/.json (one object per line) or .parquet file, checked and normalised.
+
+    Every problem is a `DatasetError` naming the file (and the line or row).
+    """
     path = os.path.expanduser(path)
-    if path.endswith(".parquet"):
-        rows = _read_parquet(path, data_cfg)
-    elif path.endswith((".jsonl", ".json")):
-        rows = _read_jsonl(path, data_cfg)
-    else:
-        raise ValueError(f"{path}: expected a .jsonl or .parquet file")
+    if os.path.isdir(path):
+        raise DatasetError(path, "is a folder, expected a .jsonl or .parquet file")
+    if not path.endswith((".parquet", ".jsonl", ".json")):
+        raise DatasetError(path, "expected a .jsonl, .json (JSON Lines) or .parquet file")
+    if not os.path.isfile(path):
+        raise DatasetError(path, "no such file")
+    try:
+        rows = _read_parquet(path, data_cfg) if path.endswith(".parquet") else _read_jsonl(path, data_cfg)
+    except OSError as e:  # unreadable (permissions, I/O)
+        raise DatasetError(path, f"cannot read the file ({e.strerror or e})") from None
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise DatasetError(path, "no rows (the file is empty or has only blank lines)")
     return rows
 
 
@@ -181,7 +280,7 @@ def _chat_messages(row: dict, system_prompt: str | None) -> list[dict]:
 def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> list[Prompt]:
     """Turn rows into `Prompt`s: chat template (with generation prompt) or the raw string."""
     use_template = data_cfg.apply_chat_template
-    if use_template and not getattr(tokenizer, "chat_template", None):
+    if use_template and not has_chat_template(tokenizer):
         raise ValueError("data.apply_chat_template is true but the tokenizer has no chat template "
                          "(set data.apply_chat_template: false for a base model)")
     prompts = []
@@ -199,6 +298,10 @@ def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> lis
     return prompts
 
 
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
 def _rows_for(path: str, data_cfg: DataConfig, split: str) -> list[dict]:
     if path == BUILTIN_ARITHMETIC:
         return arithmetic_rows(data_cfg.arithmetic, split)
@@ -206,11 +309,43 @@ def _rows_for(path: str, data_cfg: DataConfig, split: str) -> list[dict]:
 
 
 def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], list[Prompt]]:
-    """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None."""
+    """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None.
+
+    A tokenizer without a chat template (a base model) falls back to the raw prompt
+    format, with one warning, instead of failing when `data.apply_chat_template` is true.
+    """
+    if data_cfg.apply_chat_template and not has_chat_template(tokenizer):
+        print("[rlvr] warning: the tokenizer has no chat template, so prompts use the raw prompt format "
+              "(set data.apply_chat_template: false to say so and silence this warning)", file=sys.stderr, flush=True)
+        data_cfg = replace(data_cfg, apply_chat_template=False)
     train = render_prompts(_rows_for(data_cfg.train_path, data_cfg, "train"), tokenizer, data_cfg)
     if data_cfg.eval_path is None:
         return train, []
     return train, render_prompts(_rows_for(data_cfg.eval_path, data_cfg, "eval"), tokenizer, data_cfg)
+
+
+def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int, source: str,
+                  tokens_key: str = "rollout.max_tokens") -> tuple[list[Prompt], int]:
+    """The prompts whose tokens plus `max_new_tokens` fit in `max_model_len`, and how many did not.
+
+    `max_model_len` is the model's (its config's `max_position_embeddings`, or the engine's
+    `max_model_len` if smaller); `source` (the dataset path) and `tokens_key` (the recipe key
+    that set `max_new_tokens`) name the culprits when no prompt fits, which is a `DatasetError`.
+
+    >>> ps = [Prompt("a", [1] * 10, "1"), Prompt("b", [1] * 20, "2")]
+    >>> kept, skipped = drop_too_long(ps, max_new_tokens=8, max_model_len=24, source="t.jsonl")
+    >>> [p.text for p in kept], skipped
+    (['a'], 1)
+    """
+    budget = max_model_len - max_new_tokens
+    kept = [p for p in prompts if len(p.token_ids) <= budget]
+    if prompts and not kept:
+        shortest = min(len(p.token_ids) for p in prompts)
+        room = (f"{tokens_key}={max_new_tokens} leaves no room for a prompt" if budget < 1 else
+                f"every prompt is longer than {budget} tokens (the shortest has {shortest})")
+        raise DatasetError(source, f"all {len(prompts)} prompts are too long for the model's max length "
+                                   f"{max_model_len}: {room}; lower {tokens_key} or shorten the prompts")
+    return kept, len(prompts) - len(kept)
 
 
 # --- sampling -----------------------------------------------------------------------------

@@ -24,7 +24,9 @@ API): pause, resume, checkpoint now, stop (with a final checkpoint).
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -57,6 +59,7 @@ def train(cfg: Config) -> dict:
                        ray_job_id=cluster.job_submission_id())
     status.start_heartbeat()
     server = None
+    restore_signals = _stop_gracefully_on_signals(run_dir)
     try:
         server = _start_service(cfg, status)  # a busy port fails here, before any actor starts
         summary = _run(cfg, run_dir, status)
@@ -64,10 +67,34 @@ def train(cfg: Config) -> dict:
         status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
     finally:
+        restore_signals()
         if server is not None:
             server.stop()
     status.close("stopped" if summary["stopped_at"] is not None else "completed")
     return summary
+
+
+def _stop_gracefully_on_signals(run_dir: str):
+    """SIGTERM (`ray job stop`, a scheduler) or the first Ctrl-C: finish the step, write a
+    checkpoint, exit cleanly (a `stop` control request, as the API sends). A second Ctrl-C
+    interrupts at once. Returns a function that restores the previous handlers."""
+    import signal
+
+    from rlvr.runstate import request_control
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        print(f"[rlvr] {signal.Signals(signum).name}: stopping after this step with a checkpoint "
+              "(Ctrl-C again to interrupt now)", flush=True)
+        request_control(run_dir, "stop")
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
 def _start_service(cfg: Config, status):
@@ -91,7 +118,6 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     from rlvr import cluster
     from rlvr.data import PromptSampler, load_train_and_eval
     from rlvr.placement import create_placement_group
-    from rlvr.reward.pool import RewardWorker
     from rlvr.rollout.actors import create_engines
     from rlvr.trainer.group import create_trainers
 
@@ -102,6 +128,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
 
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
+    train_prompts, eval_prompts, skipped = drop_prompts_too_long(cfg, model_path, train_prompts, eval_prompts)
     eval_prompts = eval_prompts[: cfg.eval.num_prompts]
     sampler = PromptSampler(len(train_prompts), cfg.run.seed)
 
@@ -119,12 +146,13 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         actors["trainers"], _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, actors["pg"],
                                                 runtime_env=env, temperature=cfg.rollout.temperature,
                                                 norm_tokens=cfg.rollout.max_tokens)
-        reward_cls = ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker)
-        actors["rewarders"] = [reward_cls.remote(list(cfg.reward.verifiers), cfg.reward.timeout_s,
-                                                 cfg.reward.failure_score) for _ in range(cfg.reward.num_workers)]
+        actors["rewarders"] = [start_reward_worker(cfg) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
-        status.update(placement={k: actor_nodes(actors[k]) for k in ("trainers", "engines", "rewarders")})
-        return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler,
+        status.update(placement={k: actor_places(actors[k]) for k in ("trainers", "engines", "rewarders")})
+        recovery = Recovery(cfg, run_dir, model_path, colocate, **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
+        recovery.on_replaced = lambda kind, handles: status.update(
+            placement={**status.snapshot()["placement"], kind: actor_places(handles)})
+        return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler, recovery, skipped,
                      **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
     finally:
         _stop(actors)
@@ -132,11 +160,99 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
             ray.shutdown()
 
 
-def actor_nodes(handles) -> list[str]:
-    """The Ray node id each actor runs on (shown in status.json as `placement`)."""
+def drop_prompts_too_long(cfg: Config, model_path: str, train_prompts, eval_prompts):
+    """Prompts with no room for the completion within the model's max length are skipped
+    (counted in `data/skipped_too_long`, with a warning); all of them too long is an error."""
+    from transformers import AutoConfig
+
+    from rlvr.data import drop_too_long
+
+    limits = [getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None),
+              cfg.rollout.engine_kwargs.get("max_model_len")]
+    max_len = min((x for x in limits if x), default=None)
+    skipped = {"data/skipped_too_long": 0, "data/eval_skipped_too_long": 0}
+    if max_len:
+        train_prompts, skipped["data/skipped_too_long"] = drop_too_long(
+            train_prompts, cfg.rollout.max_tokens, max_len, cfg.data.train_path)
+        eval_prompts, skipped["data/eval_skipped_too_long"] = drop_too_long(
+            eval_prompts, cfg.eval.max_tokens or cfg.rollout.max_tokens, max_len, str(cfg.data.eval_path),
+            tokens_key="eval.max_tokens" if cfg.eval.max_tokens else "rollout.max_tokens")
+        for key, n in skipped.items():
+            if n:
+                print(f"[rlvr] warning: skipped {n} prompt(s) too long for the model's max length {max_len} "
+                      f"with room for the completion ({key})", flush=True)
+    return train_prompts, eval_prompts, skipped
+
+
+def start_reward_worker(cfg: Config):
+    """One reward worker actor (it loads the verifiers in its child process as it starts)."""
     import ray
 
-    return ray.get([h.__ray_call__.remote(lambda self: ray.get_runtime_context().get_node_id()) for h in handles])
+    from rlvr.reward.pool import RewardWorker
+
+    return ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker).remote(
+        list(cfg.reward.verifiers), cfg.reward.timeout_s, cfg.reward.failure_score)
+
+
+class Recovery:
+    """Replaces a rollout engine or reward worker that dies mid-step, in place in the lists
+    the loop uses, so the step completes: the new engine joins the weight-sync group and
+    gets the current weights before its prompts are generated again; a dead worker's
+    samples are scored again on another worker. Counted in `faults/*`. A trainer rank that
+    dies is not recovered here: the run stops with an error naming it (resume from the
+    last checkpoint with `checkpoint.resume=auto`)."""
+
+    def __init__(self, cfg: Config, run_dir: str, model_path: str, colocate_pg, engines, trainers, rewarders):
+        self.cfg, self.run_dir, self.model_path, self.colocate_pg = cfg, run_dir, model_path, colocate_pg
+        self.engines, self.trainers, self.rewarders = engines, trainers, rewarders
+        self.version = 0  # the weights the engines hold (set by the loop after each sync)
+        self.lock = threading.Lock()  # a replacement's sync never overlaps the loop's own
+        self.faults = {"faults/rollout_restarts": 0, "faults/reward_restarts": 0}
+        self.on_replaced = lambda kind, handles: None  # the loop reports the new placement
+
+    def engine(self, i: int, error: Exception) -> None:
+        import ray
+
+        from rlvr.rollout.actors import create_engines
+
+        with self.lock:
+            t0 = time.perf_counter()
+            print(f"[rlvr] fault: engine {i} died ({_one_line(error)}); starting a replacement", flush=True)
+            self.faults["faults/rollout_restarts"] += 1
+            ray.kill(self.engines[i])
+            [self.engines[i]] = create_engines(self.cfg.rollout, self.model_path, self.cfg.run.seed, self.cfg.model.dtype,
+                                               colocate_pg=self.colocate_pg, indices=[i])
+            setup_weight_sync(self.trainers, self.engines, self.cfg, self.run_dir)
+            if self.version:
+                sync_weights(self.trainers, self.engines, self.version, self.cfg)
+            self.on_replaced("engines", self.engines)
+            print(f"[rlvr] fault: engine {i} replaced in {time.perf_counter() - t0:.1f} s", flush=True)
+
+    def rewarder(self, i: int, error: Exception) -> int:
+        """Replace worker i; returns the worker that should score its samples again."""
+        import ray
+
+        with self.lock:
+            print(f"[rlvr] fault: reward worker {i} died ({_one_line(error)}); starting a replacement", flush=True)
+            self.faults["faults/reward_restarts"] += 1
+            ray.kill(self.rewarders[i])
+            self.rewarders[i] = start_reward_worker(self.cfg)
+            self.on_replaced("rewarders", self.rewarders)
+            return (i + 1) % len(self.rewarders)
+
+
+def _one_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def actor_places(handles) -> list[dict]:
+    """The Ray node id and process id of each actor (shown in status.json as `placement`)."""
+    import ray
+
+    def where(self) -> dict:
+        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    return ray.get([h.__ray_call__.remote(where) for h in handles])
 
 
 def _stop(actors: dict) -> None:
@@ -155,15 +271,17 @@ def _stop(actors: dict) -> None:
         remove_placement_group(actors["pg"])
 
 
-def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sampler, engines, trainers, rewarders) -> dict:
+def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sampler, recovery: Recovery,
+          skipped: dict, engines, trainers, rewarders) -> dict:
     """The RL loop proper: every remote call of a step happens here, in order."""
-    import ray
     import torch
 
     from rlvr import rollouts
     from rlvr.runstate import ControlInbox, write_samples
 
-    logger = MetricsLogger(run_dir)
+    from rlvr.checkpoint import list_checkpoints, prune_checkpoints
+    from rlvr.remote import wait_all
+
     inbox = ControlInbox(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
@@ -174,40 +292,66 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
     next_prompts = lambda k: [train_prompts[i] for i in sampler.next_batch(k)]  # noqa: E731
     background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rollout") if cfg.rollout.max_staleness else None
 
-    def rollout_in_background():
+    consumed = {"sampler": sampler.state_dict()}  # the sampler before the batch in flight (what a checkpoint keeps)
+
+    def rollout_in_background(step: int):
         """max_staleness 1: the next batch is generated (with the engines' current weights)
-        while the trainer trains on this one."""
+        while the trainer trains on this one. A checkpoint keeps the sampler as it was before
+        this batch, so a resumed run generates it again (with the checkpoint's weights)."""
+        consumed["sampler"] = sampler.state_dict()
         timer = Timer()
-        return background.submit(lambda: (collect_rollouts(engines, rewarders, next_prompts, spec, cfg, timer), timer))
+        step_spec = dataclasses.replace(spec, seed=step_seed(cfg.run.seed, step))
+        return background.submit(lambda: (collect_rollouts(engines, rewarders, next_prompts, step_spec, cfg, timer,
+                                                           recovery), timer))
 
     def checkpoint(step: int, name: str) -> str:
         status.update(phase="checkpoint")
-        path = os.path.join(run_dir, "checkpoints", name)
-        save_checkpoint(trainers, path, {"step": step, "weight_version": version, "sampler": sampler.state_dict()})
+        path = save_checkpoint(trainers, os.path.join(run_dir, "checkpoints", name),
+                               {"step": step, "weight_version": version,
+                                "sampler": consumed["sampler"] if background else sampler.state_dict()},
+                               cfg.cluster.rpc_timeout_s)
+        status.update(checkpoints=[os.path.relpath(p, run_dir) for _, p in list_checkpoints(run_dir)])
+        prune_checkpoints(run_dir, cfg.checkpoint.keep_last)
         return path
 
+    start, first_eval = 0, {}
     status.update(state="running", phase="sync setup", step=0)
     setup_weight_sync(trainers, engines, cfg, run_dir)
-    status.update(phase="eval")
-    first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg)
-    logger.log({"step": 0, **first_eval})
-    if first_eval:
-        print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
-    pending = rollout_in_background() if background else None
-    for step in range(1, cfg.trainer.total_steps + 1):
+    resume = resume_point(cfg, run_dir)
+    if resume is not None:  # trainer state, the engines' weights, the prompt order, the metrics so far
+        status.update(phase="resume")
+        run_state = load_checkpoint(trainers, resume, cfg.cluster.rpc_timeout_s)
+        start, version = run_state["step"], run_state["weight_version"]
+        sampler.load_state_dict(run_state["sampler"])
+        sync_weights(trainers, engines, version, cfg)
+        recovery.version = version
+        logger = MetricsLogger(run_dir, append=True, keep_until_step=start)
+        print(f"[rlvr] resumed at step {start} (weight version {version}) from {resume}", flush=True)
+    else:
+        logger = MetricsLogger(run_dir)
+        status.update(phase="eval")
+        first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery)
+        logger.log({"step": 0, **skipped, **first_eval})
+        if first_eval:
+            print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
+    if progress is not None:
+        progress.update(start)
+    pending = rollout_in_background(start + 1) if background and start < cfg.trainer.total_steps else None
+    for step in range(start + 1, cfg.trainer.total_steps + 1):
         timer = Timer(on_phase=lambda phase: status.update(phase=phase))
         with timer("step"):
             if pending is not None:
                 with timer("wait_rollout"):
                     rollout, rollout_timer = pending.result()
                 timer.times.update(rollout_timer.times)  # generate/reward ran during the previous step
-                pending = rollout_in_background() if step < cfg.trainer.total_steps else None
+                pending = rollout_in_background(step + 1) if step < cfg.trainer.total_steps else None
             else:
-                rollout = collect_rollouts(engines, rewarders, next_prompts, spec, cfg, timer)
+                step_spec = dataclasses.replace(spec, seed=step_seed(cfg.run.seed, step))
+                rollout = collect_rollouts(engines, rewarders, next_prompts, step_spec, cfg, timer, recovery)
             prompts, completions, rewards = rollout["prompts"], rollout["completions"], rollout["rewards"]
             rollout["metrics"]["rollout/staleness"] = rollouts.mean_staleness(completions, version)
             if colocate:
-                ray.get([e.sleep.remote() for e in engines])  # GPU: free the device for the trainer
+                wait_all([e.sleep.remote() for e in engines], "engine sleep", cfg.cluster.rpc_timeout_s)  # GPU: free it
             totals = rollouts.shaped_rewards(completions, rewards, cfg)
             if cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward":
                 with timer("reference"):
@@ -219,19 +363,21 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
             with timer("train"):
                 train_stats = train_step(trainers, samples, cfg)
             if colocate:
-                ray.get([e.wake_up.remote() for e in engines])
-            with timer("sync"):
+                wait_all([e.wake_up.remote() for e in engines], "engine wake_up", cfg.cluster.rpc_timeout_s)
+            with timer("sync"), recovery.lock:
                 if samples:  # no update happened otherwise: the engines already hold these weights
                     version += 1
                     batch_stats.update(sync_weights(trainers, engines, version, cfg))
+                    recovery.version = version
             if samples and _verify_due(cfg.sync, version):
                 with timer("verify"):
                     batch_stats["sync/verify_max_diff"] = verify_weights(trainers, engines, probe, version, cfg)
 
-        metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version}
+        metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version,
+                   **recovery.faults}
         if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
             status.update(phase="eval")
-            metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg))
+            metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery))
         logger.log(metrics)
         if cfg.logging.samples_per_step:
             write_samples(run_dir, step, rollouts.sample_records(step, prompts, completions, rewards, advantages,
@@ -283,7 +429,8 @@ def _obey_control(inbox, status, checkpoint_now) -> bool:
 # --------------------------------------------------------------------------- the remote calls
 
 
-def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: Config, timer: Timer) -> dict:
+def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: Config, timer: Timer,
+                     recover: Recovery | None = None) -> dict:
     """Generate and score a step's batch. With DAPO's dynamic sampling, groups whose
     rewards are all equal are dropped and more prompts are sampled, for at most
     `max_rounds` extra rounds, until `data.prompts_per_step` groups are kept."""
@@ -294,7 +441,10 @@ def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: 
     seen_c, seen_r, rounds, dropped = [], [], 0, 0
     while True:
         prompts = next_prompts(want)
-        completions, rewards = generate_and_score(engines, rewarders, prompts, spec, cfg.rollout.chunks_per_engine, timer)
+        round_spec = spec if spec.seed is None else dataclasses.replace(spec, seed=spec.seed + rounds * 1_000_003)
+        completions, rewards = generate_and_score(engines, rewarders, prompts, round_spec,
+                                                  cfg.rollout.chunks_per_engine, timer, cfg.cluster.rpc_timeout_s,
+                                                  recover)
         check_reward_failures(rewards, completions, cfg)
         rounds += 1
         seen_c += completions
@@ -348,46 +498,79 @@ def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[C
 
 
 def score_async(rewarders, prompts, completions: list[Completion]) -> list:
-    """Start scoring `completions` (split over the reward workers); returns the result refs in order."""
+    """Start scoring `completions`, split over the reward workers; returns, in order, one
+    `(worker index, inputs, result ref)` per non-empty share."""
     from rlvr.rollout.actors import split_evenly
 
     inputs = [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
                           prompts[c.prompt_index].metadata) for c in completions]
-    return [w.score.remote(s) for w, s in zip(rewarders, split_evenly(inputs, len(rewarders))) if s]
+    return [(i, share, rewarders[i].score.remote(share))
+            for i, share in enumerate(split_evenly(inputs, len(rewarders))) if share]
 
 
-def generate_and_score(engines, rewarders, prompts, spec: SamplingSpec, chunks_per_engine: int, timer: Timer):
+def generate_and_score(engines, rewarders, prompts, spec: SamplingSpec, chunks_per_engine: int, timer: Timer,
+                       timeout_s: float = 1800.0, recover=None):
     """Generate on every engine in `chunks_per_engine` calls each and send each chunk to the
     reward workers the moment it comes back, so scoring overlaps the generation still
     running. `timing/generate` ends when the last chunk is generated; `timing/reward` is
     the scoring left after that (what the step waits for). Returns (completions,
-    rewards) in prompt order."""
+    rewards) in prompt order.
+
+    With `recover` (see `Recovery`), an engine or reward worker that dies is replaced
+    and its chunk is generated (or scored) again; otherwise, and for any other error or a
+    call still running after `timeout_s`, a RemoteCallError names the call."""
     import ray
 
+    from rlvr.remote import RemoteCallError, wait_all
     from rlvr.rollout.actors import split_evenly
     from rlvr.rollouts import merge_shards
 
     chunks = split_evenly(prompts, len(engines) * chunks_per_engine)  # engine e gets chunks e*c .. e*c+c-1
+    starts = [sum(len(c) for c in chunks[:j]) for j in range(len(chunks))]  # seeds follow the prompt index
+
+    def start_chunk(j: int):
+        chunk_spec = spec if spec.seed is None else dataclasses.replace(spec, seed=spec.seed + starts[j])
+        return engines[j // chunks_per_engine].generate.remote([p.token_ids for p in chunks[j]], chunk_spec)
+
+    deadline = time.monotonic() + timeout_s
     with timer("generate"):
-        generating = {engines[j // chunks_per_engine].generate.remote([p.token_ids for p in chunk], spec): j
-                      for j, chunk in enumerate(chunks) if chunk}
+        generating = {start_chunk(j): j for j, chunk in enumerate(chunks) if chunk}
         generated, scoring = {}, {}
         while generating:
-            [ref], _ = ray.wait(list(generating), num_returns=1)
-            j = generating.pop(ref)
-            generated[j] = ray.get(ref)
+            ready, _ = ray.wait(list(generating), num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise RemoteCallError(f"generate: {len(generating)} chunk(s) did not finish within {timeout_s:g} s "
+                                      "(cluster.rpc_timeout_s)")
+            j = generating.pop(ready[0])
+            try:
+                generated[j] = ray.get(ready[0])
+            except ray.exceptions.ActorDiedError as e:
+                if recover is None:
+                    raise RemoteCallError(f"generate on engine {j // chunks_per_engine} failed: {e}") from e
+                recover.engine(j // chunks_per_engine, e)  # replaced in `engines`, weights synced
+                generating[start_chunk(j)] = j  # the same prompts, the same seeds
+                continue
             scoring[j] = score_async(rewarders, chunks[j], generated[j])
     with timer("reward"):
         order = sorted(generated)
-        rewards = [r for j in order for part in ray.get(scoring[j]) for r in part]
+        rewards = []
+        for j in order:
+            for worker, share, ref in scoring[j]:
+                try:
+                    rewards += wait_all([ref], f"score on reward worker {worker}", max(1.0, deadline - time.monotonic()))[0]
+                except RemoteCallError as e:
+                    if recover is None or not isinstance(e.__cause__, ray.exceptions.ActorDiedError):
+                        raise
+                    retry = recover.rewarder(worker, e.__cause__)  # another live worker, or the replacement
+                    rewards += wait_all([rewarders[retry].score.remote(share)], f"score on reward worker {retry}",
+                                        timeout_s)[0]
     completions = merge_shards([generated[j] for j in order], [chunks[j] for j in order])
     return completions, rewards
 
 
 def train_step(trainers, samples, cfg: Config) -> dict:
     """One update on all ranks at once; a step with nothing to learn from trains nothing."""
-    import ray
-
+    from rlvr.remote import wait_all
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
     from rlvr.rollouts import loss_denominator, reduce_train_stats
@@ -397,7 +580,8 @@ def train_step(trainers, samples, cfg: Config) -> dict:
     shards = shard_for_ranks(samples, len(trainers))
     denominator = loss_denominator(samples, cfg.algorithm.aggregation)
     micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
-    return reduce_train_stats(ray.get([w.train_step.remote(s, denominator, micro) for w, s in zip(trainers, shards)]))
+    refs = [w.train_step.remote(s, denominator, micro) for w, s in zip(trainers, shards)]
+    return reduce_train_stats(wait_all(refs, "train_step on the trainer ranks", cfg.cluster.rpc_timeout_s))
 
 
 def reference_kl(trainers, samples, cfg: Config) -> list[float]:
@@ -408,13 +592,13 @@ def reference_kl(trainers, samples, cfg: Config) -> list[float]:
 def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
     """A collective per-sample trainer call (`kl_to_reference`, `probe_logprobs`): the
     samples are dealt round-robin over the ranks; results come back in sample order."""
-    import ray
-
+    from rlvr.remote import wait_all
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
     shards = shard_for_ranks(samples, len(trainers))
     micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
-    parts = ray.get([getattr(w, method).remote(s, micro) for w, s in zip(trainers, shards)])
+    parts = wait_all([getattr(w, method).remote(s, micro) for w, s in zip(trainers, shards)],
+                     f"{method} on the trainer ranks", cfg.cluster.rpc_timeout_s)
     out: list = [None] * len(samples)
     for rank, part in enumerate(parts):  # shard_for_ranks deals round-robin
         out[rank :: len(trainers)] = part
@@ -423,43 +607,48 @@ def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
 
 def setup_weight_sync(trainers, engines, cfg: Config, run_dir: str) -> None:
     """Every engine joins trainer rank 0's sending end of `sync.method` (see
-    `rlvr.weight_sync`); the weight layout (names, shapes, dtypes) is fixed here."""
+    `rlvr.weight_sync`); the weight layout (names, shapes, dtypes) is fixed here.
+    Called again after an engine is replaced (a broadcast group is rebuilt whole)."""
     import ray
 
-    metas = ray.get([t.weight_metas.remote() for t in trainers])[0]
+    from rlvr.remote import wait_all
+
+    t = cfg.cluster.rpc_timeout_s
+    metas = wait_all([w.weight_metas.remote() for w in trainers], "weight_metas on the trainer ranks", t)[0]
     method, bucket = cfg.sync.method, int(cfg.sync.bucket_mb * 2**20)
     common = {"verify": cfg.sync.verify != "off"}  # checksums on both ends
     if method == "broadcast":
         host, port = ray.get(trainers[0].rendezvous_address.remote())
         world = 1 + len(engines)
         backend = "nccl" if cfg.trainer.gpus_per_worker and cfg.rollout.gpus_per_engine else "gloo"
-        ray.get([trainers[0].join_sync_group.remote(method, metas, bucket, host, port, world, backend, **common)]
+        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, host, port, world, backend, **common)]
                 + [e.join_sync_group.remote(method, metas, bucket, host, port, i + 1, world, backend, **common)
                    for i, e in enumerate(engines)])
     else:
         folder = os.path.abspath(cfg.sync.dir or os.path.join(run_dir, "sync"))
-        ray.get([trainers[0].join_sync_group.remote(method, metas, bucket, folder=folder, **common)]
+        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, folder=folder, **common)]
                 + [e.join_sync_group.remote(method, metas, bucket, **common) for e in engines])
+    wait_all(refs, f"joining the {method} weight-sync group", t)
 
 
 def sync_weights(trainers, engines, version: int, cfg: Config) -> dict:
     """Trainer rank 0's full weights (gathered from all ranks) into every engine, bucket by
     bucket; every engine must end up with exactly the bytes sent (checksums compared)."""
-    import ray
-
+    from rlvr.remote import wait_all
     from rlvr.weight_sync import WeightSyncError
 
-    pushes = [t.push_weights.remote(version) for t in trainers]
+    t, what = cfg.cluster.rpc_timeout_s, f"weight sync ({cfg.sync.method}, version {version})"
+    pushes = [w.push_weights.remote(version) for w in trainers]
     if cfg.sync.method == "broadcast":  # senders and receivers meet in the collective
         pulls = [e.receive_weights.remote(None, version) for e in engines]
-        manifest = ray.get(pushes[0])
+        results = wait_all(pushes + pulls, what, t)
+        manifest, received = results[0], results[len(pushes):]
     else:  # the engines read what rank 0 wrote (files, shared memory, IPC handles)
-        manifest = ray.get(pushes[0])
+        manifest = wait_all(pushes[:1], what, t)[0]
         pulls = [e.receive_weights.remote(manifest, version) for e in engines]
-    received = ray.get(pulls)
-    ray.get(pushes[1:])
+        received = wait_all(pulls + pushes[1:], what, t)[: len(pulls)]
     if cfg.sync.method == "ipc":
-        ray.get(trainers[0].release_weights.remote(version))
+        wait_all([trainers[0].release_weights.remote(version)], what, t)
     for i, got in enumerate(received):
         if manifest["checksum"] is not None and got["checksum"] != manifest["checksum"]:
             raise WeightSyncError(f"engine {i} received different bytes than trainer rank 0 sent for weight "
@@ -494,23 +683,67 @@ def verify_weights(trainers, engines, probe_prompts, version: int, cfg: Config) 
     return worst
 
 
-def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Config) -> dict:
+def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Config,
+             recover: Recovery | None = None) -> dict:
     """Greedy generation on the held-out prompts, scored by the reward workers."""
     if not eval_prompts:
         return {}
     t0 = time.perf_counter()
     completions, results = generate_and_score(engines, rewarders, eval_prompts, eval_spec,
-                                              cfg.rollout.chunks_per_engine, Timer())
+                                              cfg.rollout.chunks_per_engine, Timer(), cfg.cluster.rpc_timeout_s,
+                                              recover)
     return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
 
 
-def save_checkpoint(trainers, path: str, run_state: dict) -> None:
-    import ray
+def save_checkpoint(trainers, path: str, run_state: dict, timeout_s: float = 1800.0) -> str:
+    """Every rank writes its part into `<path>.tmp`; rank 0 seals it (manifest, rename)."""
+    from rlvr.remote import wait_all
 
-    ray.get([w.save_hf.remote(path, run_state) for w in trainers])
+    tmp = f"{path}.tmp"
+    wait_all([w.save_checkpoint.remote(tmp) for w in trainers], "save_checkpoint on the trainer ranks", timeout_s)
+    return wait_all([trainers[0].finalize_checkpoint.remote(tmp, path, run_state)], "sealing the checkpoint",
+                    timeout_s)[0]
+
+
+def load_checkpoint(trainers, path: str, timeout_s: float = 1800.0) -> dict:
+    """Restore every rank from a checkpoint; returns its run state (step, sampler, ...)."""
+    import json
+
+    from rlvr.remote import wait_all
+
+    wait_all([w.load_checkpoint.remote(path) for w in trainers], "load_checkpoint on the trainer ranks", timeout_s)
+    with open(os.path.join(path, "rlvr_state.json")) as f:
+        return json.load(f)
+
+
+def resume_point(cfg: Config, run_dir: str) -> str | None:
+    """The checkpoint `checkpoint.resume` names: none, the newest valid one (`auto`), or a folder."""
+    from rlvr.checkpoint import check_checkpoint, find_resume_point
+
+    if cfg.checkpoint.resume is None:
+        return None
+    if cfg.checkpoint.resume == "auto":
+        found = find_resume_point(run_dir)
+        print(f"[rlvr] resume: {'from ' + found if found else 'no checkpoint yet, starting fresh'}", flush=True)
+        return found
+    path = os.path.abspath(os.path.expanduser(cfg.checkpoint.resume))
+    problem = check_checkpoint(path)
+    if problem is not None:
+        raise RuntimeError(f"checkpoint.resume={cfg.checkpoint.resume}: not a usable checkpoint: {problem}")
+    return path
 
 
 # --------------------------------------------------------------------------- helpers (pure)
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of a step's rollouts (each prompt adds its index): a step samples the
+    same completions from the same weights however the run got there (resumed or not).
+
+    >>> step_seed(0, 1), step_seed(0, 2), step_seed(1, 1)
+    (10007, 20014, 1000010007)
+    """
+    return (run_seed * 1_000_000_000 + step * 10_007) % (2**31 - 1)
 
 
 def _verify_due(sync, version: int) -> bool:

@@ -40,9 +40,21 @@ def _clean(value):
 
 
 class MetricsLogger:
-    def __init__(self, run_dir: str, append: bool = False):
+    """`append=True` continues a resumed run's file; rows after `keep_until_step` (steps done
+    after the checkpoint it resumed from, which will be done again) are dropped first, so
+    every step appears once."""
+
+    def __init__(self, run_dir: str, append: bool = False, keep_until_step: int | None = None):
         os.makedirs(run_dir, exist_ok=True)
         self.path = os.path.join(run_dir, "metrics.jsonl")
+        if append and keep_until_step is not None and os.path.exists(self.path):
+            kept = [line for line in _lines(self.path) if json.loads(line).get("step", 0) <= keep_until_step]
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                f.writelines(kept)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
         self._file = open(self.path, "a" if append else "w")
 
     def log(self, metrics: dict) -> None:
@@ -53,6 +65,19 @@ class MetricsLogger:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _lines(path: str) -> list[str]:
+    """The complete JSON lines of a metrics file (a torn last line from a crash is dropped)."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            try:
+                json.loads(line)
+            except ValueError:
+                continue
+            out.append(line if line.endswith("\n") else line + "\n")
+    return out
 
 
 def read_metrics(run_dir_or_file: str) -> list[dict]:

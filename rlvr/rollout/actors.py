@@ -34,9 +34,11 @@ T = TypeVar("T")
 ENGINE_ENV = {"OMP_WAIT_POLICY": "PASSIVE"}
 
 
-def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, colocate_pg=None) -> list[Any]:
-    """Start `cfg.num_engines` engine actors and wait until all are ready. With
-    `colocate_pg`, engine i goes into bundle i, beside trainer rank i (`rlvr.placement`)."""
+def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, colocate_pg=None,
+                   indices: list[int] | None = None) -> list[Any]:
+    """Start engine actors `indices` (default: all `cfg.num_engines`) and wait until all are
+    ready; engine i has seed `seed + i` and, with `colocate_pg`, goes into bundle i, beside
+    trainer rank i (`rlvr.placement`). A replacement for a dead engine i is `indices=[i]`."""
     import ray
 
     from rlvr.placement import in_bundle
@@ -49,7 +51,7 @@ def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, c
         actor_cls.options(num_cpus=cfg.cpus_per_engine, num_gpus=cfg.gpus_per_engine, resources=dict(cfg.resources),
                           runtime_env={"env_vars": env_vars}, **(in_bundle(colocate_pg, i) if colocate_pg else {}))
         .remote(model_path, cfg, seed + i, dtype)
-        for i in range(cfg.num_engines)
+        for i in (range(cfg.num_engines) if indices is None else indices)
     ]
     ray.get([engine.ping.remote() for engine in engines])
     return engines

@@ -7,6 +7,8 @@ exactly what the trainer worker needs:
     backend.backward(loss, last)       accumulate; `last` marks the final micro-batch
     backend.step() -> grad_norm        clip, optimizer step, schedule step, zero grads
     backend.full_state_dict()          collective; HF-named full tensors on rank 0, None elsewhere
+    backend.save_state(folder, rank)   collective; everything needed to resume (model, optimizer, scheduler)
+    backend.load_state(folder, rank)   collective; the inverse, same world size
     backend.lr()
 
 Both backends *average* gradients over ranks (their documented behaviour); the
@@ -17,6 +19,7 @@ gradient of the global loss (see `rlvr.trainer.worker`).
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -66,6 +69,7 @@ class FSDP2Backend:
         for layer in decoder_layers(model):
             fully_shard(layer, **kwargs)
         self.model = fully_shard(model, **kwargs)
+        self.model_device, self.world_size, self._shard_shapes = device, world_size, None
         self.cfg = cfg
         self.optimizer = make_optimizer(self.model.parameters(), cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg, total_updates)
@@ -84,14 +88,69 @@ class FSDP2Backend:
         return float(norm)
 
     def full_state_dict(self, rank: int):
+        if self.model_device.type == "cpu":
+            return self._gathered_in_one_collective(rank)
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)  # one parameter at a time on the GPU
         state = get_model_state_dict(self.model, options=opts)
         return state if rank == 0 else None
 
+    def _gathered_in_one_collective(self, rank: int):
+        """CPU (gloo): every rank's shards packed into one buffer and gathered to rank 0 in one
+        call. `get_model_state_dict` gathers parameter by parameter, and gloo's per-call
+        latency made that 65 ms of a 0.9 s step for a 26-tensor model (measured); this is
+        one collective. FSDP2 shards dim 0 like `torch.chunk`, so concatenating the ranks'
+        local pieces in rank order gives the full tensor."""
+        import torch.distributed as dist
+        from torch.distributed.tensor import DTensor
+
+        state = self.model.state_dict()
+        local = {k: (v.to_local() if isinstance(v, DTensor) else v).detach().contiguous() for k, v in state.items()}
+        if self._shard_shapes is None:  # every rank's local shapes, once
+            shapes = [None] * self.world_size
+            dist.all_gather_object(shapes, {k: tuple(v.shape) for k, v in local.items()})
+            self._shard_shapes = shapes
+        flat = torch.cat([v.reshape(-1).view(torch.uint8) for v in local.values()]) if local else torch.empty(0, dtype=torch.uint8)
+        size = max(sum(math.prod(s) * local[k].element_size() for k, s in shapes.items()) for shapes in self._shard_shapes)
+        flat = torch.nn.functional.pad(flat, (0, size - flat.numel()))
+        gathered = [torch.empty(size, dtype=torch.uint8) for _ in range(self.world_size)] if rank == 0 else None
+        dist.gather(flat, gathered, dst=0)
+        if rank != 0:
+            return None
+        pieces: dict[str, list] = {k: [] for k in local}
+        for r, buffer in enumerate(gathered):
+            offset = 0
+            for k, v in local.items():
+                shape = self._shard_shapes[r][k]
+                n = math.prod(shape) * v.element_size()
+                pieces[k].append(buffer[offset:offset + n].view(v.dtype).reshape(shape))
+                offset += n
+        return {k: (torch.cat(parts) if isinstance(state[k], DTensor) else parts[0]).clone() for k, parts in pieces.items()}
+
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]
+
+    def save_state(self, folder: str, rank: int) -> None:
+        """Collective: sharded model + optimizer state (torch.distributed.checkpoint, one file
+        per rank) and the scheduler (rank 0)."""
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)
+        dcp.save({"model": model_sd, "optim": optim_sd}, checkpoint_id=os.path.join(folder, "fsdp2"))
+        if rank == 0:
+            torch.save(self.scheduler.state_dict(), os.path.join(folder, "scheduler.pt"))
+
+    def load_state(self, folder: str, rank: int) -> None:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        model_sd, optim_sd = get_state_dict(self.model, self.optimizer)  # initialises the optimizer state
+        state = {"model": model_sd, "optim": optim_sd}
+        dcp.load(state, checkpoint_id=os.path.join(folder, "fsdp2"))
+        set_state_dict(self.model, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
+        self.scheduler.load_state_dict(torch.load(os.path.join(folder, "scheduler.pt"), weights_only=False))
 
 
 def _deepspeed_offload(cfg: TrainerConfig, device: torch.device) -> dict:
@@ -158,6 +217,16 @@ class DeepSpeedBackend:
                 if name in persistent:
                     state[name] = buf.detach().cpu().clone()
         return state if rank == 0 else None
+
+    def save_state(self, folder: str, rank: int) -> None:
+        """Collective: DeepSpeed's own checkpoint (model, ZeRO optimizer partitions, scheduler)."""
+        self.engine.save_checkpoint(os.path.join(folder, "deepspeed"), tag="state", save_latest=False)
+
+    def load_state(self, folder: str, rank: int) -> None:
+        path, _ = self.engine.load_checkpoint(os.path.join(folder, "deepspeed"), tag="state",
+                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        if path is None:
+            raise FileNotFoundError(f"no DeepSpeed state in {folder}")
 
     def lr(self) -> float:
         return self.scheduler.get_last_lr()[0]

@@ -245,17 +245,46 @@ class TrainerWorker:
                 out += [logp[i, : len(s.completion_ids)].tolist() for i, s in enumerate(micro)]
         return out
 
-    def save_hf(self, path: str, extra: dict | None = None) -> str | None:
-        """Collective: write an HF-format model + tokenizer folder atomically (rank 0 writes).
+    def save_checkpoint(self, folder: str) -> None:
+        """Collective: write everything resuming needs into `folder` (an unsealed checkpoint):
+        rank 0 the HF model, every rank its backend state and RNG states."""
+        import random
 
-        `extra` (run state such as step and sampler position) goes to `rlvr_state.json`.
-        """
+        import numpy as np
+        import torch
+
         state = self.backend.full_state_dict(self.rank)
-        if self.rank != 0:
-            return None
-        from rlvr.checkpoint import save_hf_checkpoint
+        os.makedirs(os.path.join(folder, "trainer"), exist_ok=True)
+        if self.rank == 0:
+            from rlvr.checkpoint import write_hf_model
 
-        return save_hf_checkpoint(path, self.model_path, state, extra=extra)
+            write_hf_model(folder, self.model_path, state)
+        self.backend.save_state(os.path.join(folder, "trainer"), self.rank)
+        rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+               "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+        torch.save(rng, os.path.join(folder, "trainer", f"rng_rank{self.rank}.pt"))
+
+    def finalize_checkpoint(self, tmp: str, path: str, run_state: dict) -> str:
+        """Rank 0: seal the checkpoint the ranks wrote into `tmp` (manifest, fsync, rename)."""
+        from rlvr.checkpoint import finalize_checkpoint
+
+        return finalize_checkpoint(tmp, path, run_state)
+
+    def load_checkpoint(self, folder: str) -> None:
+        """Collective: restore model, optimizer, scheduler and RNG states from a checkpoint
+        written with the same number of ranks."""
+        import random
+
+        import numpy as np
+        import torch
+
+        self.backend.load_state(os.path.join(folder, "trainer"), self.rank)
+        rng = torch.load(os.path.join(folder, "trainer", f"rng_rank{self.rank}.pt"), weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def _add(totals: dict, values: dict) -> None:

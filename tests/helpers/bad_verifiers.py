@@ -106,3 +106,9 @@ class BatchedJudge:
 def stamped(sample: RewardInput) -> Score:
     """Records when and on what it scored: parts `t` (unix time) and `chars` (completion length)."""
     return Score(1.0, parts={"t": time.time(), "chars": float(len(sample.completion))})
+
+
+def slow_exact(sample: RewardInput) -> float:
+    """`exact`, taking 5 ms a sample (keeps a reward worker busy long enough to kill it mid-batch)."""
+    time.sleep(0.005)
+    return exact(sample)

@@ -27,8 +27,8 @@ def test_trainers_and_engine_on_different_nodes(tmp_path):
     engine_node = next(n for n, tags in nodes.items() if tags == ["engine_node"])
     status = json.load(open(tmp_path / "two-nodes" / "status.json"))
     assert status["state"] == "completed" and status["step"] == 3
-    assert status["placement"]["trainers"] == [trainer_node, trainer_node]
-    assert status["placement"]["engines"] == [engine_node]
+    assert [p["node"] for p in status["placement"]["trainers"]] == [trainer_node, trainer_node]
+    assert [p["node"] for p in status["placement"]["engines"]] == [engine_node]
     rows = [json.loads(line) for line in open(tmp_path / "two-nodes" / "metrics.jsonl")][1:]
     assert [r["weight_version"] for r in rows] == [1, 2, 3]
     assert all(r["sync/verify_max_diff"] < 1e-3 for r in rows)  # the engine runs the trainer's weights

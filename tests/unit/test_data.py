@@ -1,5 +1,7 @@
 """rlvr.data: the arithmetic task, JSONL/Parquet loading, rendering and the prompt sampler."""
 
+import copy
+import dataclasses
 import json
 
 import pytest
@@ -92,7 +94,8 @@ def test_load_custom_keys_and_numeric_answers(tmp_path):
 
 @pytest.mark.parametrize("line, match", [
     ("{not json", "not valid JSON"),
-    ('{"prompt": "x"}', "'answer' must be"),
+    ('{"prompt": "x"}', "missing field 'answer'"),
+    ('{"prompt": "x", "answer": [1]}', "'answer' must be a string or a number"),
     ('{"answer": "1"}', "needs a 'prompt' string or a 'messages' list"),
     ('{"prompt": 5, "answer": "1"}', "'prompt' must be a string"),
     ('{"messages": [{"role": "user"}], "answer": "1"}', "'role' and 'content'"),
@@ -102,23 +105,63 @@ def test_load_custom_keys_and_numeric_answers(tmp_path):
 def test_bad_jsonl_row_names_file_and_line(tmp_path, line, match):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"prompt": "ok", "answer": "1"}\n' + line + "\n")
-    with pytest.raises(ValueError, match=match) as err:
+    with pytest.raises(data.DatasetError, match=match) as err:
         data.load_rows(str(path), DataConfig())
-    assert f"{path}:2" in str(err.value)
+    assert str(err.value).startswith(f"{path}:2: ") and (err.value.path, err.value.line) == (str(path), 2)
+
+
+def test_bad_lines_are_counted_and_the_first_is_named(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"prompt": "a", "answer": 1}\n\n{oops\n{"prompt": "b"}\n\xff\xfe\n'
+                     b'{"prompt": "c", "answer": 3}\n')
+    with pytest.raises(data.DatasetError) as err:
+        data.load_rows(str(path), DataConfig())
+    # lines 3, 4 and 5 are bad; line 2 is blank (skipped, not counted): 5 non-blank lines
+    assert str(err.value).startswith(f"{path}:3: not valid JSON")
+    assert "[3 of 5 lines are bad; the first is shown]" in str(err.value)
+
+
+def test_utf8_byte_order_mark_and_non_utf8_bytes(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "a", "answer": 1}\n')
+    assert data.load_rows(str(path), DataConfig())[0]["prompt"] == "a"
+    # line 2 has a latin-1 e-acute as its 16th byte
+    path.write_bytes(b'{"prompt": "a", "answer": 1}\n{"prompt": "caf\xe9", "answer": 2}\n')
+    with pytest.raises(data.DatasetError, match=r"bom\.jsonl:2: not UTF-8 text \(byte 0xe9 at byte 16 of the line\)"):
+        data.load_rows(str(path), DataConfig())
+
+
+def test_json_array_file_gets_a_hint(tmp_path):
+    path = tmp_path / "array.json"
+    path.write_text('[{"prompt": "a", "answer": 1},\n {"prompt": "b", "answer": 2}]\n')
+    with pytest.raises(data.DatasetError, match=r"array\.json:1: not valid JSON .*one JSON object per line, not an"):
+        data.load_rows(str(path), DataConfig())
 
 
 def test_bad_parquet_row_names_row(tmp_path):
     path = _write_parquet(tmp_path / "bad.parquet", [{"prompt": "a", "answer": "1"}, {"prompt": "b", "answer": None}])
-    with pytest.raises(ValueError, match=r"bad\.parquet row 1: 'answer'"):
+    with pytest.raises(data.DatasetError, match=r"bad\.parquet row 1: 'answer' is null") as err:
         data.load_rows(path, DataConfig())
+    assert err.value.row == 1
+    no_column = _write_parquet(tmp_path / "q.parquet", [{"question": "a", "answer": "1"}])
+    with pytest.raises(data.DatasetError, match=r"q\.parquet row 0: needs a 'prompt' string .*'question'"):
+        data.load_rows(no_column, DataConfig())
+    (tmp_path / "junk.parquet").write_text("not parquet")
+    with pytest.raises(data.DatasetError, match=r"junk\.parquet: not a readable Parquet file"):
+        data.load_rows(str(tmp_path / "junk.parquet"), DataConfig())
 
 
-def test_unknown_extension_and_empty_file(tmp_path):
-    with pytest.raises(ValueError, match="expected a .jsonl or .parquet"):
+def test_unknown_extension_empty_file_folder_and_missing_file(tmp_path):
+    with pytest.raises(data.DatasetError, match=r"expected a \.jsonl, \.json \(JSON Lines\) or \.parquet file"):
         data.load_rows(str(tmp_path / "x.csv"), DataConfig())
-    (tmp_path / "empty.jsonl").write_text("\n")
-    with pytest.raises(ValueError, match="no rows"):
+    (tmp_path / "empty.jsonl").write_text("\n  \n")
+    with pytest.raises(data.DatasetError, match="empty.jsonl: no rows"):
         data.load_rows(str(tmp_path / "empty.jsonl"), DataConfig())
+    (tmp_path / "dir.jsonl").mkdir()
+    with pytest.raises(data.DatasetError, match="dir.jsonl: is a folder"):
+        data.load_rows(str(tmp_path / "dir.jsonl"), DataConfig())
+    with pytest.raises(data.DatasetError, match="gone.jsonl: no such file"):
+        data.load_rows(str(tmp_path / "gone.jsonl"), DataConfig())
 
 
 # --- rendering -----------------------------------------------------------------------------
@@ -148,6 +191,30 @@ def test_render_needs_a_chat_template(tokenizer):
 
     with pytest.raises(ValueError, match="no chat template"):
         data.render_prompts([{"prompt": "x", "answer": "1"}], NoTemplate(), DataConfig())
+
+
+def test_load_falls_back_to_raw_prompts_without_a_chat_template(tokenizer, capsys):
+    bare = copy.deepcopy(tokenizer)
+    bare.chat_template = None
+    cfg = DataConfig(arithmetic=ArithmeticConfig(num_train=4, num_eval=2))
+    train, held_out = data.load_train_and_eval(cfg, bare)
+    raw_train, _ = data.load_train_and_eval(dataclasses.replace(cfg, apply_chat_template=False), bare)
+    assert [p.text for p in train] == [p.text for p in raw_train] and "<|im_start|>" not in train[0].text
+    err = capsys.readouterr().err
+    assert err.count("[rlvr] warning") == 1 and "data.apply_chat_template: false" in err  # once, both splits
+
+
+def test_drop_too_long():
+    prompts = [data.Prompt(str(n), [0] * n, "1") for n in (3, 10, 6, 7)]
+    # max length 16 - 10 new tokens = 6 prompt tokens at most: 3 and 6 fit, 10 and 7 do not
+    kept, skipped = data.drop_too_long(prompts, max_new_tokens=10, max_model_len=16, source="t.jsonl")
+    assert [p.text for p in kept] == ["3", "6"] and skipped == 2
+    assert data.drop_too_long([], 10, 16, "t.jsonl") == ([], 0)
+    with pytest.raises(data.DatasetError, match=r"t\.jsonl: all 4 prompts are too long .* longer than 2 tokens "
+                                                r"\(the shortest has 3\); lower rollout\.max_tokens"):
+        data.drop_too_long(prompts, max_new_tokens=14, max_model_len=16, source="t.jsonl")
+    with pytest.raises(data.DatasetError, match=r"eval\.max_tokens=16 leaves no room"):
+        data.drop_too_long(prompts, 16, 16, "e.jsonl", tokens_key="eval.max_tokens")
 
 
 def test_load_train_and_eval(tmp_path, tokenizer):

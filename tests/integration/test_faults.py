@@ -1,0 +1,149 @@
+"""Fault injection on the tiny recipe with real Ray: processes are SIGKILLed mid-step.
+
+* an engine killed while it generates is replaced, its prompts are generated again,
+  and the step completes (`faults/rollout_restarts`);
+* a reward worker killed while it scores is replaced and its samples are scored again
+  on another worker (`faults/reward_restarts`);
+* the driver killed with SIGKILL: the same command with `checkpoint.resume=auto`
+  continues from the last checkpoint.
+Each run must end with the right steps, each once, on the prompts the sampler
+prescribes (nothing lost, nothing done twice)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+from rlvr.config import load_recipe
+from rlvr.metrics import read_metrics
+from tests.conftest import CACHE, REPO
+from tests.e2e.test_learning import RECIPE, run_short
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def expected_prompts(cfg_overrides: list[str], steps: int, model_dir: str) -> list[list[str]]:
+    """The prompts the sampler prescribes for steps 1..steps (what an undisturbed run draws)."""
+    from transformers import AutoTokenizer
+
+    from rlvr.data import PromptSampler, load_train_and_eval
+
+    cfg = load_recipe(RECIPE, cfg_overrides)
+    train, _ = load_train_and_eval(cfg.data, AutoTokenizer.from_pretrained(model_dir))
+    sampler = PromptSampler(len(train), cfg.run.seed)
+    return [[train[i].text for i in sampler.next_batch(cfg.data.prompts_per_step)] for _ in range(steps)]
+
+
+def step_prompts(run_dir: str, step: int, n: int) -> list[str]:
+    """The distinct prompts of a step, in order, from its sample records (all samples kept)."""
+    with open(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [row["prompt"] for row in rows[::n]]
+
+
+def wait_for(condition, what: str, timeout_s: float = 300.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def read_status(run_dir: str) -> dict:
+    try:
+        with open(os.path.join(run_dir, "status.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def test_killed_engine_and_reward_worker_are_replaced(ray_cluster, warm_model_dir, tmp_path):
+    overrides = ["trainer.total_steps=4", "eval.every=0", "eval.num_prompts=8", "checkpoint.save_final=false",
+                 "rollout.max_tokens=32", "rollout.ignore_eos=true", "logging.samples_per_step=512",
+                 "reward.num_workers=2", "reward.cpus_per_worker=0.25", "service.heartbeat_s=1",
+                 "reward.verifiers=[{name: 'tests.helpers.bad_verifiers:slow_exact'}]"]
+    run_dir = os.path.join(tmp_path, "faults")
+    result: dict = {}
+
+    def train():
+        try:
+            result["summary"] = run_short(tmp_path, "faults", overrides)
+        except BaseException as e:  # reported by in_phase / the assertions below
+            result["error"] = e
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+
+    def in_phase(step: int, phase: str):
+        assert "error" not in result, result.get("error")
+        s = read_status(run_dir)
+        return s if s.get("step") == step - 1 and s.get("phase") == phase else None
+
+    status = wait_for(lambda: in_phase(2, "generate"), "step 2 generating")
+    killed_engine = status["placement"]["engines"][0]["pid"]
+    os.kill(killed_engine, signal.SIGKILL)
+    status = wait_for(lambda: in_phase(3, "reward"), "step 3 scoring")
+    os.kill(status["placement"]["rewarders"][0]["pid"], signal.SIGKILL)
+    thread.join(timeout=600)
+    assert "summary" in result, result.get("error", "the run did not finish")
+
+    rows = read_metrics(run_dir)[1:]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["faults/rollout_restarts"] == 1 and rows[-1]["faults/reward_restarts"] == 1
+    assert all(r["reward/tests.helpers.bad_verifiers:slow_exact/failures"] == 0 for r in rows)
+    expected = expected_prompts(overrides[:1], 4, warm_model_dir)
+    assert [step_prompts(run_dir, s, 8) for s in (1, 2, 3, 4)] == expected
+    final = read_status(run_dir)
+    assert final["state"] == "completed"
+    assert final["placement"]["engines"][0]["pid"] != killed_engine  # the replacement is what status shows
+
+
+def test_driver_killed_with_sigkill_resumes_from_the_last_checkpoint(ray_cluster, warm_model_dir, tmp_path):
+    temp_dir = tempfile.mkdtemp(prefix="rlvr-kill-", dir="/tmp")
+    args = ["recipes/tiny-cpu.yaml", f"run.output_dir={tmp_path}", "run.name=killed", f"model.cache_dir={CACHE}",
+            "logging.progress=false", "trainer.total_steps=6", "checkpoint.every=2", "eval.every=0",
+            "eval.num_prompts=8", "logging.samples_per_step=512", f"cluster.temp_dir={temp_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", *args]
+    run_dir = os.path.join(tmp_path, "killed")
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        wait_for(lambda: read_status(run_dir).get("step", 0) >= 5, "step 5", timeout_s=400)
+        os.kill(driver.pid, signal.SIGKILL)  # mid-run, after the step-4 checkpoint
+        driver.wait(timeout=30)
+    finally:
+        _kill_processes_of(temp_dir)  # the dead driver's private Ray cluster
+    assert read_metrics(run_dir)[-1]["step"] >= 5
+
+    proc = subprocess.run(cmd + ["checkpoint.resume=auto"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    _kill_processes_of(temp_dir)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resumed at step 4" in proc.stdout
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [0, 1, 2, 3, 4, 5, 6]  # step 5 (done before the kill) is redone once
+    expected = expected_prompts(args[1:2] + ["trainer.total_steps=6"], 6, warm_model_dir)
+    assert [step_prompts(run_dir, s, 8) for s in range(1, 7)] == expected
+    assert read_status(run_dir)["state"] == "completed"
+
+
+def _kill_processes_of(temp_dir: str) -> None:
+    import psutil
+
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or []):
+                proc.send_signal(signal.SIGKILL)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
