@@ -47,6 +47,15 @@ def cmd_train(args) -> int:
     except RewardFailureError as e:
         print(f"rlvr: run stopped: {e}", file=sys.stderr)
         return 1
+    except RuntimeError as e:  # a remote call failed or hung, an engine lost its weights: one clear line
+        from rlvr.remote import RemoteCallError
+        from rlvr.weight_sync import WeightSyncError
+
+        if not isinstance(e, (RemoteCallError, WeightSyncError)):
+            raise
+        print(f"rlvr: run failed: {type(e).__name__}: {e}\n(checkpoints are kept: rerun the same command "
+              "with checkpoint.resume=auto to continue)", file=sys.stderr)
+        return 1
     history = summary["history"]
     evals = [m["eval/accuracy"] for m in history if m.get("eval/accuracy") is not None]
     start = summary["first_eval"].get("eval/accuracy")

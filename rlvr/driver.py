@@ -59,7 +59,6 @@ def train(cfg: Config) -> dict:
                        ray_job_id=cluster.job_submission_id())
     status.start_heartbeat()
     server = None
-    restore_signals = _stop_gracefully_on_signals(run_dir)
     try:
         server = _start_service(cfg, status)  # a busy port fails here, before any actor starts
         summary = _run(cfg, run_dir, status)
@@ -67,7 +66,6 @@ def train(cfg: Config) -> dict:
         status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
     finally:
-        restore_signals()
         if server is not None:
             server.stop()
     status.close("stopped" if summary["stopped_at"] is not None else "completed")
@@ -135,6 +133,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     # ---- actors
     status.update(phase="actors")
     started_cluster = cluster.connect(cfg)
+    restore_signals = _stop_gracefully_on_signals(run_dir)  # after ray.init, which installs its own
     env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
@@ -155,6 +154,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler, recovery, skipped,
                      **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
     finally:
+        restore_signals()
         _stop(actors)
         if started_cluster:
             ray.shutdown()

@@ -147,3 +147,56 @@ def _kill_processes_of(temp_dir: str) -> None:
                 proc.send_signal(signal.SIGKILL)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
+
+
+def test_a_dead_trainer_rank_stops_the_run_quickly_and_clearly(ray_cluster, warm_model_dir, tmp_path):
+    """The surviving rank would wait in a collective for the dead one until gloo times out;
+    the driver does not wait for it: the run fails at once, naming the call, and is resumable."""
+    from rlvr.remote import RemoteCallError
+
+    run_dir = os.path.join(tmp_path, "rank-dies")
+    result: dict = {}
+
+    def train():
+        try:
+            run_short(tmp_path, "rank-dies", ["trainer.total_steps=200", "eval.every=0", "eval.num_prompts=8",
+                                              "service.heartbeat_s=1"])
+        except BaseException as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=train, daemon=True)
+    thread.start()
+    status = wait_for(lambda: (lambda s: s if s.get("step", 0) >= 2 and s.get("phase") == "train" else None)(
+        read_status(run_dir)), "step 3 training")
+    os.kill(status["placement"]["trainers"][1]["pid"], signal.SIGKILL)
+    t0 = time.monotonic()
+    thread.join(timeout=120)
+    assert not thread.is_alive(), "the run hung after a trainer rank died"
+    assert time.monotonic() - t0 < 60
+    assert isinstance(result.get("error"), RemoteCallError)
+    assert "on the trainer ranks failed" in str(result["error"]) or "weight sync" in str(result["error"])
+    final = read_status(run_dir)
+    assert final["state"] == "failed" and "RemoteCallError" in final["error"]
+
+
+def test_sigterm_stops_after_the_step_with_a_checkpoint(ray_cluster, tmp_path):
+    temp_dir = tempfile.mkdtemp(prefix="rlvr-term-", dir="/tmp")
+    cmd = [sys.executable, "-m", "rlvr.cli", "train", "recipes/tiny-cpu.yaml", f"run.output_dir={tmp_path}",
+           "run.name=termed", f"model.cache_dir={CACHE}", "logging.progress=false", "trainer.total_steps=200",
+           "eval.every=0", "eval.num_prompts=8", f"cluster.temp_dir={temp_dir}"]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    run_dir = os.path.join(tmp_path, "termed")
+    driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        wait_for(lambda: read_status(run_dir).get("step", 0) >= 2, "step 2", timeout_s=400)
+        driver.send_signal(signal.SIGTERM)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        driver.kill()
+        _kill_processes_of(temp_dir)
+    assert driver.returncode == 0, out[-3000:]
+    assert "SIGTERM: stopping after this step with a checkpoint" in out
+    status = read_status(run_dir)
+    assert status["state"] == "stopped" and 2 <= status["step"] < 200
+    with open(os.path.join(run_dir, "checkpoints", "final", "rlvr_state.json")) as f:
+        assert json.load(f)["step"] == status["step"]
