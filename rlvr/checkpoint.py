@@ -36,7 +36,8 @@ COPIED_FILES = (
 )
 
 
-def _fsync_dir(path: str) -> None:
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in `path` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -49,7 +50,19 @@ def _fsync_tree(root: str) -> None:
         for name in files:
             with open(os.path.join(dirpath, name), "rb") as f:
                 os.fsync(f.fileno())
-        _fsync_dir(dirpath)
+        fsync_dir(dirpath)
+
+
+def _replace_folder(tmp: str, path: str) -> None:
+    """Rename the complete folder `tmp` to `path`, replacing an older `path` (moved aside first)."""
+    if os.path.exists(path):
+        old = f"{path}.old-{os.getpid()}"
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+    fsync_dir(os.path.dirname(path))
 
 
 def atomic_folder_write(path: str, write) -> str:
@@ -63,14 +76,7 @@ def atomic_folder_write(path: str, write) -> str:
     try:
         write(tmp)
         _fsync_tree(tmp)
-        if os.path.exists(path):
-            old = f"{path}.old-{os.getpid()}"
-            os.rename(path, old)
-            os.rename(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, path)
-        _fsync_dir(parent)
+        _replace_folder(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -147,14 +153,7 @@ def finalize_checkpoint(tmp: str, path: str, run_state: dict) -> str:
     with open(os.path.join(tmp, MANIFEST), "w") as f:
         json.dump({"files": manifest}, f, indent=1)
     _fsync_tree(tmp)
-    if os.path.exists(path):
-        old = f"{path}.old-{os.getpid()}"
-        os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, path)
-    _fsync_dir(os.path.dirname(path))
+    _replace_folder(tmp, path)
     return path
 
 

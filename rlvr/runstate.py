@@ -51,11 +51,14 @@ import sys
 import threading
 import time
 
+from rlvr.checkpoint import fsync_dir
+
 ACTIONS = ("pause", "resume", "checkpoint", "stop")
 ACTIVE_STATES = ("pending", "running", "paused")
 FINAL_STATES = ("completed", "failed", "stopped")
 WRITTEN_STATES = ACTIVE_STATES + FINAL_STATES
 READER_STATES = ("stale", "unknown")
+
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
@@ -110,12 +113,6 @@ def is_valid_run_name(name: str) -> bool:
 
 # ---- atomic file writes ----
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -135,7 +132,7 @@ def atomic_write_text(path: str, text: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(parent)
+    fsync_dir(parent)
 
 
 def _dumps(obj) -> str:

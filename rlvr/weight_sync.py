@@ -69,6 +69,8 @@ from typing import Iterable, Iterator
 
 import torch
 
+from rlvr.checkpoint import fsync_dir
+
 METHODS = ("broadcast", "ipc", "disk")
 
 
@@ -283,12 +285,6 @@ def _check_method(method: str) -> None:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_atomic(path: str, write) -> None:
@@ -399,7 +395,7 @@ class WeightSender:
                 json.dump(manifest, f, indent=2)
 
         _write_atomic(os.path.join(folder, "manifest.json"), write)
-        _fsync_dir(folder)
+        fsync_dir(folder)
         for old in self._written - {version}:
             shutil.rmtree(self._version_dir(old), ignore_errors=True)
         self._written = {version}

@@ -26,6 +26,7 @@ from rlvr.config import load_recipe
 from rlvr.metrics import read_metrics
 from tests.conftest import CACHE, REPO
 from tests.e2e.test_learning import RECIPE, run_short
+from tests.helpers.procs import kill_processes_of, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -47,16 +48,6 @@ def step_prompts(run_dir: str, step: int, n: int) -> list[str]:
     with open(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")) as f:
         rows = [json.loads(line) for line in f]
     return [row["prompt"] for row in rows[::n]]
-
-
-def wait_for(condition, what: str, timeout_s: float = 300.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def read_status(run_dir: str) -> dict:
@@ -123,12 +114,12 @@ def test_driver_killed_with_sigkill_resumes_from_the_last_checkpoint(ray_cluster
         os.kill(driver.pid, signal.SIGKILL)  # mid-run, after the step-4 checkpoint
         driver.wait(timeout=30)
     finally:
-        _kill_processes_of(temp_dir)  # the dead driver's private Ray cluster
+        kill_processes_of(temp_dir)  # the dead driver's private Ray cluster
     assert read_metrics(run_dir)[-1]["step"] >= 5
 
     proc = subprocess.run(cmd + ["checkpoint.resume=auto"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
-    _kill_processes_of(temp_dir)
+    kill_processes_of(temp_dir)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "resumed at step 4" in proc.stdout
     rows = read_metrics(run_dir)
@@ -136,17 +127,6 @@ def test_driver_killed_with_sigkill_resumes_from_the_last_checkpoint(ray_cluster
     expected = expected_prompts(args[1:2] + ["trainer.total_steps=6"], 6, warm_model_dir)
     assert [step_prompts(run_dir, s, 8) for s in range(1, 7)] == expected
     assert read_status(run_dir)["state"] == "completed"
-
-
-def _kill_processes_of(temp_dir: str) -> None:
-    import psutil
-
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                proc.send_signal(signal.SIGKILL)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
 
 
 def test_a_dead_trainer_rank_stops_the_run_quickly_and_clearly(ray_cluster, warm_model_dir, tmp_path):
@@ -193,7 +173,7 @@ def test_sigterm_stops_after_the_step_with_a_checkpoint(ray_cluster, tmp_path):
         out, _ = driver.communicate(timeout=300)
     finally:
         driver.kill()
-        _kill_processes_of(temp_dir)
+        kill_processes_of(temp_dir)
     assert driver.returncode == 0, out[-3000:]
     assert "SIGTERM: stopping after this step with a checkpoint" in out
     status = read_status(run_dir)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -18,21 +17,11 @@ import time
 import pytest
 
 from rlvr.trainer.group import free_port
+from tests.helpers.procs import kill_processes_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
 BIN = os.path.dirname(sys.executable)
-
-
-def _kill_cluster(temp_dir: str) -> None:
-    import psutil
-
-    for proc in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if any(temp_dir in part for part in proc.info["cmdline"] or []):
-                proc.send_signal(signal.SIGKILL)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            pass
 
 
 @pytest.fixture
@@ -50,7 +39,7 @@ def ray_head():
     try:
         yield f"http://127.0.0.1:{dash}", env
     finally:
-        _kill_cluster(temp_dir)
+        kill_processes_of(temp_dir)
 
 
 def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):

@@ -14,6 +14,7 @@ import pytest
 
 from rlvr.runstate import read_status
 from tests.e2e.test_learning import run_short
+from tests.helpers.procs import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 TOKEN = "s3cret-test-token"
@@ -33,16 +34,6 @@ def http(url: str, method: str = "GET", token: str | None = None) -> tuple[int, 
         return code, json.loads(body)
     except ValueError:
         return code, body
-
-
-def wait_for(what: str, condition, timeout_s: float = 300.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_driver_serves_its_run_and_obeys_control(ray_cluster, warm_model_dir, tmp_path, monkeypatch):
@@ -65,7 +56,7 @@ def test_driver_serves_its_run_and_obeys_control(ray_cluster, warm_model_dir, tm
         assert "error" not in result, result.get("error")
         return read_status(run_dir) if os.path.exists(os.path.join(run_dir, "status.json")) else {}
 
-    wait_for("step 2", lambda: status().get("step", 0) >= 2)
+    wait_for(lambda: status().get("step", 0) >= 2, "step 2")
     url = status()["service_url"]
     api = f"{url}/api/v1/runs/ctl"
 
@@ -84,18 +75,18 @@ def test_driver_serves_its_run_and_obeys_control(ray_cluster, warm_model_dir, tm
     assert http(f"{api}/pause", "POST")[0] == 401
     assert http(f"{api}/pause", "POST", token="wrong")[0] == 401
     assert http(f"{api}/pause", "POST", token=TOKEN)[0] == 202
-    wait_for("paused", lambda: status().get("state") == "paused")
+    wait_for(lambda: status().get("state") == "paused", "paused")
     paused_at = status()["step"]
     time.sleep(3)  # heartbeats continue: paused, not stale, and no step is taken
     assert status()["state"] == "paused" and status()["step"] == paused_at
 
     assert http(f"{api}/checkpoint", "POST", token=TOKEN)[0] == 202
     ckpt = os.path.join(run_dir, "checkpoints", f"step_{paused_at:06d}")
-    wait_for("checkpoint", lambda: os.path.exists(os.path.join(ckpt, "model.safetensors")))
+    wait_for(lambda: os.path.exists(os.path.join(ckpt, "model.safetensors")), "checkpoint")
     assert json.load(open(os.path.join(ckpt, "rlvr_state.json")))["step"] == paused_at
 
     assert http(f"{api}/resume", "POST", token=TOKEN)[0] == 202
-    wait_for("a step after resume", lambda: status().get("step", 0) > paused_at)
+    wait_for(lambda: status().get("step", 0) > paused_at, "a step after resume")
 
     assert http(f"{api}/stop", "POST", token=TOKEN)[0] == 202
     thread.join(timeout=300)
