@@ -213,3 +213,21 @@ def prune_checkpoints(run_dir: str, keep_last: int) -> list[str]:
     for folder in steps[keep_last:]:
         shutil.rmtree(folder, ignore_errors=True)
     return steps[keep_last:]
+
+
+def resume_point(cfg, run_dir: str) -> str | None:
+    """The checkpoint `checkpoint.resume` names: none, the newest valid one (`auto`), or a folder."""
+    if cfg.checkpoint.resume is None:
+        return None
+    if cfg.checkpoint.resume == "auto":
+        found = find_resume_point(run_dir)
+        print(f"[rlvr] resume: {'from ' + found if found else 'no checkpoint yet, starting fresh'}", flush=True)
+        return found
+    path = os.path.abspath(os.path.expanduser(cfg.checkpoint.resume))
+    problem = check_checkpoint(path)
+    if problem is not None:
+        raise RuntimeError(f"checkpoint.resume={cfg.checkpoint.resume}: not a usable checkpoint: {problem}")
+    return path
+
+
+# --------------------------------------------------------------------------- helpers (pure)

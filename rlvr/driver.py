@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from rlvr.config import Config, to_yaml
-from rlvr.metrics import MetricsLogger, Timer, console_line
+from rlvr.launch import drop_prompts_too_long, start_service, stop_gracefully_on_signals
+from rlvr.metrics import MetricsLogger, Timer, progress_bar, report_step
+from rlvr.recovery import Recovery, actor_places, start_reward_worker
 from rlvr.types import Completion, RewardInput, SamplingSpec
 
 
@@ -60,7 +61,7 @@ def train(cfg: Config) -> dict:
     status.start_heartbeat()
     server = None
     try:
-        server = _start_service(cfg, status)  # a busy port fails here, before any actor starts
+        server = start_service(cfg, status)  # a busy port fails here, before any actor starts
         summary = _run(cfg, run_dir, status)
     except BaseException as e:
         status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
@@ -70,43 +71,6 @@ def train(cfg: Config) -> dict:
             server.stop()
     status.close("stopped" if summary["stopped_at"] is not None else "completed")
     return summary
-
-
-def _stop_gracefully_on_signals(run_dir: str):
-    """SIGTERM (`ray job stop`, a scheduler) or the first Ctrl-C: finish the step, write a
-    checkpoint, exit cleanly (a `stop` control request, as the API sends). A second Ctrl-C
-    interrupts at once. Returns a function that restores the previous handlers."""
-    import signal
-
-    from rlvr.runstate import request_control
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(signum, frame):
-        print(f"[rlvr] {signal.Signals(signum).name}: stopping after this step with a checkpoint "
-              "(Ctrl-C again to interrupt now)", flush=True)
-        request_control(run_dir, "stop")
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    for sig in previous:
-        signal.signal(sig, handler)
-    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
-
-
-def _start_service(cfg: Config, status):
-    """The status/control API over every run in `run.output_dir`, while this run is active."""
-    if not cfg.service.enabled:
-        return None
-    from rlvr.service.server import resolve_token, start_in_thread
-
-    token = resolve_token(cfg.service.token_env, cfg.service.token_file)
-    server = start_in_thread(cfg.run.output_dir, cfg.service.host, cfg.service.port, token)
-    status.update(service_url=server.url)
-    print(f"[rlvr] status API and dashboard: {server.url}/"
-          + ("" if token else f" (control endpoints off: set {cfg.service.token_env} or service.token_file)"), flush=True)
-    return server
 
 
 def _run(cfg: Config, run_dir: str, status) -> dict:
@@ -133,7 +97,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     # ---- actors
     status.update(phase="actors")
     started_cluster = cluster.connect(cfg)
-    restore_signals = _stop_gracefully_on_signals(run_dir)  # after ray.init, which installs its own
+    restore_signals = stop_gracefully_on_signals(run_dir)  # after ray.init, which installs its own
     env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
@@ -160,101 +124,6 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
             ray.shutdown()
 
 
-def drop_prompts_too_long(cfg: Config, model_path: str, train_prompts, eval_prompts):
-    """Prompts with no room for the completion within the model's max length are skipped
-    (counted in `data/skipped_too_long`, with a warning); all of them too long is an error."""
-    from transformers import AutoConfig
-
-    from rlvr.data import drop_too_long
-
-    limits = [getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None),
-              cfg.rollout.engine_kwargs.get("max_model_len")]
-    max_len = min((x for x in limits if x), default=None)
-    skipped = {"data/skipped_too_long": 0, "data/eval_skipped_too_long": 0}
-    if max_len:
-        train_prompts, skipped["data/skipped_too_long"] = drop_too_long(
-            train_prompts, cfg.rollout.max_tokens, max_len, cfg.data.train_path)
-        eval_prompts, skipped["data/eval_skipped_too_long"] = drop_too_long(
-            eval_prompts, cfg.eval.max_tokens or cfg.rollout.max_tokens, max_len, str(cfg.data.eval_path),
-            tokens_key="eval.max_tokens" if cfg.eval.max_tokens else "rollout.max_tokens")
-        for key, n in skipped.items():
-            if n:
-                print(f"[rlvr] warning: skipped {n} prompt(s) too long for the model's max length {max_len} "
-                      f"with room for the completion ({key})", flush=True)
-    return train_prompts, eval_prompts, skipped
-
-
-def start_reward_worker(cfg: Config):
-    """One reward worker actor (it loads the verifiers in its child process as it starts)."""
-    import ray
-
-    from rlvr.reward.pool import RewardWorker
-
-    return ray.remote(num_cpus=cfg.reward.cpus_per_worker)(RewardWorker).remote(
-        list(cfg.reward.verifiers), cfg.reward.timeout_s, cfg.reward.failure_score)
-
-
-class Recovery:
-    """Replaces a rollout engine or reward worker that dies mid-step, in place in the lists
-    the loop uses, so the step completes: the new engine joins the weight-sync group and
-    gets the current weights before its prompts are generated again; a dead worker's
-    samples are scored again on another worker. Counted in `faults/*`. A trainer rank that
-    dies is not recovered here: the run stops with an error naming it (resume from the
-    last checkpoint with `checkpoint.resume=auto`)."""
-
-    def __init__(self, cfg: Config, run_dir: str, model_path: str, colocate_pg, engines, trainers, rewarders):
-        self.cfg, self.run_dir, self.model_path, self.colocate_pg = cfg, run_dir, model_path, colocate_pg
-        self.engines, self.trainers, self.rewarders = engines, trainers, rewarders
-        self.version = 0  # the weights the engines hold (set by the loop after each sync)
-        self.lock = threading.Lock()  # a replacement's sync never overlaps the loop's own
-        self.faults = {"faults/rollout_restarts": 0, "faults/reward_restarts": 0}
-        self.on_replaced = lambda kind, handles: None  # the loop reports the new placement
-
-    def engine(self, i: int, error: Exception) -> None:
-        import ray
-
-        from rlvr.rollout.actors import create_engines
-
-        with self.lock:
-            t0 = time.perf_counter()
-            print(f"[rlvr] fault: engine {i} died ({_one_line(error)}); starting a replacement", flush=True)
-            self.faults["faults/rollout_restarts"] += 1
-            ray.kill(self.engines[i])
-            [self.engines[i]] = create_engines(self.cfg.rollout, self.model_path, self.cfg.run.seed, self.cfg.model.dtype,
-                                               colocate_pg=self.colocate_pg, indices=[i])
-            setup_weight_sync(self.trainers, self.engines, self.cfg, self.run_dir)
-            if self.version:
-                sync_weights(self.trainers, self.engines, self.version, self.cfg)
-            self.on_replaced("engines", self.engines)
-            print(f"[rlvr] fault: engine {i} replaced in {time.perf_counter() - t0:.1f} s", flush=True)
-
-    def rewarder(self, i: int, error: Exception) -> int:
-        """Replace worker i; returns the worker that should score its samples again."""
-        import ray
-
-        with self.lock:
-            print(f"[rlvr] fault: reward worker {i} died ({_one_line(error)}); starting a replacement", flush=True)
-            self.faults["faults/reward_restarts"] += 1
-            ray.kill(self.rewarders[i])
-            self.rewarders[i] = start_reward_worker(self.cfg)
-            self.on_replaced("rewarders", self.rewarders)
-            return (i + 1) % len(self.rewarders)
-
-
-def _one_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-
-
-def actor_places(handles) -> list[dict]:
-    """The Ray node id and process id of each actor (shown in status.json as `placement`)."""
-    import ray
-
-    def where(self) -> dict:
-        return {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
-
-    return ray.get([h.__ray_call__.remote(where) for h in handles])
-
-
 def _stop(actors: dict) -> None:
     """Kill this run's actors and free its placement group (the cluster may outlive the run)."""
     import ray
@@ -277,16 +146,15 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
     import torch
 
     from rlvr import rollouts
+    from rlvr.checkpoint import list_checkpoints, prune_checkpoints, resume_point
     from rlvr.runstate import ControlInbox, write_samples
-
-    from rlvr.checkpoint import list_checkpoints, prune_checkpoints
     from rlvr.remote import wait_all
 
     inbox = ControlInbox(run_dir)
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
     eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
-    version, history, progress, failures, stopped_at = 0, [], _progress(cfg), {}, None
+    version, history, progress, failures, stopped_at = 0, [], progress_bar(cfg), {}, None
     colocate = cfg.cluster.placement == "colocate"
     probe = (eval_prompts or train_prompts)[:4]
     next_prompts = lambda k: [train_prompts[i] for i in sampler.next_batch(k)]  # noqa: E731
@@ -300,7 +168,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
         this batch, so a resumed run generates it again (with the checkpoint's weights)."""
         consumed["sampler"] = sampler.state_dict()
         timer = Timer()
-        step_spec = dataclasses.replace(spec, seed=step_seed(cfg.run.seed, step))
+        step_spec = dataclasses.replace(spec, seed=rollouts.step_seed(cfg.run.seed, step))
         return background.submit(lambda: (collect_rollouts(engines, rewarders, next_prompts, step_spec, cfg, timer,
                                                            recovery), timer))
 
@@ -346,7 +214,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
                 timer.times.update(rollout_timer.times)  # generate/reward ran during the previous step
                 pending = rollout_in_background(step + 1) if step < cfg.trainer.total_steps else None
             else:
-                step_spec = dataclasses.replace(spec, seed=step_seed(cfg.run.seed, step))
+                step_spec = dataclasses.replace(spec, seed=rollouts.step_seed(cfg.run.seed, step))
                 rollout = collect_rollouts(engines, rewarders, next_prompts, step_spec, cfg, timer, recovery)
             prompts, completions, rewards = rollout["prompts"], rollout["completions"], rollout["rewards"]
             rollout["metrics"]["rollout/staleness"] = rollouts.mean_staleness(completions, version)
@@ -369,7 +237,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
                     version += 1
                     batch_stats.update(sync_weights(trainers, engines, version, cfg))
                     recovery.version = version
-            if samples and _verify_due(cfg.sync, version):
+            if samples and rollouts.verify_due(cfg.sync, version):
                 with timer("verify"):
                     batch_stats["sync/verify_max_diff"] = verify_weights(trainers, engines, probe, version, cfg)
 
@@ -387,7 +255,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
         status.update(step=step, weight_version=version, latest_metrics=metrics, reward_failures=failures,
                       last_step_timings={k: v for k, v in metrics.items() if k.startswith("timing/")})
         history.append(metrics)
-        _report(progress, metrics, completions, prompts, cfg)
+        report_step(progress, metrics, completions, prompts, cfg)
         if cfg.checkpoint.every and step % cfg.checkpoint.every == 0 and step < cfg.trainer.total_steps:
             checkpoint(step, f"step_{step:06d}")
         if _obey_control(inbox, status, lambda: checkpoint(step, f"step_{step:06d}")):
@@ -490,7 +358,6 @@ def generate(engines, prompt_ids: list[list[int]], spec: SamplingSpec) -> list[C
     import ray
 
     from rlvr.rollout.actors import split_evenly
-
     from rlvr.rollouts import merge_shards
 
     shards = split_evenly(prompt_ids, len(engines))
@@ -571,9 +438,8 @@ def generate_and_score(engines, rewarders, prompts, spec: SamplingSpec, chunks_p
 def train_step(trainers, samples, cfg: Config) -> dict:
     """One update on all ranks at once; a step with nothing to learn from trains nothing."""
     from rlvr.remote import wait_all
-    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
-
     from rlvr.rollouts import loss_denominator, reduce_train_stats
+    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
     if not samples:
         return {"loss": 0.0, "grad_norm": 0.0}
@@ -716,46 +582,6 @@ def load_checkpoint(trainers, path: str, timeout_s: float = 1800.0) -> dict:
         return json.load(f)
 
 
-def resume_point(cfg: Config, run_dir: str) -> str | None:
-    """The checkpoint `checkpoint.resume` names: none, the newest valid one (`auto`), or a folder."""
-    from rlvr.checkpoint import check_checkpoint, find_resume_point
-
-    if cfg.checkpoint.resume is None:
-        return None
-    if cfg.checkpoint.resume == "auto":
-        found = find_resume_point(run_dir)
-        print(f"[rlvr] resume: {'from ' + found if found else 'no checkpoint yet, starting fresh'}", flush=True)
-        return found
-    path = os.path.abspath(os.path.expanduser(cfg.checkpoint.resume))
-    problem = check_checkpoint(path)
-    if problem is not None:
-        raise RuntimeError(f"checkpoint.resume={cfg.checkpoint.resume}: not a usable checkpoint: {problem}")
-    return path
-
-
-# --------------------------------------------------------------------------- helpers (pure)
-
-
-def step_seed(run_seed: int, step: int) -> int:
-    """The sampling seed of a step's rollouts (each prompt adds its index): a step samples the
-    same completions from the same weights however the run got there (resumed or not).
-
-    >>> step_seed(0, 1), step_seed(0, 2), step_seed(1, 1)
-    (10007, 20014, 1000010007)
-    """
-    return (run_seed * 1_000_000_000 + step * 10_007) % (2**31 - 1)
-
-
-def _verify_due(sync, version: int) -> bool:
-    """`sync.verify`: always, never, or at the first sync and every `verify_every` syncs.
-
-    >>> from rlvr.config import SyncConfig
-    >>> [v for v in range(1, 8) if _verify_due(SyncConfig(verify="every_n", verify_every=3), v)]
-    [1, 3, 6]
-    """
-    return sync.verify == "always" or (sync.verify == "every_n" and (version == 1 or version % sync.verify_every == 0))
-
-
 def _primary_key(cfg: Config) -> str:
     """The verifier whose score of 1 means 'correct' (eval.accuracy_verifier, else the first)."""
     from rlvr.reward.pool import verifier_keys
@@ -772,29 +598,3 @@ def _eval_metrics(results, completions, cfg: Config) -> dict:
         "eval/response_length": sum(len(c.token_ids) for c in completions) / max(1, len(completions)),
         "eval/failures": sum(bool(r.failures) for r in results),
     }
-
-
-def _progress(cfg: Config):
-    if not cfg.logging.progress:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=cfg.trainer.total_steps, desc="rlvr", unit="step", dynamic_ncols=True)
-
-
-def _report(progress, metrics: dict, completions, prompts, cfg: Config) -> None:
-    line = console_line(metrics)
-    if progress is None:
-        print(line, flush=True)
-        return
-    progress.write(line)
-    if cfg.logging.print_samples and completions and "eval/accuracy" in metrics:
-        c = completions[0]
-        progress.write(f"       sample: {prompts[c.prompt_index].text[-40:]!r} -> {c.text!r} (answer {prompts[c.prompt_index].answer})")
-    postfix = getattr(progress, "rlvr_postfix", {})  # keep the last eval accuracy on screen
-    postfix["reward"] = f"{metrics['reward/mean']:.3f}"
-    if "eval/accuracy" in metrics:
-        postfix["eval_acc"] = f"{metrics['eval/accuracy']:.3f}"
-    progress.rlvr_postfix = postfix
-    progress.set_postfix(postfix)
-    progress.update(1)

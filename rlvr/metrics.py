@@ -96,3 +96,29 @@ def console_line(m: dict) -> str:
                       if k.startswith("timing/") and k != "timing/step" and v is not None)
     parts.append(f"{m['timing/step']:.2f}s ({phases})")
     return " | ".join(parts)
+
+
+def progress_bar(cfg):
+    if not cfg.logging.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=cfg.trainer.total_steps, desc="rlvr", unit="step", dynamic_ncols=True)
+
+
+def report_step(progress, metrics: dict, completions, prompts, cfg) -> None:
+    line = console_line(metrics)
+    if progress is None:
+        print(line, flush=True)
+        return
+    progress.write(line)
+    if cfg.logging.print_samples and completions and "eval/accuracy" in metrics:
+        c = completions[0]
+        progress.write(f"       sample: {prompts[c.prompt_index].text[-40:]!r} -> {c.text!r} (answer {prompts[c.prompt_index].answer})")
+    postfix = getattr(progress, "rlvr_postfix", {})  # keep the last eval accuracy on screen
+    postfix["reward"] = f"{metrics['reward/mean']:.3f}"
+    if "eval/accuracy" in metrics:
+        postfix["eval_acc"] = f"{metrics['eval/accuracy']:.3f}"
+    progress.rlvr_postfix = postfix
+    progress.set_postfix(postfix)
+    progress.update(1)

@@ -145,3 +145,23 @@ def reduce_train_stats(results: list[dict]) -> dict:
         "train/clip_fraction": mean("clip_fraction_sum"),
         "train/approx_kl": mean("approx_kl_sum"),
     }
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of a step's rollouts (each prompt adds its index): a step samples the
+    same completions from the same weights however the run got there (resumed or not).
+
+    >>> step_seed(0, 1), step_seed(0, 2), step_seed(1, 1)
+    (10007, 20014, 1000010007)
+    """
+    return (run_seed * 1_000_000_000 + step * 10_007) % (2**31 - 1)
+
+
+def verify_due(sync, version: int) -> bool:
+    """`sync.verify`: always, never, or at the first sync and every `verify_every` syncs.
+
+    >>> from rlvr.config import SyncConfig
+    >>> [v for v in range(1, 8) if verify_due(SyncConfig(verify="every_n", verify_every=3), v)]
+    [1, 3, 6]
+    """
+    return sync.verify == "always" or (sync.verify == "every_n" and (version == 1 or version % sync.verify_every == 0))
