@@ -85,6 +85,7 @@ class DataConfig:
     system_prompt: Optional[str] = None
     apply_chat_template: bool = True
     prompts_per_step: int = 64
+    shuffle: bool = True  # shuffle the train prompts each epoch (seeded by run.seed); false: file order
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
 
 
@@ -216,6 +217,9 @@ class TrainerConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     gradient_checkpointing: bool = False
+    # each prompt's forward/backward once per micro-batch, shared by its completions through the
+    # KV cache (rlvr.trainer.batch); off with gradient_checkpointing (HF turns the cache off then)
+    share_prompts: bool = True
     offload: bool = False  # colocate on GPU: params/grads/optimizer state to CPU while engines generate
     resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank (node pinning)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)

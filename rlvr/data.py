@@ -351,7 +351,8 @@ def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int
 # --- sampling -----------------------------------------------------------------------------
 
 class PromptSampler:
-    """Deterministic epoch-wise shuffled indices into a dataset of `num_items` prompts.
+    """Deterministic epoch-wise shuffled indices into a dataset of `num_items` prompts
+    (`shuffle=False`: file order).
 
     >>> s = PromptSampler(5, seed=0)
     >>> batch = s.next_batch(3) + s.next_batch(4)  # the second batch runs into epoch 1
@@ -359,17 +360,20 @@ class PromptSampler:
     (True, 1)
     """
 
-    def __init__(self, num_items: int, seed: int):
+    def __init__(self, num_items: int, seed: int, shuffle: bool = True):
         if num_items < 1:
             raise ValueError("PromptSampler needs at least one item")
         self.num_items = num_items
         self.seed = seed
+        self.shuffle = shuffle  # False: file order, every epoch
         self.epoch = 0
         self.position = 0
         self._order = self._permutation(0)
 
     def _permutation(self, epoch: int) -> list[int]:
         order = list(range(self.num_items))
+        if not self.shuffle:
+            return order
         random.Random(self.seed * 1_000_003 + epoch).shuffle(order)
         return order
 

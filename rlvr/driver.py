@@ -92,7 +92,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
     train_prompts, eval_prompts, skipped = drop_prompts_too_long(cfg, model_path, train_prompts, eval_prompts)
     eval_prompts = eval_prompts[: cfg.eval.num_prompts]
-    sampler = PromptSampler(len(train_prompts), cfg.run.seed)
+    sampler = PromptSampler(len(train_prompts), cfg.run.seed, cfg.data.shuffle)
 
     # ---- actors
     status.update(phase="actors")
@@ -147,10 +147,10 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
 
     from rlvr import rollouts
     from rlvr.checkpoint import list_checkpoints, prune_checkpoints, resume_point
-    from rlvr.runstate import ControlInbox, write_samples
+    from rlvr.runstate import ControlInbox, process_start_ns, write_samples
     from rlvr.remote import wait_all
 
-    inbox = ControlInbox(run_dir)
+    inbox = ControlInbox(run_dir, since_ns=process_start_ns())  # not requests left for an earlier driver
     spec = SamplingSpec(n=cfg.rollout.n, max_tokens=cfg.rollout.max_tokens, temperature=cfg.rollout.temperature,
                         top_p=cfg.rollout.top_p, top_k=cfg.rollout.top_k, ignore_eos=cfg.rollout.ignore_eos)
     eval_spec = SamplingSpec(n=1, max_tokens=cfg.eval.max_tokens or cfg.rollout.max_tokens, temperature=0.0)
@@ -457,7 +457,7 @@ def reference_kl(trainers, samples, cfg: Config) -> list[float]:
 
 def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
     """A collective per-sample trainer call (`kl_to_reference`, `probe_logprobs`): the
-    samples are dealt round-robin over the ranks; results come back in sample order."""
+    samples are split over the ranks; results come back in sample order."""
     from rlvr.remote import wait_all
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 
@@ -465,10 +465,7 @@ def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
     micro = num_micro_batches(shards, cfg.trainer.micro_batch_size)
     parts = wait_all([getattr(w, method).remote(s, micro) for w, s in zip(trainers, shards)],
                      f"{method} on the trainer ranks", cfg.cluster.rpc_timeout_s)
-    out: list = [None] * len(samples)
-    for rank, part in enumerate(parts):  # shard_for_ranks deals round-robin
-        out[rank :: len(trainers)] = part
-    return out
+    return [x for part in parts for x in part]  # shard_for_ranks splits into contiguous shards
 
 
 def setup_weight_sync(trainers, engines, cfg: Config, run_dir: str) -> None:

@@ -144,6 +144,7 @@ def reduce_train_stats(results: list[dict]) -> dict:
         "train/kl": mean("kl_sum"),
         "train/clip_fraction": mean("clip_fraction_sum"),
         "train/approx_kl": mean("approx_kl_sum"),
+        "train/worker_s": max(r.get("time", 0.0) for r in results),  # inside the ranks (the rest: Ray calls)
     }
 
 

@@ -240,11 +240,21 @@ def _next_stamp() -> int:
         return _last_stamp
 
 
-class ControlInbox:
-    """The driver's end of control requests: `take()` returns new actions once each."""
+def process_start_ns() -> int:
+    """When this process started (ns since the epoch)."""
+    import psutil
 
-    def __init__(self, run_dir: str):
+    return int(psutil.Process().create_time() * 1e9)
+
+
+class ControlInbox:
+    """The driver's end of control requests: `take()` returns new actions once each.
+    Requests stamped before `since_ns` (left in the folder by an earlier driver of the same
+    run that died before reading them) are dropped with a note, not obeyed."""
+
+    def __init__(self, run_dir: str, since_ns: int | None = None):
         self.dir = os.path.join(run_dir, CONTROL_DIR)
+        self.since_ns = since_ns
 
     def take(self) -> list[str]:
         """Pending actions in arrival order; their files are deleted. Other files are left alone."""
@@ -255,10 +265,13 @@ class ControlInbox:
         found = sorted((int(m.group(1)), name, m.group(2))
                        for name in names if (m := _CONTROL_FILE.match(name)))
         actions = []
-        for _, name, action in found:
+        for stamp, name, action in found:
             try:
                 os.unlink(os.path.join(self.dir, name))  # claiming by unlink: one consumer per request
             except FileNotFoundError:
+                continue
+            if self.since_ns is not None and stamp < self.since_ns:
+                print(f"[rlvr] ignoring control request {name}: made before this driver started", flush=True)
                 continue
             actions.append(action)
         return actions

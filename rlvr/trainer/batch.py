@@ -9,6 +9,15 @@ right-padded, so every completion starts at the same column `P`:
 The logits that predict completion tokens are then one contiguous slice
 (columns P-1 .. L-2) for every row, so the LM head only runs on those columns.
 Position ids are counted over real tokens, so left padding does not shift them.
+
+Shared prompts (`collate_shared`): GRPO trains on n completions of every prompt, and
+the plain layout runs each prompt n times. The shared layout holds each distinct
+prompt once (rows of `prompt_ids`) and the completions separately; the trainer runs
+the prompts through the model with the KV cache on, gathers each completion's
+prompt keys/values from it, and runs the completions on top (`shared_prompt_logits`
+in `rlvr.trainer.worker`). The prompt's forward and backward run once per micro-batch
+instead of once per completion, and attention only spans prompt + own completion.
+The log-probs and gradients equal the plain layout's (a unit test checks).
 """
 
 from __future__ import annotations
@@ -58,9 +67,59 @@ def collate(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
+def collate_shared(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor] | None:
+    """The shared-prompt layout (see the module docstring), or None when no two consecutive
+    samples share a prompt (use `collate` then).
+
+    prompt_ids/prompt_mask/prompt_positions [R, P]: each distinct prompt once, left-padded;
+    prompt_row [B]: the prompt row of each sample; targets (= the completion tokens),
+    completion_mask, rollout_logprobs [B, T] right-padded; attention_mask [B, P + T] (the
+    prompt row's mask, then the completion's) and position_ids [B, T] (continuing after
+    the prompt's real tokens); advantages [B]."""
+    rows: list[list[int]] = []
+    prompt_row: list[int] = []
+    for s in samples:
+        if not rows or rows[-1] != s.prompt_ids:
+            rows.append(s.prompt_ids)
+        prompt_row.append(len(rows) - 1)
+    if len(rows) == len(samples):
+        return None
+    P = max(len(p) for p in rows)
+    T = max(max(len(s.completion_ids) for s in samples), 1)
+    R, B = len(rows), len(samples)
+    prompt_ids = torch.full((R, P), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((R, P), dtype=torch.long)
+    for r, p in enumerate(rows):
+        prompt_ids[r, P - len(p):] = torch.tensor(p, dtype=torch.long)
+        prompt_mask[r, P - len(p):] = 1
+    targets = torch.full((B, T), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((B, T), dtype=torch.float32)
+    rollout_logprobs = torch.zeros((B, T), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        c = len(s.completion_ids)
+        targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        completion_mask[i, :c] = 1.0
+        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
+    row = torch.tensor(prompt_row, dtype=torch.long)
+    prompt_lens = prompt_mask.sum(-1)
+    return {
+        "prompt_ids": prompt_ids,
+        "prompt_mask": prompt_mask,
+        "prompt_positions": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
+        "prompt_row": row,
+        "attention_mask": torch.cat([prompt_mask[row], (completion_mask > 0).long()], dim=1),
+        "position_ids": prompt_lens[row, None] + torch.arange(T),
+        "targets": targets,
+        "completion_mask": completion_mask,
+        "rollout_logprobs": rollout_logprobs,
+        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+    }
+
+
 def shard_for_ranks(samples: list, world_size: int) -> list[list]:
-    """Deal samples round-robin to ranks (keeps per-rank work balanced)."""
-    return [samples[r::world_size] for r in range(world_size)]
+    """Split samples into `world_size` contiguous, nearly equal shards (contiguous keeps a
+    prompt's completions together, which `collate_shared` runs once)."""
+    return split_micro(samples, world_size)
 
 
 def num_micro_batches(shards: list[list], micro_batch_size: int) -> int:

@@ -9,7 +9,7 @@ from rlvr.config import AlgorithmConfig, TrainerConfig
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("", 0))  # every interface, as the TCPStore server binds it
         return s.getsockname()[1]
 
 
@@ -22,12 +22,15 @@ def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, 
 
     from rlvr.config import Config
     from rlvr.placement import create_placement_group, in_bundle
+    from rlvr.rollout.actors import omp_env
     from rlvr.trainer.worker import TrainerWorker
 
     if pg is None:
         pg = create_placement_group(Config(trainer=cfg))
 
     actor_cls = ray.remote(TrainerWorker)
+    runtime_env = dict(runtime_env or {})
+    runtime_env["env_vars"] = {**omp_env(cfg.num_threads), **runtime_env.get("env_vars", {})}
     workers = [
         actor_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, resources=dict(cfg.resources),
                           runtime_env=runtime_env, **in_bundle(pg, rank))

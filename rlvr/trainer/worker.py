@@ -17,7 +17,7 @@ import os
 import time
 
 from rlvr.config import AlgorithmConfig, TrainerConfig
-from rlvr.trainer.batch import TrainSample, collate, split_micro
+from rlvr.trainer.batch import TrainSample, collate, collate_shared, split_micro
 
 
 class TrainerWorker:
@@ -59,6 +59,8 @@ class TrainerWorker:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns off
+        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -80,6 +82,8 @@ class TrainerWorker:
 
     def _logits(self, model, batch):
         """Logits at the completion positions, [B, T, V] (the LM head runs on those columns only)."""
+        if "prompt_row" in batch:
+            return shared_prompt_logits(model, batch, self.device)
         P, T = int(batch["prompt_len"]), batch["targets"].shape[1]
         out = model(
             input_ids=batch["input_ids"].to(self.device),
@@ -110,10 +114,14 @@ class TrainerWorker:
         collectives); an empty one is a dummy row with an all-zero mask."""
         filler = samples[:1] or [TrainSample([self.pad_id], [], 0.0, [])]
         for micro in split_micro(samples, count):
-            batch = collate(micro or filler, self.pad_id)
+            batch = self._collate(micro or filler)
             if not micro:
                 batch["completion_mask"] = batch["completion_mask"] * 0.0
             yield batch
+
+    def _collate(self, samples: list[TrainSample]):
+        shared = collate_shared(samples, self.pad_id) if self.share_prompts else None
+        return shared if shared is not None else collate(samples, self.pad_id)
 
     def train_step(self, samples: list[TrainSample], denominator: float, num_micro: int) -> dict[str, float]:
         """One RL step on this rank's shard: `updates_per_step` optimizer updates.
@@ -217,7 +225,9 @@ class TrainerWorker:
             old.group.close()  # joining again replaces the old group
         group = None
         if method == "broadcast":
-            group = BroadcastGroup(host, port, 0, world_size, backend=backend, device=self.device.type)
+            # gloo moves host memory: a CUDA trainer would copy each bucket to the GPU and back
+            device = self.device.type if backend == "nccl" else "cpu"
+            group = BroadcastGroup(host, port, 0, world_size, backend=backend, device=device)
         self.sender = WeightSender(method, metas, bucket_bytes, group=group, folder=folder, verify=verify)
         return True
 
@@ -285,6 +295,25 @@ class TrainerWorker:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def shared_prompt_logits(model, batch, device):
+    """Logits at the completion positions [B, T, V] for a `collate_shared` batch: the distinct
+    prompts run once with the KV cache on; each completion gets its prompt's keys/values
+    (an index_select, so gradients flow back into the prompt's forward) and runs on top.
+    Completion token 0 is predicted by the prompt's last position, token t by position t-1."""
+    import torch
+
+    row = batch["prompt_row"].to(device)
+    first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=batch["prompt_mask"].to(device),
+                  position_ids=batch["prompt_positions"].to(device), use_cache=True, logits_to_keep=1)
+    cache = first.past_key_values
+    cache.reorder_cache(row)
+    T = batch["targets"].shape[1]
+    second = model(input_ids=batch["targets"].to(device), attention_mask=batch["attention_mask"].to(device),
+                   position_ids=batch["position_ids"].to(device), past_key_values=cache, use_cache=True,
+                   logits_to_keep=T)
+    return torch.cat([first.logits[row], second.logits[:, :-1]], dim=1)
 
 
 def _add(totals: dict, values: dict) -> None:

@@ -2,7 +2,11 @@
 
 * NCCL broadcast between 2 processes, one GPU each: NCCL refuses two ranks of one
   communicator on the same GPU, so this needs 2 GPUs (colocated trainer and engine
-  use CUDA IPC instead).
+  use CUDA IPC instead). tests/integration/test_gpu.py runs a 1-rank NCCL group
+  beside a trainer's default NCCL group on one GPU.
+* gloo broadcast of CUDA tensors between 2 processes sharing one GPU: what a GPU
+  side of a gloo group does (the driver picks gloo unless trainer and engines both
+  have GPUs, and a side on a GPU builds its group with its CUDA device).
 * CUDA IPC between 2 processes on one GPU: the sender packs CUDA tensors and hands out
   `torch.multiprocessing.reductions.reduce_tensor` handles, the receiver rebuilds them.
 
@@ -68,6 +72,37 @@ def test_nccl_broadcast_between_two_gpus():
     port = free_port()
     results = _run(mp.get_context("spawn"), [(_nccl_child, (r, 2, port)) for r in range(2)])
     assert results[0]["checksum"] == results[1]["checksum"] == checksum(make_state(3))
+    assert not results[0]["default_initialized"] and not results[1]["default_initialized"]
+
+
+def _gloo_cuda_child(rank: int, world_size: int, port: int, queue) -> None:
+    try:
+        torch.cuda.set_device(0)
+        group = BroadcastGroup("127.0.0.1", port, rank, world_size, backend="gloo", timeout_s=120, device="cuda:0")
+        state = [(n, t.cuda()) for n, t in make_state(5)]
+        metas = metas_of(state)
+        if rank == 0:
+            result = {"checksum": WeightSender("broadcast", metas, MB, group=group).push(state, version=1)["checksum"]}
+        else:
+            receiver = WeightReceiver("broadcast", metas, MB, group=group, device="cuda:0")
+            got = [(n, t.clone()) for n, t in receiver.pull(None)]
+            assert all(t.is_cuda for _, t in got)
+            assert_same(got, state)
+            result = {"checksum": receiver.last_checksum}
+        group.close()
+        result["default_initialized"] = torch.distributed.is_initialized()
+        queue.put((rank, result))
+    except BaseException as e:
+        queue.put((rank, {"error": repr(e)}))
+        raise
+
+
+def test_gloo_broadcast_of_cuda_tensors_between_two_processes_on_one_gpu():
+    import torch.multiprocessing as mp
+
+    port = free_port()
+    results = _run(mp.get_context("spawn"), [(_gloo_cuda_child, (r, 2, port)) for r in range(2)])
+    assert results[0]["checksum"] == results[1]["checksum"] == checksum(make_state(5))
     assert not results[0]["default_initialized"] and not results[1]["default_initialized"]
 
 

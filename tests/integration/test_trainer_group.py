@@ -17,11 +17,13 @@ from rlvr.config import AlgorithmConfig, TrainerConfig
 from rlvr.trainer.batch import TrainSample, collate, num_micro_batches, shard_for_ranks
 
 
-def make_samples(n: int, seed: int = 0) -> list[TrainSample]:
+def make_samples(n: int, seed: int = 0, group: int = 1) -> list[TrainSample]:
+    """`n` samples; runs of `group` consecutive samples share a prompt (as GRPO groups do)."""
     rng = random.Random(seed)
     out = []
-    for _ in range(n):
-        prompt = [rng.randrange(3, 300) for _ in range(rng.randrange(4, 9))]
+    for i in range(n):
+        if i % group == 0:
+            prompt = [rng.randrange(3, 300) for _ in range(rng.randrange(4, 9))]
         completion = [rng.randrange(3, 300) for _ in range(rng.randrange(1, 6))]
         out.append(TrainSample(prompt, completion, rng.uniform(-1, 1), [-1.0] * len(completion)))
     return out
@@ -56,7 +58,7 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
 
     cfg = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2, lr=1e-3)
     cfg.deepspeed.zero_stage = stage
-    samples = make_samples(13)
+    samples = make_samples(13, group=3)  # groups: the shared-prompt layout (two forwards, one backward)
     workers, pg = create_trainers(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0,
                                   norm_tokens=8)
     try:

@@ -25,3 +25,64 @@ def test_sharding_keeps_every_sample_once_and_ranks_in_step():
     chunks = split_micro(shards[1], 3)
     assert len(chunks) == 3 and sum(chunks, []) == shards[1]
     assert split_micro([1], 3) == [[1], [], []]
+
+
+def _tiny_qwen3():
+    from transformers import AutoModelForCausalLM, Qwen3Config
+
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=8, max_position_embeddings=128)
+    return AutoModelForCausalLM.from_config(cfg, attn_implementation="sdpa")
+
+
+def _completion_logprobs(model, batch):
+    from rlvr.trainer.worker import shared_prompt_logits
+
+    if "prompt_row" in batch:
+        logits = shared_prompt_logits(model, batch, torch.device("cpu"))
+    else:
+        T = batch["targets"].shape[1]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"], logits_to_keep=T + 1).logits[:, :-1]
+    return torch.log_softmax(logits.float(), -1).gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
+
+
+def test_shared_prompt_layout_gives_the_same_logprobs_and_gradients_as_the_plain_one():
+    """Running each prompt once and its completions on top of its KV cache is an exact
+    re-layout: same per-token log-probs and the same gradient of a masked loss, with
+    prompts of different lengths (left padding), completions of different lengths (right
+    padding) and a prompt that comes back after another (a second row)."""
+    from rlvr.trainer.batch import collate_shared
+
+    g = torch.Generator().manual_seed(1)
+    rand = lambda n: torch.randint(3, 50, (n,), generator=g).tolist()  # noqa: E731
+    p1, p2 = rand(5), rand(9)
+    shape = [(p1, 4, 1.0), (p1, 6, -1.0), (p1, 2, 0.5), (p2, 6, 0.3), (p2, 5, -0.2), (p2, 1, 2.0), (p1, 3, 1.5)]
+    samples = [TrainSample(p, rand(c), a, [-1.0] * c) for p, c, a in shape]
+    shared = collate_shared(samples, pad_id=0)
+    plain = collate(samples, pad_id=0)
+    assert shared is not None and shared["prompt_ids"].shape == (3, 9)  # p1, p2, p1 again
+    assert shared["prompt_row"].tolist() == [0, 0, 0, 1, 1, 1, 2]
+    for key in ("targets", "completion_mask", "advantages", "rollout_logprobs"):
+        assert torch.equal(shared[key], plain[key]), key
+
+    model = _tiny_qwen3()
+    results = []
+    for batch in (plain, shared):
+        model.zero_grad()
+        logp = _completion_logprobs(model, batch)
+        mask = batch["completion_mask"]
+        (-(logp * mask * batch["advantages"][:, None]).sum() / mask.sum()).backward()
+        results.append((logp.detach() * mask, torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
+    assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
+    assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
+
+
+def test_shared_layout_falls_back_when_nothing_is_shared():
+    from rlvr.trainer.batch import collate_shared
+
+    distinct = [TrainSample([i, i + 1], [4, 5], 0.0, [-1.0, -1.0]) for i in range(3, 6)]
+    assert collate_shared(distinct, pad_id=0) is None  # every prompt once: the plain layout
+    same = [TrainSample([3, 4], [4, 5, 6], 0.0, [-1.0] * 3)] * 2
+    assert collate_shared(same, pad_id=0)["prompt_ids"].shape == (1, 2)

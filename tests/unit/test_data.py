@@ -241,6 +241,11 @@ def test_sampler_is_deterministic_and_covers_each_epoch():
     assert len(data.PromptSampler(3, seed=0).next_batch(7)) == 7  # a batch may span several epochs
 
 
+def test_sampler_without_shuffle_takes_file_order_every_epoch():
+    s = data.PromptSampler(5, seed=3, shuffle=False)
+    assert s.next_batch(3) + s.next_batch(4) == [0, 1, 2, 3, 4, 0, 1]
+
+
 def test_sampler_resume_equals_uninterrupted():
     straight = data.PromptSampler(7, seed=11)
     expected = [straight.next_batch(3) for _ in range(8)]

@@ -155,6 +155,19 @@ def test_control_inbox_order_and_deletion(tmp_path):
     assert ControlInbox(str(tmp_path / "no-such-run")).take() == []
 
 
+def test_requests_left_for_an_earlier_driver_are_dropped_not_obeyed(tmp_path, capsys):
+    """A driver killed after a `stop` request was written (SIGTERM then SIGKILL) leaves it in
+    the folder; the next driver of the same run must not stop at its first step because of it."""
+    run_dir = str(tmp_path / "r")
+    request_control(run_dir, "stop")
+    inbox = ControlInbox(run_dir, since_ns=time.time_ns())
+    request_control(run_dir, "pause")
+    assert inbox.take() == ["pause"]
+    assert "made before this driver started" in capsys.readouterr().out
+    assert os.listdir(os.path.join(run_dir, "control")) == []
+    assert 0 < runstate.process_start_ns() < time.time_ns()
+
+
 def test_samples_round_trip(tmp_path):
     run_dir = str(tmp_path / "r")
     record = {"step": 2, "prompt": "1+1=", "completion": "2", "answer": "2", "reward": 1.0,

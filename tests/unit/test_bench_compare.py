@@ -1,0 +1,32 @@
+"""The arithmetic of `bench.compare_trl` (no runs): medians after warm-up, tokens/s, floors."""
+
+import pytest
+
+from bench.compare_trl import floors, stacked_phases, summarize
+
+
+def _spec(**kw):
+    return {"params": 10_000_000, "prompts_per_step": 2, "group_size": 4, "max_new_tokens": 8, "warmup_steps": 1, **kw}
+
+
+def test_summary_takes_medians_after_warmup_and_counts_tokens_the_same_way_for_both_systems():
+    steps = [{"wall_s": 100.0, "generate_s": 50.0, "train_s": 50.0},  # warm-up: ignored
+             {"wall_s": 2.0, "generate_s": 1.0, "train_s": 0.9},
+             {"wall_s": 4.0, "generate_s": 1.5, "train_s": 2.0},
+             {"wall_s": 3.0, "generate_s": 1.2, "train_s": 1.5}]
+    s = summarize({"steps": steps, "peak_rss_mb": 1234.0}, _spec(), prompt_len=12.0)
+    assert s["step_s"] == 3.0 and s["steps_measured"] == 3
+    assert s["generated_tok_s"] == pytest.approx(2 * 4 * 8 / 3.0)
+    assert s["trained_tok_s"] == pytest.approx(2 * 4 * (12 + 8) / 3.0)
+    assert s["phases"] == {"generate": 1.2, "train": 1.5}
+    parts = stacked_phases(s)
+    assert parts["overhead"] == pytest.approx(0.3) and sum(parts.values()) == pytest.approx(3.0)
+
+
+def test_floor_counts_each_prompt_once_for_generation_and_shared_training():
+    f = floors(_spec(), prompt_len=12.0, gflops=100.0)
+    n = 10_000_000
+    assert f["generate_tflop"] == pytest.approx(2 * n * (2 * 12 + 8 * 8) / 1e12)
+    assert f["train_plain_tflop"] == pytest.approx(6 * n * 8 * (12 + 8) / 1e12)
+    assert f["train_shared_prompt_tflop"] == pytest.approx(6 * n * (2 * 12 + 8 * 8) / 1e12)
+    assert f["train_plain_s"] == pytest.approx(f["train_plain_tflop"] * 1e12 / 100e9)
