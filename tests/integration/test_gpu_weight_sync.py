@@ -42,24 +42,29 @@ def _run(ctx, jobs: list[tuple], timeout: float = 180) -> dict:
     return results
 
 
+def _broadcast_child(rank: int, group, state, device: str, queue) -> None:
+    """Rank 0 sends `state` through `group`, the others receive it on `device`; each puts its
+    checksum (and whether a default process group appeared) on `queue`."""
+    metas = metas_of(state)
+    if rank == 0:
+        result = {"checksum": WeightSender("broadcast", metas, MB, group=group).push(state, version=1)["checksum"]}
+    else:
+        receiver = WeightReceiver("broadcast", metas, MB, group=group, device=device)
+        got = [(n, t.clone()) for n, t in receiver.pull(None)]
+        assert all(t.device == torch.device(device) for _, t in got)
+        assert_same(got, state)
+        result = {"checksum": receiver.last_checksum}
+    group.close()
+    result["default_initialized"] = torch.distributed.is_initialized()
+    queue.put((rank, result))
+
+
 def _nccl_child(rank: int, world_size: int, port: int, queue) -> None:
     try:
         torch.cuda.set_device(rank)
         device = f"cuda:{rank}"
         group = BroadcastGroup("127.0.0.1", port, rank, world_size, backend="nccl", timeout_s=120, device=device)
-        state = [(n, t.to(device)) for n, t in make_state(3)]
-        metas = metas_of(state)
-        if rank == 0:
-            result = {"checksum": WeightSender("broadcast", metas, MB, group=group).push(state, version=1)["checksum"]}
-        else:
-            receiver = WeightReceiver("broadcast", metas, MB, group=group, device=device)
-            got = list(receiver.pull(None))
-            assert all(t.device == torch.device(device) for _, t in got)
-            assert_same(got, state)
-            result = {"checksum": receiver.last_checksum}
-        group.close()
-        result["default_initialized"] = torch.distributed.is_initialized()
-        queue.put((rank, result))
+        _broadcast_child(rank, group, [(n, t.to(device)) for n, t in make_state(3)], device, queue)
     except BaseException as e:
         queue.put((rank, {"error": repr(e)}))
         raise
@@ -79,19 +84,7 @@ def _gloo_cuda_child(rank: int, world_size: int, port: int, queue) -> None:
     try:
         torch.cuda.set_device(0)
         group = BroadcastGroup("127.0.0.1", port, rank, world_size, backend="gloo", timeout_s=120, device="cuda:0")
-        state = [(n, t.cuda()) for n, t in make_state(5)]
-        metas = metas_of(state)
-        if rank == 0:
-            result = {"checksum": WeightSender("broadcast", metas, MB, group=group).push(state, version=1)["checksum"]}
-        else:
-            receiver = WeightReceiver("broadcast", metas, MB, group=group, device="cuda:0")
-            got = [(n, t.clone()) for n, t in receiver.pull(None)]
-            assert all(t.is_cuda for _, t in got)
-            assert_same(got, state)
-            result = {"checksum": receiver.last_checksum}
-        group.close()
-        result["default_initialized"] = torch.distributed.is_initialized()
-        queue.put((rank, result))
+        _broadcast_child(rank, group, [(n, t.cuda()) for n, t in make_state(5)], "cuda:0", queue)
     except BaseException as e:
         queue.put((rank, {"error": repr(e)}))
         raise
