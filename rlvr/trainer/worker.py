@@ -157,7 +157,8 @@ class TrainerWorker:
         logits = self._logits(self.backend.model, batch)
         targets = batch["targets"].to(self.device)
         logp = algos.token_logprobs(logits, targets, self.temperature)
-        entropy = algos.entropy_from_logits(logits if a.entropy_coef else logits.detach(), self.temperature)
+        entropy = (algos.entropy_from_logits(logits, self.temperature) if a.entropy_coef  # a loss term
+                   else algos.entropy_for_logging(logits, self.temperature))
         old_logp = logp.detach() if old_logp is None else old_logp
         rollout_logp = batch["rollout_logprobs"].to(self.device)
         loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](

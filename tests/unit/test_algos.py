@@ -331,3 +331,10 @@ def test_overlong_penalty_matches_slow_reference():
     lengths = torch.randint(0, 40, (50,), generator=_gen(10))
     assert algos.overlong_penalty(lengths, 32, 8).tolist() == pytest.approx(
         algos.overlong_penalty_reference(lengths, 32, 8).tolist())
+
+
+def test_entropy_for_logging_equals_the_full_computation_chunk_by_chunk():
+    logits = torch.randn(3, 7, 11) * 5
+    chunked = algos.entropy_for_logging(logits, temperature=0.7, rows=4)  # 21 positions: 4+4+...+1
+    assert not chunked.requires_grad and chunked.shape == (3, 7)
+    torch.testing.assert_close(chunked, algos.entropy_from_logits(logits, temperature=0.7))
