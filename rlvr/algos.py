@@ -384,7 +384,8 @@ def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: flo
 def entropy_for_logging(logits: torch.Tensor, temperature: float = 1.0, rows: int = 1024) -> torch.Tensor:
     """`entropy_from_logits` without gradient, `rows` positions at a time: its float
     temporaries (~3 x [rows, V]) stay small where the whole [B, T, V] would not (measured on an
-    H100, Qwen3 vocab 151,936: the full-size copies were what ran micro-batch 16 out of memory).
+    H100, Qwen3-0.6B shape, vocab 151,936, micro-batch 8 x 1280 tokens: peak 49.1 -> 46.8 GiB;
+    the float copy `token_logprobs` keeps for backward is the larger remaining one).
 
     >>> z = torch.randn(2, 3, 5)
     >>> torch.allclose(entropy_for_logging(z, 0.7, rows=2), entropy_from_logits(z, 0.7))
