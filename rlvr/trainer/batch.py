@@ -37,32 +37,43 @@ class TrainSample:
     rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)
 
 
+def _completions(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """What both layouts hold per completion: targets (the completion tokens),
+    completion_mask, rollout_logprobs [B, T] right-padded, advantages [B]."""
+    T = max(max(len(s.completion_ids) for s in samples), 1)
+    targets = torch.full((len(samples), T), pad_id, dtype=torch.long)
+    completion_mask = torch.zeros((len(samples), T), dtype=torch.float32)
+    rollout_logprobs = torch.zeros((len(samples), T), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        c = len(s.completion_ids)
+        targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
+        completion_mask[i, :c] = 1.0
+        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
+    return {"targets": targets, "completion_mask": completion_mask, "rollout_logprobs": rollout_logprobs,
+            "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32)}
+
+
 def collate(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad samples into tensors: input_ids/attention_mask/position_ids [B, L],
     targets/completion_mask/rollout_logprobs [B, T], advantages [B]."""
+    completions = _completions(samples, pad_id)
     P = max(len(s.prompt_ids) for s in samples)
-    T = max(max(len(s.completion_ids) for s in samples), 1)
+    T = completions["targets"].shape[1]
     B, L = len(samples), P + T
     input_ids = torch.full((B, L), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((B, L), dtype=torch.long)
-    completion_mask = torch.zeros((B, T), dtype=torch.float32)
-    rollout_logprobs = torch.zeros((B, T), dtype=torch.float32)
     for i, s in enumerate(samples):
         p, c = len(s.prompt_ids), len(s.completion_ids)
         input_ids[i, P - p : P] = torch.tensor(s.prompt_ids, dtype=torch.long)
-        input_ids[i, P : P + c] = torch.tensor(s.completion_ids, dtype=torch.long)
         attention_mask[i, P - p : P + c] = 1
-        completion_mask[i, :c] = 1.0
-        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
+    input_ids[:, P:] = completions["targets"]
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     return {
         "input_ids": input_ids,
         "attention_mask": attention_mask,
         "position_ids": position_ids,
+        **completions,
         "targets": input_ids[:, P:],
-        "completion_mask": completion_mask,
-        "rollout_logprobs": rollout_logprobs,
-        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
         "prompt_len": torch.tensor(P),
     }
 
@@ -84,35 +95,22 @@ def collate_shared(samples: list[TrainSample], pad_id: int) -> dict[str, torch.T
         prompt_row.append(len(rows) - 1)
     if len(rows) == len(samples):
         return None
-    P = max(len(p) for p in rows)
-    T = max(max(len(s.completion_ids) for s in samples), 1)
-    R, B = len(rows), len(samples)
-    prompt_ids = torch.full((R, P), pad_id, dtype=torch.long)
-    prompt_mask = torch.zeros((R, P), dtype=torch.long)
+    completions = _completions(samples, pad_id)
+    P, T = max(len(p) for p in rows), completions["targets"].shape[1]
+    prompt_ids = torch.full((len(rows), P), pad_id, dtype=torch.long)
+    prompt_mask = torch.zeros((len(rows), P), dtype=torch.long)
     for r, p in enumerate(rows):
         prompt_ids[r, P - len(p):] = torch.tensor(p, dtype=torch.long)
         prompt_mask[r, P - len(p):] = 1
-    targets = torch.full((B, T), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((B, T), dtype=torch.float32)
-    rollout_logprobs = torch.zeros((B, T), dtype=torch.float32)
-    for i, s in enumerate(samples):
-        c = len(s.completion_ids)
-        targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        completion_mask[i, :c] = 1.0
-        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
     row = torch.tensor(prompt_row, dtype=torch.long)
-    prompt_lens = prompt_mask.sum(-1)
     return {
         "prompt_ids": prompt_ids,
         "prompt_mask": prompt_mask,
         "prompt_positions": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
         "prompt_row": row,
-        "attention_mask": torch.cat([prompt_mask[row], (completion_mask > 0).long()], dim=1),
-        "position_ids": prompt_lens[row, None] + torch.arange(T),
-        "targets": targets,
-        "completion_mask": completion_mask,
-        "rollout_logprobs": rollout_logprobs,
-        "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32),
+        "attention_mask": torch.cat([prompt_mask[row], (completions["completion_mask"] > 0).long()], dim=1),
+        "position_ids": prompt_mask.sum(-1)[row, None] + torch.arange(T),
+        **completions,
     }
 
 
