@@ -35,8 +35,11 @@ from bench.workload import Work, build, rlvr_overrides
 
 CACHE = os.path.join(runs.REPO, ".cache", "bench", "compare_trl")
 # The configuration recommended for a 2-core CPU (README "Performance"): one trainer rank
-# with both cores (no sharding traffic on 2 cores), shared-prompt packing (the default).
-RECOMMENDED = ["trainer.num_workers=1", "trainer.num_threads=2", "rollout.num_threads=2"]
+# with both cores (no sharding traffic on 2 cores), shared-prompt packing (the default), and
+# compiled kernels on both sides: vLLM's torch.compile (measured alone: 4.5 -> 3.7 s per
+# generate call) and the trainer's norm/MLP blocks (7.7 -> 7.2 s per step), ~50 s once at start.
+RECOMMENDED = ["trainer.num_workers=1", "trainer.num_threads=2", "rollout.num_threads=2",
+               "rollout.engine_kwargs.enforce_eager=false", "trainer.compile_blocks=true"]
 
 
 # ------------------------------------------------------------------ measurements

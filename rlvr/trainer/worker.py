@@ -59,6 +59,10 @@ class TrainerWorker:
         if cfg.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         model.config.use_cache = False
+        if cfg.compile_blocks:
+            from rlvr.trainer.compile import compile_blocks
+
+            compile_blocks(model)
         # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns off
         self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing
         tokenizer = AutoTokenizer.from_pretrained(model_path)

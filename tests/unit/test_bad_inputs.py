@@ -82,6 +82,9 @@ CLI_ROWS = [
      "cluster.num_cpus: the recipe's trainer ranks, engines and reward workers need 4 logical CPUs, got 2", 2),
     ("more eval pairs than the task has", None, ["data.arithmetic.max_operand=3", "data.arithmetic.num_eval=16"],
      "data.arithmetic.num_eval: must be in [0, 15]", 2),  # operands 0..3: 4 x 4 = 16 pairs
+    ("compiled blocks under ZeRO-3", None,
+     ["trainer.compile_blocks=true", "trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=3"],
+     "trainer.compile_blocks: is not supported with DeepSpeed ZeRO-3", 2),
     ("good model and data (control)", None,
      ["model.path={c}/model-ok", "data.train_path={c}/good.jsonl", "cluster.num_cpus=4"], "", 0),
 ]
