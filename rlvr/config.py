@@ -84,6 +84,10 @@ class DataConfig:
     answer_key: str = "answer"
     system_prompt: Optional[str] = None
     apply_chat_template: bool = True
+    # Qwen3-style thinking switch, passed to the chat template (None: the template's default;
+    # templates without the variable ignore it); chat_template_kwargs: any other template variables
+    enable_thinking: Optional[bool] = None
+    chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     prompts_per_step: int = 64
     shuffle: bool = True  # shuffle the train prompts each epoch (seeded by run.seed); false: file order
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)

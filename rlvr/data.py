@@ -287,7 +287,8 @@ def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> lis
     for row in rows:
         messages = _chat_messages(row, data_cfg.system_prompt)
         if use_template:
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                 **template_kwargs(data_cfg))
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             text = row["prompt"] if "prompt" in row and not data_cfg.system_prompt else \
@@ -296,6 +297,19 @@ def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> lis
         prompts.append(Prompt(text=text, token_ids=list(ids), answer=row["answer"],
                               metadata=dict(row.get("metadata", {}))))
     return prompts
+
+
+def template_kwargs(data_cfg: DataConfig) -> dict:
+    """Extra chat-template variables: `data.chat_template_kwargs`, plus `enable_thinking` when set
+    (Qwen3's template reads it; a template that does not simply ignores it).
+
+    >>> template_kwargs(DataConfig(enable_thinking=False, chat_template_kwargs={"x": 1}))
+    {'x': 1, 'enable_thinking': False}
+    """
+    out = dict(data_cfg.chat_template_kwargs)
+    if data_cfg.enable_thinking is not None:
+        out["enable_thinking"] = data_cfg.enable_thinking
+    return out
 
 
 def has_chat_template(tokenizer) -> bool:

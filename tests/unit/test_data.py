@@ -177,6 +177,24 @@ def test_render_with_chat_template_and_system_prompt(tokenizer):
     assert p2.text.startswith("<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n1+2=")
 
 
+# the switch as Qwen3's chat template writes it (its generation prompt, abridged)
+THINKING_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}"
+    "{% endif %}")
+
+
+@pytest.mark.parametrize("enable_thinking, empty_think", [(None, False), (True, False), (False, True)])
+def test_render_passes_enable_thinking_to_the_template(tokenizer, enable_thinking, empty_think):
+    qwen3ish = copy.deepcopy(tokenizer)
+    qwen3ish.chat_template = THINKING_TEMPLATE
+    cfg = DataConfig(enable_thinking=enable_thinking, chat_template_kwargs={"unused_by_template": 1})
+    (p,) = data.render_prompts([{"prompt": "1+2=", "answer": "3"}], qwen3ish, cfg)
+    assert p.text.startswith("<|im_start|>user\n1+2=<|im_end|>\n<|im_start|>assistant\n")
+    assert p.text.endswith("<think>\n\n</think>\n\n") == empty_think
+
+
 def test_render_raw_prompt(tokenizer):
     rows = [{"prompt": "07+48=", "answer": "55"}, {"messages": [{"role": "user", "content": "a"},
                                                                 {"role": "user", "content": "b"}], "answer": "x"}]
