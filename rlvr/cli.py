@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, serve, status.
+"""`rlvr` command line: train, validate, rewards, plot, serve, status.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -194,6 +194,22 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    from rlvr.plots import plot_run
+
+    if not os.path.isfile(os.path.join(args.run, "metrics.jsonl")):
+        print(f"rlvr plot: {args.run}: no metrics.jsonl (expected a run folder, e.g. runs/tiny-cpu)", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
+    try:
+        paths = plot_run(args.run, args.out)
+    except ValueError as e:
+        print(f"rlvr plot: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
+    for path in paths:
+        print(path)
+    return 0
+
+
 def _add_service_commands(sub) -> None:
     p = sub.add_parser("serve", help="serve the status API and dashboard of every run in a folder")
     p.add_argument("--runs-dir", default="runs", help="the runs folder (run.output_dir; default: runs)")
@@ -221,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rlvr import rewards_cli
 
     rewards_cli.register(sub)
+    p = sub.add_parser("plot", help="write PNG charts of a run (reward, accuracy, KL, length, timings)")
+    p.add_argument("run", help="the run folder (run.output_dir/run.name)")
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN/plots)")
+    p.set_defaults(fn=cmd_plot)
     _add_service_commands(sub)
     return parser
 

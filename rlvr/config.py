@@ -285,6 +285,7 @@ class LoggingConfig:
     print_samples: int = 1  # completions printed at each eval (0: none)
     samples_per_step: int = 32  # samples (prompt, completion, rewards) kept per step in <run>/samples/ (0: none)
     jsonl: bool = True
+    plots: bool = True  # PNG charts in <run>/plots/ at the end of the run (rlvr.plots; also `rlvr plot RUN`)
 
 
 @dataclass

@@ -29,6 +29,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from rlvr import plots
 from rlvr.config import Config, to_yaml
 from rlvr.launch import drop_prompts_too_long, start_service, stop_gracefully_on_signals
 from rlvr.metrics import MetricsLogger, Timer, progress_bar, report_step
@@ -70,6 +71,7 @@ def train(cfg: Config) -> dict:
         if server is not None:
             server.stop()
     status.close("stopped" if summary["stopped_at"] is not None else "completed")
+    summary["plots"] = plots.plot_run_safely(run_dir) if cfg.logging.plots else []
     return summary
 
 

@@ -62,6 +62,10 @@ def test_fsdp2_learns(ray_cluster, warm_model_dir, tmp_path):
     AutoModelForCausalLM.from_pretrained(summary["checkpoint"])
     with open(os.path.join(summary["run_dir"], "recipe.yaml")) as f:
         assert "backend: fsdp2" in f.read()
+    # the end-of-run charts (logging.plots)
+    assert sorted(os.path.basename(p) for p in summary["plots"]) == [
+        "accuracy.png", "kl.png", "response_length.png", "reward.png", "timings.png"]
+    assert all(os.path.getsize(p) > 2000 for p in summary["plots"])
 
 
 def test_deepspeed_zero2_learns(ray_cluster, warm_model_dir, tmp_path):
