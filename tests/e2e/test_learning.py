@@ -30,6 +30,34 @@ def run_short(tmp_path, name: str, overrides: list[str]) -> dict:
     return train(cfg)
 
 
+def eval_file(tmp_path, count: int) -> str:
+    """The built-in task's held-out prompts (the ones training evaluates on) as a JSONL file."""
+    import json
+
+    from rlvr.config import ArithmeticConfig
+    from rlvr.data import arithmetic_rows
+
+    path = str(tmp_path / "held_out.jsonl")
+    with open(path, "w") as f:
+        for row in arithmetic_rows(ArithmeticConfig(), "eval")[:count]:
+            f.write(json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) + "\n")
+    return path
+
+
+def rlvr_eval(model: str, data_path: str, out) -> float:
+    """`rlvr eval` as users run it (greedy, fp32); returns the accuracy it reports."""
+    import json
+    import subprocess
+    import sys
+
+    rlvr = os.path.join(os.path.dirname(sys.executable), "rlvr")
+    proc = subprocess.run([rlvr, "eval", model, "--data", data_path, "--max-tokens", "6", "--dtype", "float32",
+                           "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(str(out), "summary.json")) as f:
+        return json.load(f)["accuracy"]
+
+
 def assert_learned(summary: dict, min_gain: float) -> None:
     rows = read_metrics(summary["run_dir"])
     evals = [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None]
@@ -66,6 +94,13 @@ def test_fsdp2_learns(ray_cluster, warm_model_dir, tmp_path):
     assert sorted(os.path.basename(p) for p in summary["plots"]) == [
         "accuracy.png", "kl.png", "response_length.png", "reward.png", "timings.png"]
     assert all(os.path.getsize(p) > 2000 for p in summary["plots"])
+    # `rlvr eval` on the same held-out file: the final checkpoint beats the starting model
+    held_out = eval_file(tmp_path, 300)
+    before, after = rlvr_eval(warm_model_dir, held_out, tmp_path / "ev0"), rlvr_eval(summary["checkpoint"], held_out, tmp_path / "ev1")
+    print(f"rlvr eval accuracy: start {before:.3f} -> final checkpoint {after:.3f}")
+    assert after - before >= 0.10
+    final_eval = [r["eval/accuracy"] for r in read_metrics(summary["run_dir"]) if r.get("eval/accuracy") is not None][-1]
+    assert after == pytest.approx(final_eval, abs=0.01)  # what training reported for the same prompts, greedy
 
 
 def test_deepspeed_zero2_learns(ray_cluster, warm_model_dir, tmp_path):
