@@ -280,12 +280,28 @@ class ServiceConfig:
 
 
 @dataclass
+class WandbConfig:
+    project: str = "rlvr"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline (no network; `wandb sync` later) | online | disabled
+
+
+@dataclass
+class MlflowConfig:
+    tracking_uri: Optional[str] = None  # default: a file store in <run>/mlruns
+    experiment: str = "rlvr"
+
+
+@dataclass
 class LoggingConfig:
     progress: bool = True  # progress bar over steps
     print_samples: int = 1  # completions printed at each eval (0: none)
     samples_per_step: int = 32  # samples (prompt, completion, rewards) kept per step in <run>/samples/ (0: none)
     jsonl: bool = True
     plots: bool = True  # PNG charts in <run>/plots/ at the end of the run (rlvr.plots; also `rlvr plot RUN`)
+    sinks: List[str] = field(default_factory=list)  # besides metrics.jsonl: tensorboard | wandb | mlflow (rlvr.sinks)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
 
 @dataclass
@@ -373,6 +389,16 @@ def _one_of(value: str, key: str, choices) -> None:
     _require(value in choices, key, f"must be one of {sorted(choices)}, got {value!r}")
 
 
+def _check_sinks(log: LoggingConfig) -> None:
+    from rlvr.sinks import PACKAGES, missing_packages
+
+    for i, name in enumerate(log.sinks):
+        _one_of(name, f"logging.sinks[{i}]", set(PACKAGES))
+    missing = missing_packages(list(log.sinks))
+    _require(not missing, "logging.sinks", f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})")
+    _one_of(log.wandb.mode, "logging.wandb.mode", {"offline", "online", "disabled"})
+
+
 def check_recipe(cfg: Config) -> None:
     """Reject impossible values and missing paths, naming the dotted key."""
     from rlvr import algos  # pure torch functions; cheap enough
@@ -408,6 +434,7 @@ def check_recipe(cfg: Config) -> None:
     _require(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low", "clip ranges must be >= 0")
 
     _check_reward(cfg.reward)
+    _check_sinks(cfg.logging)
 
     t = cfg.trainer
     _one_of(t.backend, "trainer.backend", {"fsdp2", "deepspeed"})

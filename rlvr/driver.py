@@ -195,10 +195,10 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
         sampler.load_state_dict(run_state["sampler"])
         sync_weights(trainers, engines, version, cfg)
         recovery.version = version
-        logger = MetricsLogger(run_dir, append=True, keep_until_step=start)
+        logger = MetricsLogger(run_dir, append=True, keep_until_step=start, logging_cfg=cfg.logging)
         print(f"[rlvr] resumed at step {start} (weight version {version}) from {resume}", flush=True)
     else:
-        logger = MetricsLogger(run_dir)
+        logger = MetricsLogger(run_dir, logging_cfg=cfg.logging)
         status.update(phase="eval")
         first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery)
         logger.log({"step": 0, **skipped, **first_eval})

@@ -44,8 +44,13 @@ class MetricsLogger:
     after the checkpoint it resumed from, which will be done again) are dropped first, so
     every step appears once."""
 
-    def __init__(self, run_dir: str, append: bool = False, keep_until_step: int | None = None):
+    def __init__(self, run_dir: str, append: bool = False, keep_until_step: int | None = None, logging_cfg=None):
         os.makedirs(run_dir, exist_ok=True)
+        self.sinks = None
+        if logging_cfg is not None and logging_cfg.sinks:  # TensorBoard / wandb / MLflow (rlvr.sinks)
+            from rlvr.sinks import Sinks
+
+            self.sinks = Sinks(run_dir, logging_cfg)
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if append and keep_until_step is not None and os.path.exists(self.path):
             kept = [line for line in _lines(self.path) if json.loads(line).get("step", 0) <= keep_until_step]
@@ -62,9 +67,13 @@ class MetricsLogger:
         self._file.write(line + "\n")
         self._file.flush()
         os.fsync(self._file.fileno())
+        if self.sinks is not None:
+            self.sinks.log(metrics)
 
     def close(self) -> None:
         self._file.close()
+        if self.sinks is not None:
+            self.sinks.close()
 
 
 def _lines(path: str) -> list[str]:
