@@ -90,6 +90,12 @@ class DataConfig:
     chat_template_kwargs: Dict[str, Any] = field(default_factory=dict)
     prompts_per_step: int = 64
     shuffle: bool = True  # shuffle the train prompts each epoch (seeded by run.seed); false: file order
+    # several sources mixed (rlvr.datamix): items "path#count" or {path, count} or {path, weight};
+    # when set, replaces train_path. Sources: builtin:arithmetic, .jsonl/.parquet, datasets folders, hf:name
+    train_mix: List[Any] = field(default_factory=list)
+    mix_size: Optional[int] = None  # rows shared out by weight (default: the sources' total)
+    mix_seed: int = 0  # the mixture's sampling and order (the same in every run of the recipe)
+    eval_fraction: float = 0.0  # > 0: hold out this fraction of the train rows as the eval set (replaces eval_path)
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
 
 
@@ -536,15 +542,30 @@ def _check_model(m: ModelConfig) -> None:
 
 def _check_data(d: DataConfig) -> None:
     _require(d.prompts_per_step >= 1, "data.prompts_per_step", "must be >= 1")
-    for key, path in (("data.train_path", d.train_path), ("data.eval_path", d.eval_path)):
-        if path is None or path == BUILTIN_ARITHMETIC:
+    from rlvr.datamix import source_problem, split_count
+
+    sources = [("data.train_path", d.train_path)] if not d.train_mix else []
+    sources += [("data.eval_path", d.eval_path)] if d.eval_fraction == 0 else []
+    for i, item in enumerate(d.train_mix):
+        key = f"data.train_mix[{i}]"
+        _require(isinstance(item, str) or (isinstance(item, dict) and "path" in item), key,
+                 "expected \"path#count\" or {path, count} or {path, weight}")
+        if isinstance(item, dict):
+            _require(set(item) <= {"path", "count", "weight"}, key, f"unknown keys {sorted(set(item) - {'path', 'count', 'weight'})}")
+            _require(not ("count" in item and "weight" in item), key, "give count or weight, not both")
+            _require(not isinstance(item.get("count", 1), bool) and isinstance(item.get("count", 1), int)
+                     and item.get("count", 1) >= 1, key + ".count", "must be an integer >= 1")
+            _require(isinstance(item.get("weight", 1.0), (int, float)) and item.get("weight", 1.0) > 0,
+                     key + ".weight", "must be > 0")
+        sources.append((key, item if isinstance(item, str) else str(item["path"])))
+    for key, spec in sources:
+        if spec is None:
             continue
-        _require(not path.startswith("builtin:"), key, f"unknown built-in dataset {path!r} (have {BUILTIN_ARITHMETIC})")
-        local = os.path.expanduser(path)
-        _require(not os.path.isdir(local), key, f"{path} is a folder (expected a .jsonl or .parquet file)")
-        _require(os.path.isfile(local), key, f"{path}: no such file")
-        _require(path.endswith((".jsonl", ".json", ".parquet")), key, f"{path}: expected a .jsonl or .parquet file")
-        _require(os.path.getsize(local) > 0, key, f"{path} is empty")
+        path, _ = split_count(spec)
+        problem = source_problem(path)
+        _require(problem is None, key, problem or "")
+    _require(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+    _require(d.mix_size is None or d.mix_size >= 1, "data.mix_size", "must be >= 1")
     ar = d.arithmetic
     _require(0 <= ar.min_operand <= ar.max_operand, "data.arithmetic.max_operand", "must be >= min_operand >= 0")
     _require(ar.num_train >= 1, "data.arithmetic.num_train", "must be >= 1")

@@ -225,6 +225,22 @@ def _read_jsonl(path: str, data_cfg: DataConfig) -> list[dict]:
     return _first_bad(path, results(), "line")
 
 
+def normalise_rows(source: str, raws: list, data_cfg: DataConfig) -> list[dict]:
+    """Rows from any other reader (a `datasets` Dataset's records), checked like a file's
+    (errors name the source and row)."""
+    def results():
+        for i, raw in enumerate(raws):
+            try:
+                yield i, _normalise_row(raw, data_cfg, f"{source} row {i}")
+            except _BadRow as e:
+                yield i, str(e)
+
+    rows = _first_bad(source, results(), "row")
+    if not rows:
+        raise DatasetError(source, "no rows")
+    return rows
+
+
 def _read_parquet(path: str, data_cfg: DataConfig) -> list[dict]:
     import pyarrow.parquet as pq
 
@@ -316,12 +332,6 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def _rows_for(path: str, data_cfg: DataConfig, split: str) -> list[dict]:
-    if path == BUILTIN_ARITHMETIC:
-        return arithmetic_rows(data_cfg.arithmetic, split)
-    return load_rows(path, data_cfg)
-
-
 def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], list[Prompt]]:
     """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None.
 
@@ -332,10 +342,11 @@ def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], 
         print("[rlvr] warning: the tokenizer has no chat template, so prompts use the raw prompt format "
               "(set data.apply_chat_template: false to say so and silence this warning)", file=sys.stderr, flush=True)
         data_cfg = replace(data_cfg, apply_chat_template=False)
-    train = render_prompts(_rows_for(data_cfg.train_path, data_cfg, "train"), tokenizer, data_cfg)
-    if data_cfg.eval_path is None:
-        return train, []
-    return train, render_prompts(_rows_for(data_cfg.eval_path, data_cfg, "eval"), tokenizer, data_cfg)
+    from rlvr.datamix import train_and_eval_rows  # sources, mixing, held-out split
+
+    train_rows, eval_rows = train_and_eval_rows(data_cfg)
+    train = render_prompts(train_rows, tokenizer, data_cfg)
+    return train, render_prompts(eval_rows, tokenizer, data_cfg) if eval_rows is not None else []
 
 
 def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int, source: str,

@@ -141,13 +141,12 @@ def keep_samples(group: list[dict], mode: str, threshold: float) -> list[dict]:
 
 
 def load_rows(data: str, limit: int | None) -> list[dict]:
-    from rlvr import data as data_mod
-    from rlvr.config import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig
+    """Any data source (rlvr.datamix: files, `datasets` folders, hf:name, `#N`); builtin:arithmetic
+    means its held-out split."""
+    from rlvr.config import DataConfig
+    from rlvr.datamix import source_rows
 
-    if data == BUILTIN_ARITHMETIC:
-        rows = data_mod.arithmetic_rows(ArithmeticConfig(), "eval")
-    else:
-        rows = data_mod.load_rows(data, DataConfig())
+    rows = source_rows(data, DataConfig(), split="eval")
     return rows[:limit] if limit else rows
 
 
