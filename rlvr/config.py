@@ -245,6 +245,8 @@ class EvalConfig:
     num_prompts: int = 500
     max_tokens: Optional[int] = None  # default: rollout.max_tokens
     accuracy_verifier: Optional[str] = None  # its score >= 1 counts as correct; default: the first verifier
+    # named eval sets, each {name, path, num_prompts, verifiers, n, temperature, max_tokens}: eval/<name>/* (rlvr.evalsets)
+    sets: List[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -441,6 +443,10 @@ def check_recipe(cfg: Config) -> None:
 
     _check_reward(cfg.reward)
     _check_sinks(cfg.logging)
+    from rlvr.evalsets import check_sets
+
+    problem = check_sets(list(cfg.eval.sets))
+    _require(problem is None, *(problem or ("", "")))
 
     t = cfg.trainer
     _one_of(t.backend, "trainer.backend", {"fsdp2", "deepspeed"})

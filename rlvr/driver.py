@@ -29,9 +29,9 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rlvr import plots
+from rlvr import evalsets, plots
 from rlvr.config import Config, to_yaml
-from rlvr.launch import drop_prompts_too_long, start_service, stop_gracefully_on_signals
+from rlvr.launch import drop_prompts_too_long, model_max_len, start_service, stop_gracefully_on_signals
 from rlvr.metrics import MetricsLogger, Timer, progress_bar, report_step
 from rlvr.recovery import Recovery, actor_places, start_reward_worker
 from rlvr.types import Completion, RewardInput, SamplingSpec
@@ -93,7 +93,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
     train_prompts, eval_prompts, skipped = drop_prompts_too_long(cfg, model_path, train_prompts, eval_prompts)
-    eval_prompts = eval_prompts[: cfg.eval.num_prompts]
+    eval_prompts, eval_sets = eval_prompts[: cfg.eval.num_prompts], evalsets.prepare(cfg, tokenizer, model_max_len(cfg, model_path))
     sampler = PromptSampler(len(train_prompts), cfg.run.seed, cfg.data.shuffle)
 
     # ---- actors
@@ -103,7 +103,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     env = cluster.runtime_env_for_actors(cfg.model.cache_dir)
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)", flush=True)
-    actors: dict = {"engines": [], "trainers": [], "rewarders": [], "pg": None}
+    actors: dict = {"engines": [], "trainers": [], "rewarders": [], "eval_workers": [], "pg": None}
     try:
         actors["pg"] = create_placement_group(cfg)
         colocate = actors["pg"] if cfg.cluster.placement == "colocate" else None
@@ -113,11 +113,12 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
                                                 norm_tokens=cfg.rollout.max_tokens)
         actors["rewarders"] = [start_reward_worker(cfg) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
+        actors["eval_workers"] = evalsets.start_workers(cfg, eval_sets)  # eval.sets with their own verifiers
         status.update(placement={k: actor_places(actors[k]) for k in ("trainers", "engines", "rewarders")})
         recovery = Recovery(cfg, run_dir, model_path, colocate, **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
         recovery.on_replaced = lambda kind, handles: status.update(
             placement={**status.snapshot()["placement"], kind: actor_places(handles)})
-        return _loop(cfg, run_dir, status, train_prompts, eval_prompts, sampler, recovery, skipped,
+        return _loop(cfg, run_dir, status, train_prompts, (eval_prompts, eval_sets), sampler, recovery, skipped,
                      **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
     finally:
         restore_signals()
@@ -131,12 +132,12 @@ def _stop(actors: dict) -> None:
     import ray
     from ray.util.placement_group import remove_placement_group
 
-    for w in actors["rewarders"]:
+    for w in actors["rewarders"] + actors["eval_workers"]:
         try:
             ray.get(w.shutdown.remote(), timeout=30)
         except Exception:
             pass
-    for handle in actors["engines"] + actors["trainers"] + actors["rewarders"]:
+    for handle in actors["engines"] + actors["trainers"] + actors["rewarders"] + actors["eval_workers"]:
         ray.kill(handle)
     if actors["pg"] is not None:
         remove_placement_group(actors["pg"])
@@ -146,6 +147,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
           skipped: dict, engines, trainers, rewarders) -> dict:
     """The RL loop proper: every remote call of a step happens here, in order."""
     import torch
+    eval_prompts, eval_sets = eval_prompts  # the main held-out prompts, the named eval.sets
 
     from rlvr import rollouts
     from rlvr.checkpoint import list_checkpoints, prune_checkpoints, resume_point
@@ -200,7 +202,7 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
     else:
         logger = MetricsLogger(run_dir, logging_cfg=cfg.logging)
         status.update(phase="eval")
-        first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery)
+        first_eval = evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery, eval_sets)
         logger.log({"step": 0, **skipped, **first_eval})
         if first_eval:
             print(f"[rlvr] step 0 eval/accuracy {first_eval['eval/accuracy']:.3f}", flush=True)
@@ -245,9 +247,9 @@ def _loop(cfg: Config, run_dir: str, status, train_prompts, eval_prompts, sample
 
         metrics = {"step": step, **batch_stats, **train_stats, **timer.times, "weight_version": version,
                    **recovery.faults}
-        if cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.trainer.total_steps):
+        if step == cfg.trainer.total_steps or (cfg.eval.every and step % cfg.eval.every == 0):  # 0: start and end only
             status.update(phase="eval")
-            metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery))
+            metrics.update(evaluate(engines, rewarders, eval_prompts, eval_spec, cfg, recovery, eval_sets))
         logger.log(metrics)
         if cfg.logging.samples_per_step:
             write_samples(run_dir, step, rollouts.sample_records(step, prompts, completions, rewards, advantages,
@@ -331,7 +333,7 @@ def collect_rollouts(engines, rewarders, next_prompts, spec: SamplingSpec, cfg: 
         dropped += d
         if len(kept["prompts"]) >= want or rounds > ds.max_rounds:
             break
-    metrics = rollouts.batch_metrics(seen_c, seen_r, _primary_key(cfg))  # everything generated, not just kept
+    metrics = rollouts.batch_metrics(seen_c, seen_r, evalsets.primary_key(cfg))  # everything generated, not just kept
     if ds.enabled:
         metrics.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/dropped_groups": dropped,
                         "dynamic_sampling/kept_groups": len(kept["prompts"])})
@@ -549,15 +551,16 @@ def verify_weights(trainers, engines, probe_prompts, version: int, cfg: Config) 
 
 
 def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Config,
-             recover: Recovery | None = None) -> dict:
-    """Greedy generation on the held-out prompts, scored by the reward workers."""
-    if not eval_prompts:
-        return {}
-    t0 = time.perf_counter()
-    completions, results = generate_and_score(engines, rewarders, eval_prompts, eval_spec,
-                                              cfg.rollout.chunks_per_engine, Timer(), cfg.cluster.rpc_timeout_s,
-                                              recover)
-    return {**_eval_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
+             recover: Recovery | None = None, sets=()) -> dict:
+    """Greedy generation on the held-out prompts, scored by the reward workers; then the
+    named `eval.sets` (rlvr.evalsets), each with its own verifiers and sampling."""
+    out, t0 = {}, time.perf_counter()
+    if eval_prompts:
+        completions, results = generate_and_score(engines, rewarders, eval_prompts, eval_spec,
+                                                  cfg.rollout.chunks_per_engine, Timer(), cfg.cluster.rpc_timeout_s,
+                                                  recover)
+        out = {**evalsets.main_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
+    return {**out, **evalsets.run_sets(sets, engines, rewarders, cfg, generate_and_score, recover)}
 
 
 def save_checkpoint(trainers, path: str, run_state: dict, timeout_s: float = 1800.0) -> str:
@@ -579,21 +582,3 @@ def load_checkpoint(trainers, path: str, timeout_s: float = 1800.0) -> dict:
     wait_all([w.load_checkpoint.remote(path) for w in trainers], "load_checkpoint on the trainer ranks", timeout_s)
     with open(os.path.join(path, "rlvr_state.json")) as f:
         return json.load(f)
-
-
-def _primary_key(cfg: Config) -> str:
-    """The verifier whose score of 1 means 'correct' (eval.accuracy_verifier, else the first)."""
-    from rlvr.reward.pool import verifier_keys
-
-    return cfg.eval.accuracy_verifier or verifier_keys(list(cfg.reward.verifiers))[0]
-
-
-def _eval_metrics(results, completions, cfg: Config) -> dict:
-    primary = _primary_key(cfg)
-    n = max(1, len(results))
-    return {
-        "eval/accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in results) / n,
-        "eval/reward": sum(r.total for r in results) / n,
-        "eval/response_length": sum(len(c.token_ids) for c in completions) / max(1, len(completions)),
-        "eval/failures": sum(bool(r.failures) for r in results),
-    }

@@ -45,16 +45,21 @@ def start_service(cfg: Config, status):
     return server
 
 
-def drop_prompts_too_long(cfg: Config, model_path: str, train_prompts, eval_prompts):
-    """Prompts with no room for the completion within the model's max length are skipped
-    (counted in `data/skipped_too_long`, with a warning); all of them too long is an error."""
+def model_max_len(cfg: Config, model_path: str) -> int | None:
+    """The engines' max sequence length: the model's, or `rollout.engine_kwargs.max_model_len`."""
     from transformers import AutoConfig
-
-    from rlvr.data import drop_too_long
 
     limits = [getattr(AutoConfig.from_pretrained(model_path), "max_position_embeddings", None),
               cfg.rollout.engine_kwargs.get("max_model_len")]
-    max_len = min((x for x in limits if x), default=None)
+    return min((x for x in limits if x), default=None)
+
+
+def drop_prompts_too_long(cfg: Config, model_path: str, train_prompts, eval_prompts):
+    """Prompts with no room for the completion within the model's max length are skipped
+    (counted in `data/skipped_too_long`, with a warning); all of them too long is an error."""
+    from rlvr.data import drop_too_long
+
+    max_len = model_max_len(cfg, model_path)
     skipped = {"data/skipped_too_long": 0, "data/eval_skipped_too_long": 0}
     if max_len:
         train_prompts, skipped["data/skipped_too_long"] = drop_too_long(

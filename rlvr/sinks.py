@@ -23,6 +23,7 @@ import importlib.util
 import json
 import math
 import os
+import re
 import sys
 import time
 
@@ -80,6 +81,17 @@ class WandbSink:
         self.run.finish()
 
 
+def mlflow_name(key: str, file_store: bool) -> str:
+    """MLflow accepts letters, digits, `_ - . : /` and spaces in names: `pass@4` -> `pass_at_4`, anything
+    else -> `_`; on a file store also `/` -> `.` (see MlflowSink).
+
+    >>> mlflow_name("eval/gsm8k/pass@4", True), mlflow_name("eval/gsm8k/pass@4", False)
+    ('eval.gsm8k.pass_at_4', 'eval/gsm8k/pass_at_4')
+    """
+    key = re.sub(r"[^A-Za-z0-9_\-. :/]", "_", key.replace("@", "_at_"))
+    return key.replace("/", ".") if file_store else key
+
+
 class MlflowSink:
     def __init__(self, run_dir: str, cfg, ids: _Ids):
         uri = cfg.mlflow.tracking_uri or "file:" + os.path.abspath(os.path.join(run_dir, "mlruns"))
@@ -98,7 +110,8 @@ class MlflowSink:
         # The file store keeps each metric in a file named by its key, so `a/b` and `a/b/c`
         # (reward/math/failures and reward/math/failures/timeout) cannot both exist there:
         # on file stores `/` becomes `.` in MLflow's names. Database/HTTP stores keep `/`.
-        self.rename = (lambda key: key.replace("/", ".")) if uri.startswith("file:") else (lambda key: key)
+        file_store = uri.startswith("file:")
+        self.rename = lambda key: mlflow_name(key, file_store)
 
     def log(self, step: int, metrics: dict) -> None:
         from mlflow.entities import Metric

@@ -23,8 +23,9 @@ def mlflow_history(run_dir: str, key: str) -> tuple[str, dict[int, float]]:
     with open(os.path.join(run_dir, "sinks.json")) as f:
         run_id = json.load(f)["mlflow"]
     client = MlflowClient(tracking_uri="file:" + os.path.abspath(os.path.join(run_dir, "mlruns")))
-    # the file store's names use "." for "/" (rlvr.sinks.MlflowSink)
-    return run_id, {m.step: m.value for m in client.get_metric_history(run_id, key.replace("/", "."))}
+    from rlvr.sinks import mlflow_name
+
+    return run_id, {m.step: m.value for m in client.get_metric_history(run_id, mlflow_name(key, file_store=True))}
 
 
 def wandb_offline_history(run_dir: str) -> tuple[list[str], list[dict]]:

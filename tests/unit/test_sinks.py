@@ -4,6 +4,8 @@ store) and read back with each tool's reader; a resumed logger continues the sam
 from __future__ import annotations
 
 
+import re
+
 import pytest
 
 from rlvr.config import LoggingConfig
@@ -40,7 +42,8 @@ def test_sinks_write_what_metrics_jsonl_has_and_resume_into_the_same_runs(tmp_pa
     run_id, history = mlflow_history(run, "reward/mean")
     assert run_id == mlflow_id and history == pytest.approx(want)
     folders, rows = wandb_offline_history(run)
-    assert len({f.rsplit("-", 1)[-1] for f in folders}) == 1  # one wandb run id across the resume
+    # one wandb run id across the resume (a folder made in the same second gets a "-1" suffix)
+    assert len({re.search(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)", f).group(1) for f in folders}) == 1
     assert {r["_step"]: r["reward/mean"] for r in rows} == pytest.approx(want)
     assert all("loss" not in r and "eval/accuracy" not in r for r in rows)  # NaN and null are left out
 
