@@ -85,8 +85,9 @@ CLI_ROWS = [
     ("compiled blocks under ZeRO-3", None,
      ["trainer.compile_blocks=true", "trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=3"],
      "trainer.compile_blocks: is not supported with DeepSpeed ZeRO-3", 2),
-    ("eval set without a path", None, ["eval.sets=[{name: x}]"], "eval.sets[0]: needs at least {name, path}", 2),
-    ("eval set with a bad sample count", None, ["eval.sets=[{name: x, path: builtin:arithmetic, n: 0}]"],
+    # (braces doubled: the rows go through str.format)
+    ("eval set without a path", None, ["eval.sets=[{{name: x}}]"], "eval.sets[0]: needs at least {{name, path}}", 2),
+    ("eval set with a bad sample count", None, ["eval.sets=[{{name: x, path: builtin:arithmetic, n: 0}}]"],
      "eval.sets[0].n: must be an integer >= 1", 2),
     ("good model and data (control)", None,
      ["model.path={c}/model-ok", "data.train_path={c}/good.jsonl", "cluster.num_cpus=4"], "", 0),
