@@ -98,6 +98,9 @@ def run_matrix(families=None, backends=BACKENDS, workdir: str | None = None, cac
         ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bars between the progress lines
         tokenizer = build_tokenizer()
         return [run_family(f, workdir, tokenizer, backends, cache_dir, log) for f in families]
     finally:
@@ -145,6 +148,9 @@ def run_family(family: str, workdir: str, tokenizer, backends=BACKENDS, cache_di
             if actor is not None:
                 ray.kill(actor)
         row.seconds = time.perf_counter() - start
+    for backend, res in row.backends.items():
+        log(f"[matrix] {family} {backend}: " + ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in res.items() if v is not None))
     log(f"[matrix] {family}: {row.status} in {row.seconds:.0f} s{' - ' + row.reason if row.reason else ''}")
     return row
 

