@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, eval, sample, plot, serve, status.
+"""`rlvr` command line: train, validate, rewards, eval, sample, plot, doctor, serve, status.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -237,9 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rlvr import rewards_cli
 
     rewards_cli.register(sub)
-    from rlvr import evaluate
+    from rlvr import doctor, evaluate
 
     evaluate.register(sub)
+    doctor.register(sub)
     p = sub.add_parser("plot", help="write PNG charts of a run (reward, accuracy, KL, length, timings)")
     p.add_argument("run", help="the run folder (run.output_dir/run.name)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN/plots)")

@@ -91,27 +91,15 @@ class VLLMEngine(WeightSyncMixin):
 
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
         start = time.perf_counter()
-        kwargs = {"tensor_parallel_size": cfg.tensor_parallel_size, **cfg.engine_kwargs}
-        parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
-        backend = kwargs.pop("distributed_executor_backend", "uni" if parallel == 1 else "mp")
-        _set_engine_env(cfg.num_threads, multiprocess_workers=backend != "uni")
+        options = llm_options(model_path, cfg, seed, dtype)
+        _set_engine_env(cfg.num_threads, multiprocess_workers=options["distributed_executor_backend"] != "uni")
         torch.set_num_threads(cfg.num_threads)
 
         from vllm import LLM  # after the environment is set
 
         _quiet_rotary_reload_warning()
-
-        defaults = dict(
-            enforce_eager=True,
-            distributed_executor_backend=backend,
-            seed=seed,
-            dtype=dtype,
-            logprobs_mode="processed_logprobs",
-        )
-        if not torch.cuda.is_available():
-            defaults.update(_unsplit_prefill(model_path, kwargs))
-        self._sleep_mode = bool(kwargs.get("enable_sleep_mode")) and torch.cuda.is_available()
-        self.llm = LLM(model=model_path, **{**defaults, **kwargs})
+        self._sleep_mode = bool(options.get("enable_sleep_mode")) and torch.cuda.is_available()
+        self.llm = LLM(model=model_path, **options)
         self._tokenizer = self.llm.get_tokenizer()
         self._worker = _inprocess_worker(self.llm)
         self.start_seconds = time.perf_counter() - start
@@ -186,6 +174,26 @@ class VLLMEngine(WeightSyncMixin):
             flat_logprobs=True,
             detokenize=False,  # decoded in one batch after generation
         )
+
+
+def llm_options(model_path: str, cfg: RolloutConfig, seed: int, dtype: str) -> dict:
+    """The `vllm.LLM` keyword arguments: rlvr's defaults, then the model type's entry in
+    `rlvr.models.ENGINE_QUIRKS`, then `rollout.engine_kwargs` (each wins over the one before)."""
+    from rlvr.models import engine_quirks
+
+    kwargs = {"tensor_parallel_size": cfg.tensor_parallel_size, **engine_quirks(model_path), **cfg.engine_kwargs}
+    parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
+    backend = kwargs.pop("distributed_executor_backend", "uni" if parallel == 1 else "mp")
+    defaults = dict(
+        enforce_eager=True,
+        distributed_executor_backend=backend,
+        seed=seed,
+        dtype=dtype,
+        logprobs_mode="processed_logprobs",
+    )
+    if not torch.cuda.is_available():
+        defaults.update(_unsplit_prefill(model_path, kwargs))
+    return {**defaults, **kwargs}
 
 
 def _unsplit_prefill(model_path: str, kwargs: dict) -> dict:
