@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, serve, status.
+"""`rlvr` command line: train, validate, rewards, export, serve, status.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -218,9 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
         p.set_defaults(fn=fn)
-    from rlvr import rewards_cli
+    from rlvr import export, rewards_cli
 
     rewards_cli.register(sub)
+    export.register(sub)
     _add_service_commands(sub)
     return parser
 

@@ -85,6 +85,10 @@ CLI_ROWS = [
     ("compiled blocks under ZeRO-3", None,
      ["trainer.compile_blocks=true", "trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=3"],
      "trainer.compile_blocks: is not supported with DeepSpeed ZeRO-3", 2),
+    ("LoRA dropout out of range", None, ["model.lora.rank=8", "model.lora.dropout=1.5"],
+     "model.lora.dropout: must be in [0, 1), got 1.5", 2),
+    ("compiled blocks with LoRA", None, ["model.lora.rank=8", "trainer.compile_blocks=true"],
+     "trainer.compile_blocks: is not supported with LoRA", 2),
     ("good model and data (control)", None,
      ["model.path={c}/model-ok", "data.train_path={c}/good.jsonl", "cluster.num_cpus=4"], "", 0),
 ]
