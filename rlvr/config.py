@@ -524,9 +524,6 @@ def _check_lora(lora: LoRAConfig, t: TrainerConfig) -> None:
              "model.lora.target_modules", f"must be 'all-linear' or a non-empty list of module names, got {targets!r}")
     _require(not (lora.rank and t.compile_blocks), "trainer.compile_blocks",
              "is not supported with LoRA (model.lora.rank > 0): the compiled MLP blocks would trace peft's layers")
-    _require(not (lora.rank and t.share_prompts and not t.gradient_checkpointing), "trainer.share_prompts",
-             "is not supported with LoRA (model.lora.rank > 0): with frozen base weights, 2 sharded ranks (FSDP2, "
-             "ZeRO-3) deadlocked in backward on the shared-prompt layout; set trainer.share_prompts=false")
 
 
 def _check_data(d: DataConfig) -> None:

@@ -140,7 +140,8 @@ class TrainerWorker:
             yield batch
 
     def _collate(self, samples: list[TrainSample]):
-        shared = collate_shared(samples, self.pad_id) if self.share_prompts else None
+        # one layout on every rank: the forward's collective count depends on it (see collate_shared)
+        shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None
         return shared if shared is not None else collate(samples, self.pad_id)
 
     def train_step(self, samples: list[TrainSample], denominator: float, num_micro: int) -> dict[str, float]:

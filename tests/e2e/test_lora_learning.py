@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 # measured on the 2-core CPU (see the README's LoRA section)
 LORA_RUN = ["model.lora.rank=16", "model.lora.alpha=32", "trainer.lr=2e-3", "trainer.total_steps=40",
-            "eval.every=20", "eval.num_prompts=300", "sync.verify=always", "trainer.share_prompts=false"]
+            "eval.every=20", "eval.num_prompts=300", "sync.verify=always"]
 
 
 def test_lora_learns_and_exports(ray_cluster, warm_model_dir, tmp_path):

@@ -201,7 +201,6 @@ def test_export_errors_are_one_line(adapter_checkpoint, random_model_dir, tmp_pa
     ("model.lora.dropout=1.0", "model.lora.dropout: must be in [0, 1)"),
     ("model.lora.target_modules=q_proj", "model.lora.target_modules: must be 'all-linear' or a non-empty list"),
     ("model.lora.target_modules=[]", "model.lora.target_modules: must be 'all-linear' or a non-empty list"),
-    ("model.lora.rank=8", "trainer.share_prompts: is not supported with LoRA"),
 ])
 def test_bad_lora_keys_name_the_key(override, fragment):
     with pytest.raises(RecipeError) as e:
@@ -210,7 +209,6 @@ def test_bad_lora_keys_name_the_key(override, fragment):
 
 
 def test_lora_recipe_keys_load():
-    cfg = load_recipe(RECIPE, ["model.lora.rank=8", "model.lora.target_modules=[q_proj,v_proj]",
-                               "trainer.share_prompts=false"])
+    cfg = load_recipe(RECIPE, ["model.lora.rank=8", "model.lora.target_modules=[q_proj,v_proj]"])
     assert cfg.model.lora.rank == 8 and cfg.model.lora.target_modules == ["q_proj", "v_proj"]
     assert load_recipe(RECIPE).model.lora.rank == 0  # off by default
