@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, eval, sample, plot, doctor, serve, status.
+"""`rlvr` command line: train, validate, rewards, eval, sample, plot, export, doctor, serve, status.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -234,17 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("recipe", help="recipe YAML file")
         p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
         p.set_defaults(fn=fn)
-    from rlvr import rewards_cli
+    from rlvr import doctor, evaluate, export, rewards_cli
 
     rewards_cli.register(sub)
-    from rlvr import doctor, evaluate
-
     evaluate.register(sub)
     doctor.register(sub)
     p = sub.add_parser("plot", help="write PNG charts of a run (reward, accuracy, KL, length, timings)")
     p.add_argument("run", help="the run folder (run.output_dir/run.name)")
     p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN/plots)")
     p.set_defaults(fn=cmd_plot)
+    export.register(sub)
     _add_service_commands(sub)
     return parser
 

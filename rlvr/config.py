@@ -56,12 +56,23 @@ class TinyModelConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA adapters on the trainer (peft); the engines get merged full weights (rlvr.trainer.lora)."""
+
+    rank: int = 0  # 0: off (full fine-tuning)
+    alpha: float = 32.0  # scaling = alpha / rank
+    dropout: float = 0.0
+    target_modules: Any = "all-linear"  # "all-linear" (every linear layer but the LM head) or a list of names
+
+
+@dataclass
 class ModelConfig:
     path: str = BUILTIN_TINY_MODEL  # builtin:tiny, a local folder, or a hub id
     dtype: str = "float32"  # float32 | bfloat16
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/rlvr"  # where built-in models (and JIT-built ops) are kept
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
 
 @dataclass
@@ -413,6 +424,7 @@ def check_recipe(cfg: Config) -> None:
 
     _require(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run.name)), "run.name", "use letters, digits, '.', '_' or '-'")
     _check_model(cfg.model)
+    _check_lora(cfg.model.lora, cfg.trainer)
     _check_data(cfg.data)
 
     r = cfg.rollout
@@ -544,6 +556,18 @@ def _check_model(m: ModelConfig) -> None:
                  f"{m.path} has no tokenizer files (none of {', '.join(tokenizer_files)})")
         return
     _require(looks_like_hub_id(m.path), "model.path", f"{m.path}: no such model folder")
+
+
+def _check_lora(lora: LoRAConfig, t: TrainerConfig) -> None:
+    _require(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0: full fine-tuning), got {lora.rank}")
+    _require(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
+    _require(0 <= lora.dropout < 1, "model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
+    targets = lora.target_modules
+    _require(targets == "all-linear" or (isinstance(targets, list) and len(targets) > 0
+                                         and all(isinstance(x, str) and x for x in targets)),
+             "model.lora.target_modules", f"must be 'all-linear' or a non-empty list of module names, got {targets!r}")
+    _require(not (lora.rank and t.compile_blocks), "trainer.compile_blocks",
+             "is not supported with LoRA (model.lora.rank > 0): the compiled MLP blocks would trace peft's layers")
 
 
 def _check_data(d: DataConfig) -> None:

@@ -110,7 +110,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype, colocate_pg=colocate)
         actors["trainers"], _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, actors["pg"],
                                                 runtime_env=env, temperature=cfg.rollout.temperature,
-                                                norm_tokens=cfg.rollout.max_tokens)
+                                                norm_tokens=cfg.rollout.max_tokens, lora=cfg.model.lora)
         actors["rewarders"] = [start_reward_worker(cfg) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
         actors["eval_workers"] = evalsets.start_workers(cfg, eval_sets)  # eval.sets with their own verifiers

@@ -43,12 +43,16 @@ def make_scheduler(optimizer, cfg: TrainerConfig, total_updates: int):
 
 
 def make_optimizer(params, cfg: TrainerConfig):
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    """AdamW over the parameters that require grad (with LoRA: the adapters only)."""
+    trainable = [p for p in params if p.requires_grad]
+    return torch.optim.AdamW(trainable, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
 
 def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated blocks of an HF model, found through its `_no_split_modules` class names."""
-    names = set(getattr(model, "_no_split_modules", None) or [])
+    """The repeated blocks of an HF model, found through its `_no_split_modules` class names
+    (a peft model is looked through to the HF model it wraps)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(inner, "_no_split_modules", None) or [])
     return [m for m in model.modules() if type(m).__name__ in names]
 
 

@@ -78,9 +78,11 @@ def collate(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
     }
 
 
-def collate_shared(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor] | None:
+def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False) -> dict[str, torch.Tensor] | None:
     """The shared-prompt layout (see the module docstring), or None when no two consecutive
-    samples share a prompt (use `collate` then).
+    samples share a prompt (use `collate` then) unless `always`. Ranks that run collectives
+    inside the forward (FSDP2 sharding, ZeRO-3) must all use one layout: a rank running one
+    forward while another runs two deadlocked 2-rank FSDP2 (measured), so they pass `always`.
 
     prompt_ids/prompt_mask/prompt_positions [R, P]: each distinct prompt once, left-padded;
     prompt_row [B]: the prompt row of each sample; targets (= the completion tokens),
@@ -93,7 +95,7 @@ def collate_shared(samples: list[TrainSample], pad_id: int) -> dict[str, torch.T
         if not rows or rows[-1] != s.prompt_ids:
             rows.append(s.prompt_ids)
         prompt_row.append(len(rows) - 1)
-    if len(rows) == len(samples):
+    if len(rows) == len(samples) and not always:
         return None
     completions = _completions(samples, pad_id)
     P, T = max(len(p) for p in rows), completions["targets"].shape[1]

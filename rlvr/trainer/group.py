@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from rlvr.config import AlgorithmConfig, TrainerConfig
+from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
 
 
 def free_port() -> int:
@@ -14,10 +14,12 @@ def free_port() -> int:
 
 
 def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, seed: int, pg=None,
-                    runtime_env: dict | None = None, temperature: float = 1.0, norm_tokens: int | None = None):
+                    runtime_env: dict | None = None, temperature: float = 1.0, norm_tokens: int | None = None,
+                    lora: LoRAConfig | None = None):
     """Start `cfg.num_workers` TrainerWorker actors, rank i in bundle i of the placement
     group `pg` (see `rlvr.placement`; made for these ranks alone when None), forming one
-    process group; wait until ready. Returns (workers, pg)."""
+    process group; wait until ready. `lora` (`model.lora`) with rank > 0 trains LoRA adapters.
+    Returns (workers, pg)."""
     import ray
 
     from rlvr.config import Config
@@ -34,7 +36,7 @@ def create_trainers(cfg: TrainerConfig, algo: AlgorithmConfig, model_path: str, 
     workers = [
         actor_cls.options(num_cpus=cfg.cpus_per_worker, num_gpus=cfg.gpus_per_worker, resources=dict(cfg.resources),
                           runtime_env=runtime_env, **in_bundle(pg, rank))
-        .remote(rank, cfg.num_workers, cfg, algo, seed, temperature, norm_tokens)
+        .remote(rank, cfg.num_workers, cfg, algo, seed, temperature, norm_tokens, lora)
         for rank in range(cfg.num_workers)
     ]
     addr, port = ray.get(workers[0].rendezvous_address.remote())

@@ -9,6 +9,10 @@ Loss scaling, so that sharding never changes the result: the driver passes the
 `seq_mean_token_mean`); every micro-batch divides by it, so summing micro-batch
 gradients gives the full-batch gradient on each rank, and multiplying by the
 world size undoes the backends' averaging over ranks.
+
+LoRA (`lora.rank > 0`, see `rlvr.trainer.lora`): the model is wrapped with peft adapters
+before the backend wraps it; the engines get merged full weights, checkpoints the adapter,
+and the KL reference is the model with its adapters disabled.
 """
 
 from __future__ import annotations
@@ -16,17 +20,18 @@ from __future__ import annotations
 import os
 import time
 
-from rlvr.config import AlgorithmConfig, TrainerConfig
+from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
 from rlvr.trainer.batch import TrainSample, collate, collate_shared, split_micro
 
 
 class TrainerWorker:
     def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int,
-                 temperature: float = 1.0, norm_tokens: int | None = None):
+                 temperature: float = 1.0, norm_tokens: int | None = None, lora: LoRAConfig | None = None):
         import torch
 
         torch.set_num_threads(cfg.num_threads)
         self.rank, self.world_size, self.cfg, self.algo, self.seed = rank, world_size, cfg, algo, seed
+        self.lora = lora if lora is not None and lora.rank > 0 else None
         self.temperature = temperature  # the rollout's: log-probs must be of the distribution sampled from
         self.norm_tokens = algo.norm_tokens or norm_tokens  # seq_mean_token_sum_norm's constant
 
@@ -56,10 +61,16 @@ class TrainerWorker:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
-        if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable()
+        if cfg.gradient_checkpointing:  # non-reentrant: the frozen LoRA base gives its inputs no grad
+            model.gradient_checkpointing_enable({"use_reentrant": False} if self.lora else None)
         model.config.use_cache = False
-        if cfg.compile_blocks:
+        self.peft_model, self.lora_specs = None, None
+        if self.lora:
+            from rlvr.trainer import lora
+
+            model = self.peft_model = lora.wrap(model, self.lora)
+            self.lora_specs = lora.merge_specs(model)
+        if cfg.compile_blocks:  # rejected with LoRA by the recipe checks
             from rlvr.trainer.compile import compile_blocks
 
             compile_blocks(model)
@@ -74,7 +85,7 @@ class TrainerWorker:
         self.backend = BACKENDS[cfg.backend](model, cfg, self.device, self.world_size, total_updates)
         self.model_path = model_path
         self.ref_model = None
-        if self.algo.kl.coef > 0:  # a frozen copy of the starting policy on every rank
+        if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         return self.rank
@@ -111,7 +122,12 @@ class TrainerWorker:
         from rlvr.algos import token_logprobs
 
         with torch.no_grad():
-            return token_logprobs(self._logits(self.ref_model, batch), batch["targets"].to(self.device), self.temperature)
+            if self.lora:  # the base model: the same weights with the adapters off
+                with self.peft_model.disable_adapter():
+                    logits = self._logits(self.backend.model, batch)
+            else:
+                logits = self._logits(self.ref_model, batch)
+            return token_logprobs(logits, batch["targets"].to(self.device), self.temperature)
 
     def _micro_batches(self, samples: list[TrainSample], count: int):
         """Exactly `count` collated micro-batches (all ranks run the same count for the
@@ -124,7 +140,8 @@ class TrainerWorker:
             yield batch
 
     def _collate(self, samples: list[TrainSample]):
-        shared = collate_shared(samples, self.pad_id) if self.share_prompts else None
+        # one layout on every rank: the forward's collective count depends on it (see collate_shared)
+        shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None
         return shared if shared is not None else collate(samples, self.pad_id)
 
     def train_step(self, samples: list[TrainSample], denominator: float, num_micro: int) -> dict[str, float]:
@@ -208,7 +225,18 @@ class TrainerWorker:
     # ------------------------------------------------------------------ weights out
 
     def full_state_dict(self):
-        """Collective: every rank must call it. Rank 0 returns HF-named CPU tensors."""
+        """Collective: every rank must call it. Rank 0 returns HF-named CPU tensors (with LoRA:
+        the merged weights, W + (B @ A) * scaling, computed without touching the model)."""
+        state = self.backend.full_state_dict(self.rank)
+        if self.lora and state is not None:
+            from rlvr.trainer.lora import merged_state_dict
+
+            return merged_state_dict(state, self.lora_specs)
+        return state
+
+    def backend_state_dict(self):
+        """Collective: the full weights under the wrapped model's own names (rank 0; None
+        elsewhere); with LoRA the base and adapter tensors, unmerged."""
         return self.backend.full_state_dict(self.rank)
 
     def weight_metas(self) -> list | None:
@@ -216,7 +244,7 @@ class TrainerWorker:
         which every sync sends in this order."""
         from rlvr.weight_sync import metas_of
 
-        state = self.backend.full_state_dict(self.rank)
+        state = self.full_state_dict()
         return metas_of(state.items()) if self.rank == 0 else None
 
     def join_sync_group(self, method: str, metas: list, bucket_bytes: int, host: str | None = None,
@@ -238,7 +266,7 @@ class TrainerWorker:
 
     def push_weights(self, version: int) -> dict | None:
         """Collective: gather the full weights and (rank 0) send them; returns the manifest."""
-        state = self.backend.full_state_dict(self.rank)
+        state = self.full_state_dict()
         if self.rank != 0:
             return None
         return self.sender.push(iter(state.items()), version)
@@ -262,7 +290,8 @@ class TrainerWorker:
 
     def save_checkpoint(self, folder: str) -> None:
         """Collective: write everything resuming needs into `folder` (an unsealed checkpoint):
-        rank 0 the HF model, every rank its backend state and RNG states."""
+        rank 0 the HF model (with LoRA: the adapter in PEFT format), every rank its backend
+        state and RNG states."""
         import random
 
         import numpy as np
@@ -270,7 +299,11 @@ class TrainerWorker:
 
         state = self.backend.full_state_dict(self.rank)
         os.makedirs(os.path.join(folder, "trainer"), exist_ok=True)
-        if self.rank == 0:
+        if self.rank == 0 and self.lora:
+            from rlvr.trainer.lora import write_adapter
+
+            write_adapter(folder, state, self.lora, self.model_path)
+        elif self.rank == 0:
             from rlvr.checkpoint import write_hf_model
 
             write_hf_model(folder, self.model_path, state)

@@ -89,6 +89,10 @@ CLI_ROWS = [
     ("eval set without a path", None, ["eval.sets=[{{name: x}}]"], "eval.sets[0]: needs at least {{name, path}}", 2),
     ("eval set with a bad sample count", None, ["eval.sets=[{{name: x, path: builtin:arithmetic, n: 0}}]"],
      "eval.sets[0].n: must be an integer >= 1", 2),
+    ("LoRA dropout out of range", None, ["model.lora.rank=8", "model.lora.dropout=1.5"],
+     "model.lora.dropout: must be in [0, 1), got 1.5", 2),
+    ("compiled blocks with LoRA", None, ["model.lora.rank=8", "trainer.compile_blocks=true"],
+     "trainer.compile_blocks: is not supported with LoRA", 2),
     ("good model and data (control)", None,
      ["model.path={c}/model-ok", "data.train_path={c}/good.jsonl", "cluster.num_cpus=4"], "", 0),
 ]
