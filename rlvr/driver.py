@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from rlvr import evalsets, plots
 from rlvr.config import Config, to_yaml
 from rlvr.launch import drop_prompts_too_long, model_max_len, start_service, stop_gracefully_on_signals
-from rlvr.metrics import MetricsLogger, Timer, progress_bar, report_step
+from rlvr.metrics import MetricsLogger, Timer, phase_bar, progress_bar, report_step
 from rlvr.recovery import Recovery, actor_places, start_reward_worker
 from rlvr.types import Completion, RewardInput, SamplingSpec
 
@@ -107,13 +107,18 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     try:
         actors["pg"] = create_placement_group(cfg)
         colocate = actors["pg"] if cfg.cluster.placement == "colocate" else None
+        bar = phase_bar(cfg, 3, "starting engines, trainers, reward workers", unit="group")
         actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype, colocate_pg=colocate)
+        bar.update()
         actors["trainers"], _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, actors["pg"],
                                                 runtime_env=env, temperature=cfg.rollout.temperature,
                                                 norm_tokens=cfg.rollout.max_tokens, lora=cfg.model.lora)
+        bar.update()
         actors["rewarders"] = [start_reward_worker(cfg) for _ in range(cfg.reward.num_workers)]
         ray.get([w.ping.remote() for w in actors["rewarders"]])
         actors["eval_workers"] = evalsets.start_workers(cfg, eval_sets)  # eval.sets with their own verifiers
+        bar.update()
+        bar.close()
         status.update(placement={k: actor_places(actors[k]) for k in ("trainers", "engines", "rewarders")})
         recovery = Recovery(cfg, run_dir, model_path, colocate, **{k: actors[k] for k in ("engines", "trainers", "rewarders")})
         recovery.on_replaced = lambda kind, handles: status.update(
@@ -555,12 +560,16 @@ def evaluate(engines, rewarders, eval_prompts, eval_spec: SamplingSpec, cfg: Con
     """Greedy generation on the held-out prompts, scored by the reward workers; then the
     named `eval.sets` (rlvr.evalsets), each with its own verifiers and sampling."""
     out, t0 = {}, time.perf_counter()
+    bar = phase_bar(cfg, len(eval_prompts) + sum(len(s.prompts) for s in sets), "eval", unit="prompt")
     if eval_prompts:
         completions, results = generate_and_score(engines, rewarders, eval_prompts, eval_spec,
                                                   cfg.rollout.chunks_per_engine, Timer(), cfg.cluster.rpc_timeout_s,
                                                   recover)
         out = {**evalsets.main_metrics(results, completions, cfg), "timing/eval": time.perf_counter() - t0}
-    return {**out, **evalsets.run_sets(sets, engines, rewarders, cfg, generate_and_score, recover)}
+        bar.update(len(eval_prompts))
+    out.update(evalsets.run_sets(sets, engines, rewarders, cfg, generate_and_score, recover, on_done=bar.update))
+    bar.close()
+    return out
 
 
 def save_checkpoint(trainers, path: str, run_state: dict, timeout_s: float = 1800.0) -> str:

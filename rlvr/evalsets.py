@@ -4,7 +4,7 @@ sets of `eval.sets`, each with its own data, verifiers and sampling.
     eval:
       every: 10
       sets:
-        - {name: gsm8k, path: data/gsm8k_test.jsonl, num_prompts: 200}
+        - {name: gsm8k, path: data/gsm8k_test.jsonl, num_prompts: 200}   # greedy (temperature 1 when n > 1)
         - {name: aime, path: data/aime.jsonl, n: 8, temperature: 0.6, max_tokens: 4096,
            verifiers: [{name: math}, {name: format, require_think: true}]}
 
@@ -60,6 +60,8 @@ def check_sets(sets: list) -> tuple[str, str] | None:
                 return f"{key}.{k}", "must be an integer >= 1"
         if "temperature" in s and not (isinstance(s["temperature"], (int, float)) and s["temperature"] >= 0):
             return f"{key}.temperature", "must be >= 0"
+        if s.get("n", 1) > 1 and s.get("temperature", 1.0) == 0:
+            return f"{key}.temperature", "must be > 0 when n > 1 (greedy samples would all be the same)"
         if "verifiers" in s and not (isinstance(s["verifiers"], list) and s["verifiers"]):
             return f"{key}.verifiers", "must be a non-empty list like reward.verifiers"
     return None
@@ -77,7 +79,8 @@ def prepare(cfg: Config, tokenizer, max_len: int | None) -> list[EvalSet]:
         prompts = render_prompts(rows, tokenizer, cfg.data)
         if max_len:
             prompts, _ = drop_too_long(prompts, max_tokens, max_len, str(s["path"]), tokens_key=f"eval.sets.{s['name']}")
-        spec = SamplingSpec(n=int(s.get("n", 1)), max_tokens=max_tokens, temperature=float(s.get("temperature", 0.0)),
+        n = int(s.get("n", 1))  # default temperature: greedy for one sample, 1.0 for several (as `rlvr eval`)
+        spec = SamplingSpec(n=n, max_tokens=max_tokens, temperature=float(s.get("temperature", 0.0 if n == 1 else 1.0)),
                             seed=cfg.run.seed)
         out.append(EvalSet(str(s["name"]), prompts, spec, [dict(v) for v in s["verifiers"]] if "verifiers" in s else None))
     return out
@@ -136,8 +139,10 @@ def set_metrics(name: str, completions, results, keys: list[str], n: int) -> dic
     return out
 
 
-def run_sets(sets: list[EvalSet], engines, rewarders, cfg: Config, generate_and_score, recover=None) -> dict:
-    """Evaluate every named set (the driver passes its `generate_and_score`)."""
+def run_sets(sets: list[EvalSet], engines, rewarders, cfg: Config, generate_and_score, recover=None,
+             on_done=lambda n: None) -> dict:
+    """Evaluate every named set (the driver passes its `generate_and_score`); `on_done(prompts)`
+    after each set (the eval progress bar)."""
     import time
 
     from rlvr.metrics import Timer
@@ -152,4 +157,5 @@ def run_sets(sets: list[EvalSet], engines, rewarders, cfg: Config, generate_and_
         keys = verifier_keys(s.verifiers if s.verifiers is not None else list(cfg.reward.verifiers))
         out.update(set_metrics(s.name, completions, results, keys, s.spec.n))
         out[f"timing/eval_{s.name}"] = time.perf_counter() - t0
+        on_done(len(s.prompts))
     return out

@@ -95,13 +95,18 @@ def read_metrics(run_dir_or_file: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def _short(phase: str) -> str:
+    """`generate` -> `gen`; a named eval set's `eval_gsm8k` stays whole."""
+    return phase if phase.startswith("eval_") else phase[:3]
+
+
 def console_line(m: dict) -> str:
     """A compact one-line summary of a step's metrics."""
     parts = [f"step {m['step']:>4}", f"reward {m['reward/mean']:.3f}"]
     if m.get("eval/accuracy") is not None:
         parts.append(f"eval_acc {m['eval/accuracy']:.3f}")
     parts += [f"loss {m['loss']:+.4f}", f"gnorm {m['grad_norm']:.3f}", f"len {m['response_length/mean']:.1f}"]
-    phases = " ".join(f"{k.split('/')[1][:3]} {v:.2f}" for k, v in m.items()
+    phases = " ".join(f"{_short(k.split('/')[1])} {v:.2f}" for k, v in m.items()
                       if k.startswith("timing/") and k != "timing/step" and v is not None)
     parts.append(f"{m['timing/step']:.2f}s ({phases})")
     return " | ".join(parts)
@@ -113,6 +118,27 @@ def progress_bar(cfg):
     from tqdm import tqdm
 
     return tqdm(total=cfg.trainer.total_steps, desc="rlvr", unit="step", dynamic_ncols=True)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def phase_bar(cfg, total: int, desc: str, unit: str = "item"):
+    """A transient progress bar for a long phase (actor start, an evaluation); a no-op object
+    with the same methods when `logging.progress` is off."""
+    if not cfg.logging.progress:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, dynamic_ncols=True)
 
 
 def report_step(progress, metrics: dict, completions, prompts, cfg) -> None:

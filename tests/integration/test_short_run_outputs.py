@@ -14,7 +14,7 @@ from tests.helpers.tracking import mlflow_history, tensorboard_scalars, wandb_of
 pytestmark = pytest.mark.timeout(600)
 
 
-SETS = ("eval.sets=[{name: arith4, path: builtin:arithmetic, num_prompts: 24, n: 4, temperature: 1.0},"
+SETS = ("eval.sets=[{name: arith4, path: builtin:arithmetic, num_prompts: 24, n: 4},"
         " {name: digits, path: builtin:arithmetic, num_prompts: 8,"
         "  verifiers: [{name: format, require_think: false, pattern: '[0-9]+'}]}]")
 

@@ -71,3 +71,20 @@ def test_plot_run_safely_warns_instead_of_failing(tmp_path, capsys):
     assert "could not write plots" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no metrics.jsonl rows"):
         plots.plot_run(str(empty))
+
+
+def test_phase_bar_shows_progress_or_does_nothing(capsys):
+    from rlvr.config import Config
+    from rlvr.metrics import phase_bar
+
+    cfg = Config()
+    bar = phase_bar(cfg, 3, "starting engines", unit="group")
+    for _ in range(3):
+        bar.update()
+    bar.close()
+    assert "starting engines" in capsys.readouterr().err
+    cfg.logging.progress = False
+    quiet = phase_bar(cfg, 3, "starting engines")
+    quiet.update(3)
+    quiet.close()
+    assert capsys.readouterr().err == ""
