@@ -125,7 +125,7 @@ def run_family(family: str, workdir: str, tokenizer, backends=BACKENDS, cache_di
         ctx = _Context(path, cfg, os.path.join(workdir, f"{family}-run"))
         log(f"[matrix] {family}: starting vLLM engine (quirks: {row.quirks or 'none'})")
         engine, rewarder, row.engine_start_s = _start_engine_and_rewarder(cfg, path)
-        expected = _hf_greedy(ctx.hf, ctx.tokenizer, ctx.probe)
+        expected = hf_greedy(ctx.hf, ctx.tokenizer, ctx.probe)
         got = _engine_greedy(engine, ctx.probe)
         row.load_match = got == expected
         row.checks.append("engine greedy == transformers greedy on load")
@@ -236,10 +236,10 @@ def _grpo_step(ctx: _Context, backend: str, engine, rewarder, version: int) -> d
             raise CheckFailed(f"parameters unchanged after the step: {unchanged[:5]}, "
                               f"missing: {sorted(set(ctx.start_state) - set(state))[:5]}")
         stepped = _with_weights(ctx.hf, state)
-        expected = _hf_greedy(stepped, ctx.tokenizer, ctx.probe)
+        expected = hf_greedy(stepped, ctx.tokenizer, ctx.probe)
         got = _engine_greedy(engine, ctx.probe)
         out["greedy_match"] = got == expected
-        out["greedy_changed"] = expected != _hf_greedy(ctx.hf, ctx.tokenizer, ctx.probe)
+        out["greedy_changed"] = expected != hf_greedy(ctx.hf, ctx.tokenizer, ctx.probe)
         if not out["greedy_match"]:
             raise CheckFailed(f"engine greedy tokens differ from transformers' after the sync: {got} vs {expected}")
     except Exception as e:
@@ -266,7 +266,7 @@ def _with_weights(model, state: dict):
     return stepped.eval()
 
 
-def _hf_greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int = GREEDY_TOKENS) -> list[list[int]]:
+def hf_greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int = GREEDY_TOKENS) -> list[list[int]]:
     """The reference: transformers greedy `generate`, one unpadded prompt at a time."""
     import torch
 

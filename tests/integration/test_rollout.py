@@ -71,16 +71,10 @@ def eos_ids(tokenizer, model) -> set[int]:
 
 
 def hf_greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-    """The reference: transformers greedy generate, one unpadded prompt at a time."""
-    eos = sorted(eos_ids(tokenizer, model))
-    out = []
-    with torch.no_grad():
-        for prompt in prompts:
-            seq = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                                 do_sample=False, max_new_tokens=max_tokens, eos_token_id=eos,
-                                 pad_token_id=tokenizer.pad_token_id)
-            out.append(seq[0, len(prompt):].tolist())
-    return out
+    """The reference: transformers greedy generate, one unpadded prompt at a time (the matrix's)."""
+    from rlvr.matrix import hf_greedy as reference
+
+    return reference(model, tokenizer, prompts, max_tokens)
 
 
 def perturbed_copy(model, seed: int):
