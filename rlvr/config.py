@@ -408,16 +408,6 @@ def _one_of(value: str, key: str, choices) -> None:
     _require(value in choices, key, f"must be one of {sorted(choices)}, got {value!r}")
 
 
-def _check_sinks(log: LoggingConfig) -> None:
-    from rlvr.sinks import PACKAGES, missing_packages
-
-    for i, name in enumerate(log.sinks):
-        _one_of(name, f"logging.sinks[{i}]", set(PACKAGES))
-    missing = missing_packages(list(log.sinks))
-    _require(not missing, "logging.sinks", f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})")
-    _one_of(log.wandb.mode, "logging.wandb.mode", {"offline", "online", "disabled"})
-
-
 def check_recipe(cfg: Config) -> None:
     """Reject impossible values and missing paths, naming the dotted key."""
     from rlvr import algos  # pure torch functions; cheap enough
@@ -454,7 +444,9 @@ def check_recipe(cfg: Config) -> None:
     _require(a.clip_low >= 0 and a.clip_high >= 0, "algorithm.clip_low", "clip ranges must be >= 0")
 
     _check_reward(cfg.reward)
-    _check_sinks(cfg.logging)
+    from rlvr.sinks import check_logging
+
+    check_logging(cfg.logging, _require)
     from rlvr.evalsets import check_sets
 
     problem = check_sets(list(cfg.eval.sets))
@@ -572,30 +564,9 @@ def _check_lora(lora: LoRAConfig, t: TrainerConfig) -> None:
 
 def _check_data(d: DataConfig) -> None:
     _require(d.prompts_per_step >= 1, "data.prompts_per_step", "must be >= 1")
-    from rlvr.datamix import source_problem, split_count
+    from rlvr.datamix import check_sources
 
-    sources = [("data.train_path", d.train_path)] if not d.train_mix else []
-    sources += [("data.eval_path", d.eval_path)] if d.eval_fraction == 0 else []
-    for i, item in enumerate(d.train_mix):
-        key = f"data.train_mix[{i}]"
-        _require(isinstance(item, str) or (isinstance(item, dict) and "path" in item), key,
-                 "expected \"path#count\" or {path, count} or {path, weight}")
-        if isinstance(item, dict):
-            _require(set(item) <= {"path", "count", "weight"}, key, f"unknown keys {sorted(set(item) - {'path', 'count', 'weight'})}")
-            _require(not ("count" in item and "weight" in item), key, "give count or weight, not both")
-            _require(not isinstance(item.get("count", 1), bool) and isinstance(item.get("count", 1), int)
-                     and item.get("count", 1) >= 1, key + ".count", "must be an integer >= 1")
-            _require(isinstance(item.get("weight", 1.0), (int, float)) and item.get("weight", 1.0) > 0,
-                     key + ".weight", "must be > 0")
-        sources.append((key, item if isinstance(item, str) else str(item["path"])))
-    for key, spec in sources:
-        if spec is None:
-            continue
-        path, _ = split_count(spec)
-        problem = source_problem(path)
-        _require(problem is None, key, problem or "")
-    _require(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
-    _require(d.mix_size is None or d.mix_size >= 1, "data.mix_size", "must be >= 1")
+    check_sources(d, _require)  # train_path / eval_path / train_mix / eval_fraction
     ar = d.arithmetic
     _require(0 <= ar.min_operand <= ar.max_operand, "data.arithmetic.max_operand", "must be >= min_operand >= 0")
     _require(ar.num_train >= 1, "data.arithmetic.num_train", "must be >= 1")

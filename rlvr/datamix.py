@@ -177,3 +177,29 @@ def train_and_eval_rows(data_cfg: DataConfig) -> tuple[list[dict], list[dict] | 
     if data_cfg.eval_path is None:
         return train, None
     return train, source_rows(data_cfg.eval_path, data_cfg, "eval", seed)
+
+
+def check_sources(d: DataConfig, require) -> None:
+    """Recipe checks of the data sources (`require(ok, key, message)` raises the RecipeError)."""
+    sources = [("data.train_path", d.train_path)] if not d.train_mix else []
+    sources += [("data.eval_path", d.eval_path)] if d.eval_fraction == 0 else []
+    for i, item in enumerate(d.train_mix):
+        key = f"data.train_mix[{i}]"
+        require(isinstance(item, str) or (isinstance(item, dict) and "path" in item), key,
+                 "expected \"path#count\" or {path, count} or {path, weight}")
+        if isinstance(item, dict):
+            require(set(item) <= {"path", "count", "weight"}, key, f"unknown keys {sorted(set(item) - {'path', 'count', 'weight'})}")
+            require(not ("count" in item and "weight" in item), key, "give count or weight, not both")
+            require(not isinstance(item.get("count", 1), bool) and isinstance(item.get("count", 1), int)
+                     and item.get("count", 1) >= 1, key + ".count", "must be an integer >= 1")
+            require(isinstance(item.get("weight", 1.0), (int, float)) and item.get("weight", 1.0) > 0,
+                     key + ".weight", "must be > 0")
+        sources.append((key, item if isinstance(item, str) else str(item["path"])))
+    for key, spec in sources:
+        if spec is None:
+            continue
+        path, _ = split_count(spec)
+        problem = source_problem(path)
+        require(problem is None, key, problem or "")
+    require(0.0 <= d.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
+    require(d.mix_size is None or d.mix_size >= 1, "data.mix_size", "must be >= 1")

@@ -34,6 +34,16 @@ def missing_packages(names: list[str]) -> list[str]:
     return [PACKAGES[n] for n in names if n in PACKAGES and importlib.util.find_spec(PACKAGES[n]) is None]
 
 
+def check_logging(log, require) -> None:
+    """Recipe checks of `logging.sinks` (`require(ok, key, message)` raises the RecipeError)."""
+    for i, name in enumerate(log.sinks):
+        require(name in PACKAGES, f"logging.sinks[{i}]", f"must be one of {sorted(PACKAGES)}, got {name!r}")
+    missing = missing_packages(list(log.sinks))
+    require(not missing, "logging.sinks", f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})")
+    require(log.wandb.mode in ("offline", "online", "disabled"), "logging.wandb.mode",
+            f"must be one of ['disabled', 'offline', 'online'], got {log.wandb.mode!r}")
+
+
 class _Ids:
     """<run>/sinks.json: the wandb/MLflow run ids, so a resumed run logs into the same run."""
 
