@@ -60,7 +60,7 @@ def _child_main(fn, args, queue) -> None:
     queue.put(result)
 
 
-def _trained_worker(model_dir: str, cfg: TrainerConfig):
+def _trained_worker(model_dir: str, cfg: TrainerConfig, algo: AlgorithmConfig | None = None, lora=None):
     """A one-rank TrainerWorker on CUDA after one step on 9 samples (3 prompts x 3); (worker, step output, samples)."""
     import torch
 
@@ -70,7 +70,7 @@ def _trained_worker(model_dir: str, cfg: TrainerConfig):
     from tests.integration.test_trainer_group import make_samples
 
     samples = make_samples(9, group=3)  # GRPO-like groups: the shared-prompt layout (KV cache on CUDA)
-    worker = TrainerWorker(0, 1, cfg, AlgorithmConfig(), 0)
+    worker = TrainerWorker(0, 1, cfg, algo or AlgorithmConfig(), 0, lora=lora)
     for attempt in range(3):
         # `free_port` probes 127.0.0.1 and lets the port go; the default group's TCPStore then
         # binds it on every interface, and once (on the H100) it was taken in between: EADDRINUSE.
