@@ -46,11 +46,16 @@ def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample], agg
     return loss.item(), norm.item()
 
 
-@pytest.mark.parametrize("backend,stage,aggregation", [
-    ("fsdp2", 2, "token_mean"), ("deepspeed", 2, "token_mean"), ("deepspeed", 3, "token_mean"),
-    ("fsdp2", 2, "seq_mean_token_sum_norm"),
+@pytest.mark.timeout(300)  # a layout mismatch between ranks hangs in a collective: fail, don't hang CI
+@pytest.mark.parametrize("backend,stage,aggregation,layout", [
+    ("fsdp2", 2, "token_mean", "groups"), ("deepspeed", 2, "token_mean", "groups"),
+    ("deepspeed", 3, "token_mean", "mixed"), ("fsdp2", 2, "seq_mean_token_sum_norm", "mixed"),
 ])
-def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, stage, aggregation):
+def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, stage, aggregation, layout):
+    """2 ranks give the single-process loss and gradient. `groups`: every micro-batch holds
+    shared prompts (two forwards, one backward). `mixed`: rank 0's shard holds groups and rank
+    1's only distinct prompts; a rank that ran the plain layout (one forward) beside one that
+    ran the shared layout (two) deadlocked 2-rank FSDP2 and ZeRO-3, so every rank must use one."""
     import ray
     from ray.util.placement_group import remove_placement_group
 
@@ -58,7 +63,7 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
 
     cfg = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2, lr=1e-3)
     cfg.deepspeed.zero_stage = stage
-    samples = make_samples(13, group=3)  # groups: the shared-prompt layout (two forwards, one backward)
+    samples = make_samples(13, group=3) if layout == "groups" else make_samples(7, group=3) + make_samples(6, seed=1)
     workers, pg = create_trainers(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0,
                                   norm_tokens=8)
     try:
@@ -68,7 +73,8 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
         denominator = loss_denominator(samples, aggregation)
         micro = num_micro_batches(shards, cfg.micro_batch_size)
         assert micro == 3  # 7 and 6 samples, micro-batches of 3: uneven and with accumulation
-        results = ray.get([w.train_step.remote(shard, denominator, micro) for w, shard in zip(workers, shards)])
+        results = ray.get([w.train_step.remote(shard, denominator, micro) for w, shard in zip(workers, shards)],
+                          timeout=240)
         ref_loss, ref_norm = reference_loss_and_grad_norm(random_model_dir, samples, aggregation, max_tokens=8)
         assert sum(r["loss"] for r in results) == pytest.approx(ref_loss, rel=1e-4, abs=1e-6)
         assert results[0]["grad_norm"] == pytest.approx(ref_norm, rel=1e-3)
