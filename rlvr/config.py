@@ -57,12 +57,13 @@ class TinyModelConfig:
 
 @dataclass
 class LoRAConfig:
-    """LoRA adapters on the trainer (peft); the engines get merged full weights (rlvr.trainer.lora)."""
+    """LoRA adapters on the trainer (peft); the engines get merged weights or the adapter (rlvr.trainer.lora)."""
 
     rank: int = 0  # 0: off (full fine-tuning)
     alpha: float = 32.0  # scaling = alpha / rank
     dropout: float = 0.0
     target_modules: Any = "all-linear"  # "all-linear" (every linear layer but the LM head) or a list of names
+    sync: str = "auto"  # to the engines: adapter | merged | auto (adapter for vLLM on GPUs, else merged)
 
 
 @dataclass
@@ -414,7 +415,7 @@ def check_recipe(cfg: Config) -> None:
 
     _require(bool(re.fullmatch(r"[A-Za-z0-9._-]+", cfg.run.name)), "run.name", "use letters, digits, '.', '_' or '-'")
     _check_model(cfg.model)
-    _check_lora(cfg.model.lora, cfg.trainer)
+    _check_lora(cfg.model.lora, cfg.trainer, cfg.rollout)
     _check_data(cfg.data)
 
     r = cfg.rollout
@@ -550,7 +551,7 @@ def _check_model(m: ModelConfig) -> None:
     _require(looks_like_hub_id(m.path), "model.path", f"{m.path}: no such model folder")
 
 
-def _check_lora(lora: LoRAConfig, t: TrainerConfig) -> None:
+def _check_lora(lora: LoRAConfig, t: TrainerConfig, r: RolloutConfig) -> None:
     _require(lora.rank >= 0, "model.lora.rank", f"must be >= 0 (0: full fine-tuning), got {lora.rank}")
     _require(lora.alpha > 0, "model.lora.alpha", f"must be > 0, got {lora.alpha}")
     _require(0 <= lora.dropout < 1, "model.lora.dropout", f"must be in [0, 1), got {lora.dropout}")
@@ -560,6 +561,8 @@ def _check_lora(lora: LoRAConfig, t: TrainerConfig) -> None:
              "model.lora.target_modules", f"must be 'all-linear' or a non-empty list of module names, got {targets!r}")
     _require(not (lora.rank and t.compile_blocks), "trainer.compile_blocks",
              "is not supported with LoRA (model.lora.rank > 0): the compiled MLP blocks would trace peft's layers")
+    from rlvr.trainer.lora import check_sync
+    check_sync(lora, r, _require)  # model.lora.sync
 
 
 def _check_data(d: DataConfig) -> None:

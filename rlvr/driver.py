@@ -12,9 +12,9 @@ current policy's log-probs at the first update of each step. With
 while the trainer trains on this one (one step off-policy; every completion
 carries the weight version that generated it, `rollout/staleness` is logged).
 
-Weights reach the engines through `sync.method` (`rlvr.weight_sync`: broadcast,
-ipc or disk, in buckets), are checksummed on arrival, and every few syncs
-(`sync.verify`) a probe compares the engines' log-probs with the trainer's.
+Weights (LoRA: merged, or the adapter alone, `model.lora.sync`) reach the engines through
+`sync.method` (`rlvr.weight_sync`: broadcast, ipc or disk, in buckets), are checksummed on
+arrival, and every few syncs (`sync.verify`) a probe compares the engines' log-probs with the trainer's.
 
 The run reports itself through its folder (see `rlvr.runstate`): `status.json`
 (state, step, phase, heartbeat), `metrics.jsonl`, `samples/`, `checkpoints/`.
@@ -108,7 +108,8 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         actors["pg"] = create_placement_group(cfg)
         colocate = actors["pg"] if cfg.cluster.placement == "colocate" else None
         bar = phase_bar(cfg, 3, "starting engines, trainers, reward workers", unit="group")
-        actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype, colocate_pg=colocate)
+        actors["engines"] = create_engines(cfg.rollout, model_path, cfg.run.seed, cfg.model.dtype, colocate_pg=colocate,
+                                           lora=cfg.model.lora)
         bar.update()
         actors["trainers"], _ = create_trainers(cfg.trainer, cfg.algorithm, model_path, cfg.run.seed, actors["pg"],
                                                 runtime_env=env, temperature=cfg.rollout.temperature,
@@ -479,27 +480,33 @@ def _per_sample(trainers, method: str, samples, cfg: Config) -> list:
 
 def setup_weight_sync(trainers, engines, cfg: Config, run_dir: str) -> None:
     """Every engine joins trainer rank 0's sending end of `sync.method` (see
-    `rlvr.weight_sync`); the weight layout (names, shapes, dtypes) is fixed here.
+    `rlvr.weight_sync`); the weight layout (names, shapes, dtypes) is fixed here: full
+    weights, or with `model.lora.sync` resolving to "adapter" the LoRA adapter alone.
     Called again after an engine is replaced (a broadcast group is rebuilt whole)."""
     import ray
 
     from rlvr.remote import wait_all
+    from rlvr.trainer.lora import sync_mode
 
-    t = cfg.cluster.rpc_timeout_s
-    metas = wait_all([w.weight_metas.remote() for w in trainers], "weight_metas on the trainer ranks", t)[0]
+    t, adapter = cfg.cluster.rpc_timeout_s, sync_mode(cfg.model.lora, cfg.rollout) == "adapter"
+    metas = wait_all([w.weight_metas.remote(adapter) for w in trainers], "weight_metas on the trainer ranks", t)[0]
     method, bucket = cfg.sync.method, int(cfg.sync.bucket_mb * 2**20)
+    folder = os.path.abspath(cfg.sync.dir or os.path.join(run_dir, "sync"))
     common = {"verify": cfg.sync.verify != "off"}  # checksums on both ends
+    peft = ray.get(trainers[0].adapter_config.remote()) if adapter else None  # engines serve it with this config
+    mine = [{**common, "adapter": peft, "adapter_dir": os.path.join(folder, f"adapter-engine{i}")}
+            for i in range(len(engines))]
     if method == "broadcast":
         host, port = ray.get(trainers[0].rendezvous_address.remote())
         world = 1 + len(engines)
         backend = "nccl" if cfg.trainer.gpus_per_worker and cfg.rollout.gpus_per_engine else "gloo"
-        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, host, port, world, backend, **common)]
-                + [e.join_sync_group.remote(method, metas, bucket, host, port, i + 1, world, backend, **common)
+        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, host, port, world, backend, adapter=adapter,
+                                                    **common)]
+                + [e.join_sync_group.remote(method, metas, bucket, host, port, i + 1, world, backend, **mine[i])
                    for i, e in enumerate(engines)])
     else:
-        folder = os.path.abspath(cfg.sync.dir or os.path.join(run_dir, "sync"))
-        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, folder=folder, **common)]
-                + [e.join_sync_group.remote(method, metas, bucket, **common) for e in engines])
+        refs = ([trainers[0].join_sync_group.remote(method, metas, bucket, folder=folder, **common, adapter=adapter)]
+                + [e.join_sync_group.remote(method, metas, bucket, **mine[i]) for i, e in enumerate(engines)])
     wait_all(refs, f"joining the {method} weight-sync group", t)
 
 

@@ -23,10 +23,11 @@ def start_reward_worker(cfg: Config):
 class Recovery:
     """Replaces a rollout engine or reward worker that dies mid-step, in place in the lists
     the loop uses, so the step completes: the new engine joins the weight-sync group and
-    gets the current weights before its prompts are generated again; a dead worker's
-    samples are scored again on another worker. Counted in `faults/*`. A trainer rank that
-    dies is not recovered here: the run stops with an error naming it (resume from the
-    last checkpoint with `checkpoint.resume=auto`)."""
+    gets the current weights (or, with LoRA adapter sync, the current adapter) before its
+    prompts are generated again; a dead worker's samples are scored again on another
+    worker. Counted in `faults/*`. A trainer rank that dies is not recovered here: the run
+    stops with an error naming it (resume from the last checkpoint with
+    `checkpoint.resume=auto`)."""
 
     def __init__(self, cfg: Config, run_dir: str, model_path: str, colocate_pg, engines, trainers, rewarders):
         self.cfg, self.run_dir, self.model_path, self.colocate_pg = cfg, run_dir, model_path, colocate_pg
@@ -47,7 +48,7 @@ class Recovery:
             self.faults["faults/rollout_restarts"] += 1
             ray.kill(self.engines[i])
             [self.engines[i]] = create_engines(self.cfg.rollout, self.model_path, self.cfg.run.seed, self.cfg.model.dtype,
-                                               colocate_pg=self.colocate_pg, indices=[i])
+                                               colocate_pg=self.colocate_pg, indices=[i], lora=self.cfg.model.lora)
             from rlvr.driver import setup_weight_sync, sync_weights
 
             setup_weight_sync(self.trainers, self.engines, self.cfg, self.run_dir)

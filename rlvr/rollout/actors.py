@@ -22,7 +22,7 @@ import dataclasses
 import os
 from typing import Any, Sequence, TypeVar
 
-from rlvr.config import RolloutConfig
+from rlvr.config import LoRAConfig, RolloutConfig
 from rlvr.rollout import engine_class
 
 T = TypeVar("T")
@@ -43,13 +43,19 @@ def omp_env(num_threads: int) -> dict[str, str]:
 
 
 def create_engines(cfg: RolloutConfig, model_path: str, seed: int, dtype: str, colocate_pg=None,
-                   indices: list[int] | None = None) -> list[Any]:
+                   indices: list[int] | None = None, lora: LoRAConfig | None = None) -> list[Any]:
     """Start engine actors `indices` (default: all `cfg.num_engines`) and wait until all are
     ready; engine i has seed `seed + i` and, with `colocate_pg`, goes into bundle i, beside
-    trainer rank i (`rlvr.placement`). A replacement for a dead engine i is `indices=[i]`."""
+    trainer rank i (`rlvr.placement`). A replacement for a dead engine i is `indices=[i]`.
+    With `lora` syncing the adapter alone (`rlvr.trainer.lora.sync_mode`), vLLM starts with
+    LoRA serving on (`rollout.engine_kwargs` still wins)."""
     import ray
 
     from rlvr.placement import in_bundle
+    from rlvr.trainer.lora import engine_kwargs, sync_mode
+
+    if lora is not None and sync_mode(lora, cfg) == "adapter":
+        cfg = dataclasses.replace(cfg, engine_kwargs={**engine_kwargs(lora), **cfg.engine_kwargs})
 
     if colocate_pg is not None and cfg.engine == "vllm" and cfg.gpus_per_engine:  # it sleeps while the trainer steps
         cfg = dataclasses.replace(cfg, engine_kwargs={"enable_sleep_mode": True, **cfg.engine_kwargs})

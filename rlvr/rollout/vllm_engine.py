@@ -41,6 +41,17 @@ Design, and what in vLLM 0.32 it rests on:
   backend (one worker process); multi-GPU tensor parallel is not exercised
   here. For large models on GPUs, vLLM's NCCL weight-transfer engines
   (`vllm/distributed/weight_transfer/`) avoid the copy; not used here.
+* LoRA adapter-only sync (`model.lora.sync: adapter`, `rlvr.trainer.lora`): the
+  engine starts with `enable_lora` (`max_loras=1`), each sync's adapter tensors arrive
+  through the same transport, are written as a PEFT folder (`<sync dir>/adapter-engine<i>/
+  a<id>`; vLLM 0.32's `LoRARequest` has a `lora_path` and no in-memory tensors) and
+  loaded with `LLMEngine.add_lora` under a new `lora_int_id` (`vllm/v1/engine/llm_engine.py`;
+  the worker's `LRUCacheWorkerLoRAManager.add_adapter` loads a new id from the folder),
+  then the previous id is removed (`remove_lora`) and its folder deleted. Every
+  `generate` passes the current `LoRARequest`; until the first sync there is none, which
+  is the same model (peft starts every `lora_B` at zero). vLLM packs q/k/v into
+  `qkv_proj` and gate/up into `gate_up_proj` (`packed_modules_mapping`) and stacks the
+  PEFT per-projection tensors into them itself.
 * Text is decoded once per call from the token ids (`detokenize=False` in
   `SamplingParams`, then `tokenizer.batch_decode`), so it is exactly
   `decode(token_ids, skip_special_tokens=True)`, as in the HF engine; vLLM's
@@ -89,6 +100,8 @@ def _reload_from_safetensors(worker, blob: bytes) -> None:
 class VLLMEngine(WeightSyncMixin):
     """A vLLM offline engine with the rollout engine interface."""
 
+    _lora_request = None  # the adapter every generate uses (LoRA adapter-only sync)
+
     def __init__(self, model_path: str, cfg: RolloutConfig, seed: int, dtype: str = "float32"):
         start = time.perf_counter()
         options = llm_options(model_path, cfg, seed, dtype)
@@ -108,7 +121,7 @@ class VLLMEngine(WeightSyncMixin):
         """`spec.n` completions per prompt, grouped by prompt in prompt order."""
         params = [self._sampling_params(spec, i) for i in range(len(prompts))]
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
-        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
         completions = []
         for i, request_output in enumerate(outputs):
             for out in sorted(request_output.outputs, key=lambda o: o.index):
@@ -136,6 +149,37 @@ class VLLMEngine(WeightSyncMixin):
             # Workers in other processes ("mp" backend; GPU tensor/pipeline parallel).
             self.llm.collective_rpc(_reload_from_safetensors, args=(_to_safetensors(dict(named_tensors)),))
         self.llm.reset_prefix_cache()  # KV blocks computed with the old weights
+
+    def _check_adapter_support(self) -> None:
+        if self.llm.llm_engine.vllm_config.lora_config is None:
+            raise RuntimeError("this vLLM engine was started without enable_lora: it cannot serve a LoRA adapter")
+
+    def _load_adapter(self, named_tensors, config: dict) -> None:
+        """Serve the arriving adapter tensors as a new LoRA adapter, then drop the old one."""
+        import shutil
+
+        from vllm.lora.request import LoRARequest
+
+        from rlvr.trainer.lora import write_adapter_files
+
+        old = self._lora_request
+        new_id = (old.lora_int_id if old is not None else 0) + 1
+        if self._adapter_dir is None:
+            import tempfile
+
+            self._adapter_dir = tempfile.mkdtemp(prefix="rlvr-adapter-")
+        elif old is None:  # what an engine this one replaced left there
+            shutil.rmtree(self._adapter_dir, ignore_errors=True)
+        folder = os.path.join(self._adapter_dir, f"a{new_id}")
+        write_adapter_files(folder, dict(named_tensors), config)
+        request = LoRARequest(f"rlvr-{new_id}", new_id, folder)
+        if not self.llm.llm_engine.add_lora(request):
+            raise RuntimeError(f"vLLM did not load the LoRA adapter in {folder}")
+        self._lora_request = request
+        if old is not None:
+            self.llm.llm_engine.remove_lora(old.lora_int_id)
+            shutil.rmtree(old.lora_path, ignore_errors=True)
+        self.llm.reset_prefix_cache()
 
     def _sync_device(self) -> str:
         return "cuda" if torch.cuda.is_available() else "cpu"

@@ -11,6 +11,11 @@ reload; transformers: copy into the parameters). Everything else is here:
 
 `receive_weights` streams: the transport yields tensors bucket by bucket while the
 engine loads them, so an engine holds about one bucket beyond its own weights.
+
+LoRA adapter-only sync (`model.lora.sync`, `rlvr.trainer.lora`): `join_sync_group(...,
+adapter=<adapter_config.json dict>)` makes every later sync carry the adapter tensors
+alone (PEFT names), which `_load_adapter` serves as a LoRA adapter; an engine class
+without one (the HF engine) refuses that mode.
 """
 
 from __future__ import annotations
@@ -21,8 +26,17 @@ import time
 class WeightSyncMixin:
     _version = 0
     _receiver = None
+    _adapter = None  # the adapter_config.json dict while syncs carry a LoRA adapter alone
+    _adapter_dir = None
 
     def _load_weights(self, named_tensors) -> None:  # pragma: no cover - each engine implements it
+        raise NotImplementedError
+
+    def _check_adapter_support(self) -> None:
+        """Raise unless this engine can serve a LoRA adapter (`_load_adapter`)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot serve a LoRA adapter: use model.lora.sync=merged")
+
+    def _load_adapter(self, named_tensors, config: dict) -> None:  # pragma: no cover - engines that can
         raise NotImplementedError
 
     def update_weights(self, state: dict, version: int) -> float:
@@ -34,10 +48,16 @@ class WeightSyncMixin:
 
     def join_sync_group(self, method: str, metas: list, bucket_bytes: int, host: str | None = None,
                         port: int | None = None, rank: int | None = None, world_size: int | None = None,
-                        backend: str = "gloo", verify: bool = True) -> bool:
-        """Set up this engine's receiving end; collective with the trainer for `broadcast`."""
+                        backend: str = "gloo", verify: bool = True, adapter: dict | None = None,
+                        adapter_dir: str | None = None) -> bool:
+        """Set up this engine's receiving end; collective with the trainer for `broadcast`.
+        `adapter`: syncs carry the LoRA adapter with this PEFT config, not full weights; the
+        engine keeps the adapter it serves in `adapter_dir` (default: a temporary folder)."""
         from rlvr.weight_sync import BroadcastGroup, WeightReceiver
 
+        if adapter is not None:
+            self._check_adapter_support()  # refuse at setup, not half way through the first sync
+        self._adapter, self._adapter_dir = adapter, adapter_dir or self._adapter_dir
         if self._receiver is not None and self._receiver.group is not None:
             self._receiver.group.close()  # joining again (a new method or group) replaces the old one
         group = None
@@ -51,7 +71,10 @@ class WeightSyncMixin:
         """Receive and load one version of the weights; returns seconds and the checksum of
         what arrived (compared with the sender's when `sync.verify` is on)."""
         start = time.perf_counter()
-        self._load_weights(self._receiver.pull(manifest))
+        if self._adapter is not None:
+            self._load_adapter(self._receiver.pull(manifest), self._adapter)
+        else:
+            self._load_weights(self._receiver.pull(manifest))
         self._version = version
         return {"seconds": time.perf_counter() - start, "checksum": self._receiver.last_checksum}
 

@@ -11,8 +11,9 @@ gradients gives the full-batch gradient on each rank, and multiplying by the
 world size undoes the backends' averaging over ranks.
 
 LoRA (`lora.rank > 0`, see `rlvr.trainer.lora`): the model is wrapped with peft adapters
-before the backend wraps it; the engines get merged full weights, checkpoints the adapter,
-and the KL reference is the model with its adapters disabled.
+before the backend wraps it; the engines get merged full weights or the adapter tensors alone
+(`model.lora.sync`), checkpoints the adapter, and the KL reference is the model with its
+adapters disabled.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from rlvr.trainer.batch import TrainSample, collate, collate_shared, split_micro
 
 
 class TrainerWorker:
+    sync_adapter = False  # rank 0, set by join_sync_group: pushes send the LoRA adapter alone
+
     def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int,
                  temperature: float = 1.0, norm_tokens: int | None = None, lora: LoRAConfig | None = None):
         import torch
@@ -239,20 +242,41 @@ class TrainerWorker:
         elsewhere); with LoRA the base and adapter tensors, unmerged."""
         return self.backend.full_state_dict(self.rank)
 
-    def weight_metas(self) -> list | None:
-        """Collective: names, shapes and dtypes of the full weights (rank 0; None elsewhere),
-        which every sync sends in this order."""
+    def sync_state_dict(self, adapter: bool = False):
+        """Collective: what a sync sends (rank 0; None elsewhere): `full_state_dict`, or with
+        `adapter` the LoRA adapter tensors alone, PEFT-named (`lora.adapter_state_dict`)."""
+        if not adapter:
+            return self.full_state_dict()
+        if not self.lora:
+            raise ValueError("adapter-only weight sync needs LoRA (model.lora.rank > 0)")
+        from rlvr.trainer.lora import adapter_state_dict
+
+        state = self.backend.full_state_dict(self.rank)
+        return adapter_state_dict(state) if state is not None else None
+
+    def adapter_config(self) -> dict:
+        """The adapter's `adapter_config.json` as a dict (what an engine serving it needs)."""
+        from rlvr.trainer.lora import adapter_config
+
+        return adapter_config(self.peft_model)
+
+    def weight_metas(self, adapter: bool = False) -> list | None:
+        """Collective: names, shapes and dtypes of what every sync sends, in that order
+        (rank 0; None elsewhere)."""
         from rlvr.weight_sync import metas_of
 
-        state = self.full_state_dict()
+        state = self.sync_state_dict(adapter)
         return metas_of(state.items()) if self.rank == 0 else None
 
     def join_sync_group(self, method: str, metas: list, bucket_bytes: int, host: str | None = None,
                         port: int | None = None, world_size: int | None = None, backend: str = "gloo",
-                        folder: str | None = None, verify: bool = True) -> bool:
-        """Rank 0: the sending end of weight sync (rank 0 of the broadcast group)."""
+                        folder: str | None = None, verify: bool = True, adapter: bool = False) -> bool:
+        """Rank 0: the sending end of weight sync (rank 0 of the broadcast group); with
+        `adapter`, every push sends the LoRA adapter alone (the other ranks take part in the same
+        gather either way: both gather the full peft state)."""
         from rlvr.weight_sync import BroadcastGroup, WeightSender
 
+        self.sync_adapter = adapter
         old = getattr(self, "sender", None)
         if old is not None and old.group is not None:
             old.group.close()  # joining again replaces the old group
@@ -265,8 +289,9 @@ class TrainerWorker:
         return True
 
     def push_weights(self, version: int) -> dict | None:
-        """Collective: gather the full weights and (rank 0) send them; returns the manifest."""
-        state = self.full_state_dict()
+        """Collective: gather the full weights and (rank 0) send them (or the adapter alone,
+        see `join_sync_group`); returns the manifest."""
+        state = self.sync_state_dict(self.sync_adapter)
         if self.rank != 0:
             return None
         return self.sender.push(iter(state.items()), version)
