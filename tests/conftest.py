@@ -18,6 +18,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+# DeepSpeed's JIT-built ops (~40 s to compile on 2 cores): one folder for the whole session, the
+# one runs get through `model.cache_dir` (`rlvr.cluster.runtime_env_for_actors`), so tests that
+# start trainer ranks directly do not compile them a second time into ~/.cache/torch_extensions
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(CACHE, "torch_extensions"))
 
 
 def pytest_collection_modifyitems(config, items):
