@@ -19,7 +19,7 @@ import torch
 
 from rlvr.config import LoRAConfig, RolloutConfig
 from rlvr.types import SamplingSpec
-from tests.integration.test_lora_trainer import lora_group, stop
+from tests.integration.test_lora_trainer import chat_prompts, lora_group, stop
 from tests.integration.test_trainer_group import make_samples
 
 pytestmark = pytest.mark.timeout(300)
@@ -55,10 +55,7 @@ def test_adapter_sync_two_versions_match_the_merged_model_and_survive_an_engine_
     engines = create_engines(ROLLOUT, random_model_dir, seed=0, dtype="float32", lora=LORA)
     try:
         tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                               tokenize=False)
-                 for q in ("Q: 12+34=? A:", "Q: 7+80=? A:", "Q: 99+1=? A:", "Q: 41+17=? A:")]
-        prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        prompts = chat_prompts(tokenizer)
         outputs = [greedy_tokens(engines[0], prompts, 12)]  # the base model (no adapter yet)
         setup_weight_sync(trainers, engines, cfg, str(tmp_path))
         adapter_dir = tmp_path / "sync" / "adapter-engine0"

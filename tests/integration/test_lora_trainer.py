@@ -40,6 +40,13 @@ def lora_group(model_dir: str, backend: str, stage: int = 2, lr: float = 1e-2, r
     return cfg, trainers, pg
 
 
+def chat_prompts(tokenizer) -> list[list[int]]:
+    """Four arithmetic questions as chat-formatted prompt token ids (the engine tests' probes)."""
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
+             for q in ("Q: 12+34=? A:", "Q: 7+80=? A:", "Q: 99+1=? A:", "Q: 41+17=? A:")]
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
 def stop(actors, pg) -> None:
     import ray
     from ray.util.placement_group import remove_placement_group
@@ -128,10 +135,7 @@ def test_merged_weights_reach_vllm(ray_cluster, random_model_dir, tmp_path):
                              random_model_dir, seed=0, dtype="float32")
     try:
         tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
-        texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
-                                               tokenize=False)
-                 for q in ("Q: 12+34=? A:", "Q: 7+80=? A:", "Q: 99+1=? A:", "Q: 41+17=? A:")]
-        prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        prompts = chat_prompts(tokenizer)
         before = greedy_tokens(engines[0], prompts, 12)
         cfg.sync.method, cfg.sync.bucket_mb = "broadcast", 0.25
         setup_weight_sync(trainers, engines, cfg, str(tmp_path))
