@@ -37,9 +37,11 @@ CACHE = os.path.join(runs.REPO, ".cache", "bench", "compare_trl")
 # The configuration recommended for a 2-core CPU (README "Performance"): one trainer rank
 # with both cores (no sharding traffic on 2 cores), shared-prompt packing (the default), and
 # compiled kernels on both sides: vLLM's torch.compile (measured alone: 4.5 -> 3.7 s per
-# generate call) and the trainer's norm/MLP blocks (7.7 -> 7.2 s per step), ~50 s once at start.
+# generate call) and the trainer's norm/MLP blocks (7.7 -> 7.2 s per step), ~50 s once at start;
+# and weights through Ray's object store (`sync.method=ipc`: 0.23 s per sync of the 152 MB
+# model vs 0.41 s over a gloo broadcast, same run length, one machine).
 RECOMMENDED = ["trainer.num_workers=1", "trainer.num_threads=2", "rollout.num_threads=2",
-               "rollout.engine_kwargs.enforce_eager=false", "trainer.compile_blocks=true"]
+               "rollout.engine_kwargs.enforce_eager=false", "trainer.compile_blocks=true", "sync.method=ipc"]
 
 
 # ------------------------------------------------------------------ measurements
@@ -240,16 +242,25 @@ def main(argv=None) -> int:
 
     spec = build(os.path.join(CACHE, "work"), Work(steps=args.steps, warmup_steps=args.warmup))
     prompt_len = prompt_tokens(spec)
-    gflops = matmul_gflops(spec["threads"])
-    print(f"[compare_trl] model {spec['params'] / 1e6:.1f}M params, prompt {prompt_len:.0f} tokens, "
-          f"fp32 matmul {gflops:.0f} GFLOP/s on {spec['threads']} threads", flush=True)
+    # The machine's speed drifts on a shared host (the same matmul measured 129-181 GFLOP/s
+    # within an hour): it is measured before each system runs and at the end, printed so a
+    # drift shows, and the floor uses the fastest.
+    rates: dict[str, float] = {}
+
+    def rate(label: str) -> None:
+        rates[label] = matmul_gflops(spec["threads"])
+        print(f"[compare_trl] fp32 matmul {rates[label]:.0f} GFLOP/s on {spec['threads']} threads ({label})", flush=True)
+
+    print(f"[compare_trl] model {spec['params'] / 1e6:.1f}M params, prompt {prompt_len:.0f} tokens", flush=True)
     raw = {}
     for name, gc, tag in (("TRL (defaults: grad ckpt)", True, "trl_gc"), ("TRL (no grad ckpt)", False, "trl_nogc")):
         if not args.skip_trl:
+            rate(f"before {name}")
             raw[name] = run_trl(spec, gc, tag)
         elif os.path.exists(os.path.join(CACHE, f"{tag}.json")):  # the last TRL run on this workload
             with open(os.path.join(CACHE, f"{tag}.json")) as f:
                 raw[name] = json.load(f)
+    rate("before rlvr")
     raw["rlvr"] = run_rlvr(spec, args.rlvr, "rlvr")
     summaries = {name: summarize(r, spec, prompt_len) for name, r in raw.items()}
     for name, r in raw.items():  # TRL's own phase split
@@ -268,6 +279,8 @@ def main(argv=None) -> int:
                 scaling[key][str(v)] = summarize(run_rlvr(s, args.rlvr, f"scale_{key}_{v}"), s, prompt_len)
                 print(f"[compare_trl] scaling {key}={v}: {scaling[key][str(v)]['step_s']:.2f} s/step", flush=True)
 
+    rate("end")
+    gflops = max(rates.values())
     floor = floors(spec, prompt_len, gflops)
     trl_names = [n for n in summaries if n.startswith("TRL")]
     base = min(trl_names, key=lambda n: summaries[n]["step_s"]) if trl_names else "rlvr"
@@ -281,7 +294,7 @@ def main(argv=None) -> int:
     print(f"rlvr vs floor: generate {gen / floor['generate_s']:.1f}x, train {train / floor['train_shared_prompt_s']:.1f}x "
           f"(shared-prompt floor), step {r['step_s'] / (floor['generate_s'] + floor['train_shared_prompt_s']):.1f}x")
 
-    payload = {"spec": spec, "prompt_tokens": prompt_len, "floor": floor, "summaries": summaries,
+    payload = {"spec": spec, "prompt_tokens": prompt_len, "floor": floor, "matmul_gflops": rates, "summaries": summaries,
                "base": base, "scaling": scaling, "raw": raw, "machine": {"cpus": os.cpu_count()},
                "command": "python -m bench.compare_trl " + " ".join(sys.argv[1:] if argv is None else argv)}
     path = runs.save("compare_trl", payload)
