@@ -3,6 +3,13 @@
     python -m bench.compare_trl                 # rlvr + TRL (defaults and no grad checkpointing)
     python -m bench.compare_trl --scaling       # + rlvr step time vs group size and max tokens
     python -m bench.compare_trl --skip-trl      # rlvr only (reuses the last TRL figures if any)
+    python -m bench.compare_trl --rounds 3 --steps 6   # the systems take turns, 3 rounds of 6 steps
+
+Rounds: a shared host's speed drifts (this 2-core machine's matmul rate read 129-181
+GFLOP/s within an hour), so one system measured for four minutes and then the other can
+compare two machines. With `--rounds R` each system runs R times, in turns (TRL defaults,
+TRL no-ckpt, rlvr, then again); the medians pool every round's steps after warm-up, and
+the ratio rlvr/TRL is also given per round (systems measured minutes apart).
 
 What runs (see `bench/workload.py`): a 38M-parameter Qwen3-architecture model (random
 init, the project's local tokenizer), 8 prompts x 8 completions x exactly 64 new tokens
@@ -147,6 +154,26 @@ def summarize(result: dict, spec: dict, prompt_len: float) -> dict:
     return out
 
 
+def pooled(results: list[dict], warmup: int) -> dict:
+    """Several runs of one system as one result: each run's steps after its own warm-up
+    (the caller then summarizes with no warm-up), the largest peak RSS."""
+    steps = [step for r in results for step in r["steps"][warmup:]]
+    rss = [r.get("peak_tree_rss_mb") or r.get("peak_rss_mb") or 0.0 for r in results]
+    return {"steps": steps, "peak_rss_mb": max(rss)}
+
+
+def round_ratios(results: dict[str, list[dict]], spec: dict, prompt_len: float) -> dict[str, list[float]]:
+    """Per round, rlvr's median step over each TRL configuration's (same round)."""
+    out = {}
+    for name, runs_ in results.items():
+        if name == "rlvr":
+            continue
+        pairs = zip(runs_, results.get("rlvr", []))
+        out[name] = [summarize(mine, spec, prompt_len)["step_s"] / summarize(theirs, spec, prompt_len)["step_s"]
+                     for theirs, mine in pairs]
+    return out
+
+
 def floors(spec: dict, prompt_len: float, gflops: float) -> dict:
     """Seconds each phase would take at the measured matmul rate doing only the model's matmuls."""
     n = spec["params"]
@@ -238,6 +265,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-trl", action="store_true", help="reuse the TRL results of the last run on this workload")
     ap.add_argument("--scaling", action="store_true", help="also rlvr step time vs group size and max tokens")
     ap.add_argument("--rlvr", nargs="*", default=[], help="extra rlvr recipe overrides (key=value)")
+    ap.add_argument("--rounds", type=int, default=1, help="run the systems in turns this many times (see above)")
     args = ap.parse_args(argv)
 
     spec = build(os.path.join(CACHE, "work"), Work(steps=args.steps, warmup_steps=args.warmup))
@@ -252,17 +280,24 @@ def main(argv=None) -> int:
         print(f"[compare_trl] fp32 matmul {rates[label]:.0f} GFLOP/s on {spec['threads']} threads ({label})", flush=True)
 
     print(f"[compare_trl] model {spec['params'] / 1e6:.1f}M params, prompt {prompt_len:.0f} tokens", flush=True)
-    raw = {}
-    for name, gc, tag in (("TRL (defaults: grad ckpt)", True, "trl_gc"), ("TRL (no grad ckpt)", False, "trl_nogc")):
-        if not args.skip_trl:
-            rate(f"before {name}")
-            raw[name] = run_trl(spec, gc, tag)
-        elif os.path.exists(os.path.join(CACHE, f"{tag}.json")):  # the last TRL run on this workload
-            with open(os.path.join(CACHE, f"{tag}.json")) as f:
-                raw[name] = json.load(f)
-    rate("before rlvr")
-    raw["rlvr"] = run_rlvr(spec, args.rlvr, "rlvr")
-    summaries = {name: summarize(r, spec, prompt_len) for name, r in raw.items()}
+    trl = (("TRL (defaults: grad ckpt)", True, "trl_gc"), ("TRL (no grad ckpt)", False, "trl_nogc"))
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in trl}
+    results["rlvr"] = []
+    for r in range(args.rounds):
+        label = f"round {r + 1}/{args.rounds}, " if args.rounds > 1 else ""
+        for name, gc, tag in trl:
+            if not args.skip_trl:
+                rate(f"{label}before {name}")
+                results[name].append(run_trl(spec, gc, tag))
+            elif r == 0 and os.path.exists(os.path.join(CACHE, f"{tag}.json")):  # the last TRL run on this workload
+                with open(os.path.join(CACHE, f"{tag}.json")) as f:
+                    results[name].append(json.load(f))
+        rate(f"{label}before rlvr")
+        results["rlvr"].append(run_rlvr(spec, args.rlvr, "rlvr"))
+    results = {name: runs_ for name, runs_ in results.items() if runs_}
+    raw = {name: pooled(runs_, spec["warmup_steps"]) for name, runs_ in results.items()}
+    summaries = {name: summarize(r, {**spec, "warmup_steps": 0}, prompt_len) for name, r in raw.items()}
+    per_round = round_ratios(results, spec, prompt_len)
     for name, r in raw.items():  # TRL's own phase split
         if name.startswith("TRL"):
             s = summaries[name]
@@ -285,6 +320,8 @@ def main(argv=None) -> int:
     trl_names = [n for n in summaries if n.startswith("TRL")]
     base = min(trl_names, key=lambda n: summaries[n]["step_s"]) if trl_names else "rlvr"
     print("\n" + table(summaries, base))
+    for name, ratios in per_round.items():
+        print(f"rlvr / {name} per round: " + ", ".join(f"{x:.2f}" for x in ratios))
     r = summaries["rlvr"]
     print("\nrlvr phases (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in stacked_phases(r).items()))
     print(f"floor at {gflops:.0f} GFLOP/s: generate {floor['generate_s']:.2f} s ({floor['generate_tflop']:.2f} TFLOP), "
@@ -295,6 +332,7 @@ def main(argv=None) -> int:
           f"(shared-prompt floor), step {r['step_s'] / (floor['generate_s'] + floor['train_shared_prompt_s']):.1f}x")
 
     payload = {"spec": spec, "prompt_tokens": prompt_len, "floor": floor, "matmul_gflops": rates, "summaries": summaries,
+               "rounds": args.rounds, "ratio_per_round": per_round, "runs": results,
                "base": base, "scaling": scaling, "raw": raw, "machine": {"cpus": os.cpu_count()},
                "command": "python -m bench.compare_trl " + " ".join(sys.argv[1:] if argv is None else argv)}
     path = runs.save("compare_trl", payload)

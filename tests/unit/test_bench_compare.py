@@ -30,3 +30,17 @@ def test_floor_counts_each_prompt_once_for_generation_and_shared_training():
     assert f["train_plain_tflop"] == pytest.approx(6 * n * 8 * (12 + 8) / 1e12)
     assert f["train_shared_prompt_tflop"] == pytest.approx(6 * n * (2 * 12 + 8 * 8) / 1e12)
     assert f["train_plain_s"] == pytest.approx(f["train_plain_tflop"] * 1e12 / 100e9)
+
+
+def test_rounds_pool_each_runs_steps_after_its_own_warmup_and_ratio_per_round():
+    from bench.compare_trl import pooled, round_ratios
+
+    def run(*walls, rss=100.0):
+        return {"steps": [{"wall_s": w} for w in walls], "peak_rss_mb": rss}
+
+    trl = [run(50.0, 10.0, 12.0), run(50.0, 20.0, 22.0, rss=300.0)]  # the machine slowed down in round 2
+    mine = [run(90.0, 5.0, 7.0), run(90.0, 10.0, 12.0)]
+    merged = pooled(trl, warmup=1)
+    assert [s["wall_s"] for s in merged["steps"]] == [10.0, 12.0, 20.0, 22.0] and merged["peak_rss_mb"] == 300.0
+    ratios = round_ratios({"TRL": trl, "rlvr": mine}, _spec(), prompt_len=12.0)
+    assert ratios == {"TRL": [pytest.approx(6.0 / 11.0), pytest.approx(11.0 / 21.0)]}
