@@ -4,6 +4,7 @@
     python -m bench.compare_trl --scaling       # + rlvr step time vs group size and max tokens
     python -m bench.compare_trl --skip-trl      # rlvr only (reuses the last TRL figures if any)
     python -m bench.compare_trl --rounds 3 --steps 6   # the systems take turns, 3 rounds of 6 steps
+    python -m bench.compare_trl --scaling-only  # the scaling runs alone, added to the last results
 
 Rounds: a shared host's speed drifts (this 2-core machine's matmul rate read 129-181
 GFLOP/s within an hour), so one system measured for four minutes and then the other can
@@ -258,6 +259,32 @@ def table(summaries: dict, base: str) -> str:
     return "\n".join(lines)
 
 
+def run_scaling(extra: list[str], prompt_len: float) -> dict:
+    """rlvr's median step (4 steps, 1 warm-up) vs group size and vs max new tokens."""
+    scaling: dict = {"group_size": {}, "max_new_tokens": {}}
+    for key, values in (("group_size", (4, 8, 16)), ("max_new_tokens", (32, 64, 128))):
+        for v in values:
+            work = Work(steps=4, warmup_steps=1, **{key: v})
+            s = build(os.path.join(CACHE, f"work_{key}_{v}"), work)
+            scaling[key][str(v)] = summarize(run_rlvr(s, extra, f"scale_{key}_{v}"), s, prompt_len)
+            print(f"[compare_trl] scaling {key}={v}: {scaling[key][str(v)]['step_s']:.2f} s/step", flush=True)
+    return scaling
+
+
+def add_scaling(extra: list[str], command: str) -> int:
+    """`--scaling-only`: the scaling runs alone, added to the last comparison's results and chart."""
+    path = os.path.join(runs.RESULTS, "compare_trl.json")
+    with open(path) as f:
+        payload = json.load(f)
+    payload["scaling"] = run_scaling(extra, payload["prompt_tokens"])
+    payload["scaling_command"] = command
+    runs.save("compare_trl", payload)
+    png = os.path.join(runs.RESULTS, "compare_trl.png")
+    chart(png, payload["summaries"], payload["floor"], payload["scaling"])
+    print(f"[compare_trl] added scaling to {path} and {png}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=10)
@@ -266,7 +293,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scaling", action="store_true", help="also rlvr step time vs group size and max tokens")
     ap.add_argument("--rlvr", nargs="*", default=[], help="extra rlvr recipe overrides (key=value)")
     ap.add_argument("--rounds", type=int, default=1, help="run the systems in turns this many times (see above)")
+    ap.add_argument("--scaling-only", action="store_true",
+                    help="only the scaling runs, added to the last results (bench/results/compare_trl.json)")
     args = ap.parse_args(argv)
+    if args.scaling_only:
+        return add_scaling(args.rlvr, "python -m bench.compare_trl " + " ".join(sys.argv[1:] if argv is None else argv))
 
     spec = build(os.path.join(CACHE, "work"), Work(steps=args.steps, warmup_steps=args.warmup))
     prompt_len = prompt_tokens(spec)
@@ -303,17 +334,7 @@ def main(argv=None) -> int:
             s = summaries[name]
             s["phases"] = {"generate": s["phases"].get("generate", 0.0), "train": s["phases"].get("train", 0.0)}
 
-    scaling = None
-    if args.scaling:
-        scaling = {"group_size": {}, "max_new_tokens": {}}
-        short = Work(steps=4, warmup_steps=1)
-        for key, values in (("group_size", (4, 8, 16)), ("max_new_tokens", (32, 64, 128))):
-            for v in values:
-                work = Work(steps=short.steps, warmup_steps=short.warmup_steps, **{key: v})
-                s = build(os.path.join(CACHE, f"work_{key}_{v}"), work)
-                scaling[key][str(v)] = summarize(run_rlvr(s, args.rlvr, f"scale_{key}_{v}"), s, prompt_len)
-                print(f"[compare_trl] scaling {key}={v}: {scaling[key][str(v)]['step_s']:.2f} s/step", flush=True)
-
+    scaling = run_scaling(args.rlvr, prompt_len) if args.scaling else None
     rate("end")
     gflops = max(rates.values())
     floor = floors(spec, prompt_len, gflops)
