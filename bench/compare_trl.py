@@ -301,9 +301,8 @@ def main(argv=None) -> int:
 
     spec = build(os.path.join(CACHE, "work"), Work(steps=args.steps, warmup_steps=args.warmup))
     prompt_len = prompt_tokens(spec)
-    # The machine's speed drifts on a shared host (the same matmul measured 129-181 GFLOP/s
-    # within an hour): it is measured before each system runs and at the end, printed so a
-    # drift shows, and the floor uses the fastest.
+    # the machine's speed drifts (module doc, "Rounds"): measured before each system and at
+    # the end, printed so a drift shows; the floor uses the fastest reading
     rates: dict[str, float] = {}
 
     def rate(label: str) -> None:
@@ -354,7 +353,7 @@ def main(argv=None) -> int:
 
     payload = {"spec": spec, "prompt_tokens": prompt_len, "floor": floor, "matmul_gflops": rates, "summaries": summaries,
                "rounds": args.rounds, "ratio_per_round": per_round, "runs": results,
-               "base": base, "scaling": scaling, "raw": raw, "machine": {"cpus": os.cpu_count()},
+               "base": base, "scaling": scaling, "machine": {"cpus": os.cpu_count()},
                "command": "python -m bench.compare_trl " + " ".join(sys.argv[1:] if argv is None else argv)}
     path = runs.save("compare_trl", payload)
     png = os.path.join(runs.RESULTS, "compare_trl.png")

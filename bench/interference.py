@@ -72,7 +72,7 @@ def main() -> None:
     def train() -> float:
         return ray.get(trainer.train_step.remote(batch, denominator, micro))["time"]
 
-    def timed(label: str, before=None) -> list[float]:
+    def timed(label: str, before=None) -> None:
         train()  # warm-up
         times = []
         for _ in range(args.steps):
@@ -81,9 +81,8 @@ def main() -> None:
             times.append(train())
         print(f"{label:<12} train_step median {statistics.median(times):6.2f} s  {[round(t, 2) for t in times]}",
               flush=True)
-        return times
 
-    results = {"alone": timed("alone")}
+    timed("alone")
     if args.alone_only:
         ray.shutdown()
         return
@@ -100,8 +99,8 @@ def main() -> None:
         gen_times.append(time.perf_counter() - t)
 
     generate()
-    results["idle engine"] = timed("idle engine")
-    results["after gen"] = timed("after gen", generate)
+    timed("idle engine")
+    timed("after gen", generate)
     state = ray.get(trainer.full_state_dict.remote())
     state_ref = ray.put(state)
 
@@ -109,7 +108,7 @@ def main() -> None:
         ray.get(engine.update_weights.remote(state_ref, 1))
         generate()
 
-    results["after sync"] = timed("after sync", sync_then_generate)
+    timed("after sync", sync_then_generate)
     print(f"generate median {statistics.median(gen_times):.2f} s over {len(gen_times)} calls")
     ray.shutdown()
 
