@@ -32,7 +32,7 @@ CACHE = os.path.join(runs.REPO, ".cache", "bench", "compare_trl")
 
 
 def samples(work: Work, prompt_len: int = 38, seed: int = 0) -> list:
-    from rlvr.trainer.batch import TrainSample
+    from rlvr.types import TrainSample
 
     rng = random.Random(seed)
     out = []
@@ -54,8 +54,8 @@ def main() -> None:
     import ray
 
     from rlvr.config import AlgorithmConfig, RolloutConfig, TrainerConfig
-    from rlvr.rollout.actors import create_engines
-    from rlvr.trainer.group import create_trainers
+    from rlvr.rollout.group import RolloutGroup
+    from rlvr.trainer.group import TrainerGroup
     from rlvr.types import SamplingSpec
 
     work = Work()
@@ -64,7 +64,7 @@ def main() -> None:
     cfg = TrainerConfig(backend="fsdp2", num_workers=1, num_threads=2, micro_batch_size=work.micro_batch_size,
                         lr=work.lr, total_steps=100, compile_blocks=True, cpus_per_worker=1)
     algo = AlgorithmConfig(clip_low=work.epsilon, clip_high=work.epsilon)
-    [trainer], _ = create_trainers(cfg, algo, spec["model_dir"], seed=0)
+    [trainer] = TrainerGroup(cfg, algo, spec["model_dir"], seed=0).handles
     batch = samples(work)
     denominator = float(sum(len(s.completion_ids) for s in batch))
     micro = -(-len(batch) // work.micro_batch_size)
@@ -88,7 +88,7 @@ def main() -> None:
         return
     rollout = RolloutConfig(engine="vllm", num_engines=1, num_threads=args.engine_threads, cpus_per_engine=1,
                             engine_kwargs={"enforce_eager": False})
-    [engine] = create_engines(rollout, spec["model_dir"], seed=0, dtype="float32")
+    [engine] = RolloutGroup(rollout, spec["model_dir"], seed=0, dtype="float32").handles
     prompts = [s.prompt_ids for s in batch[:: work.group_size]]
     gen = SamplingSpec(n=work.group_size, max_tokens=work.max_new_tokens, temperature=1.0, ignore_eos=True)
     gen_times: list[float] = []

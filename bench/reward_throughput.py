@@ -17,7 +17,7 @@ import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from rlvr.reward.pool import RewardWorker
+from rlvr.reward.worker import RewardWorker
 from rlvr.types import RewardInput
 
 

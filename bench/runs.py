@@ -15,8 +15,8 @@ RESULTS = os.path.join(REPO, "bench", "results")
 def run(name: str, overrides: list[str], out_dir: str) -> dict:
     """Train `recipes/tiny-cpu.yaml` with `overrides`; return the metric rows and the wall time."""
     from rlvr.config import load_recipe
-    from rlvr.driver import train
-    from rlvr.metrics import read_metrics
+    from rlvr.loop.train import train
+    from rlvr.run.metrics import read_metrics
 
     cfg = load_recipe(RECIPE, [f"run.output_dir={out_dir}", f"run.name={name}", "logging.progress=false",
                                "checkpoint.save_final=false", *overrides])

@@ -2,7 +2,7 @@
 
 `build(folder, ...)` writes, deterministically:
     model/          a Qwen3-architecture model, random init (seeded), fp32, with the
-                    project's local byte-level BPE tokenizer (`rlvr.tiny.build_tokenizer`)
+                    project's local byte-level BPE tokenizer (`rlvr.models.tiny.build_tokenizer`)
     prompts.jsonl   {"prompt": chat-formatted text, "answer": str}, read in file order
     spec.json       everything the TRL side (`bench/trl_grpo.py`) needs to do the same work
 
@@ -66,7 +66,7 @@ def build_model(out_dir: str, work: Work) -> int:
     import torch
     from transformers import AutoModelForCausalLM, Qwen3Config
 
-    from rlvr.tiny import EOS_TOKEN, PAD_TOKEN, build_tokenizer
+    from rlvr.models.tiny import EOS_TOKEN, PAD_TOKEN, build_tokenizer
 
     tok = build_tokenizer(out_dir)
     config = Qwen3Config(

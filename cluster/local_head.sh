@@ -10,5 +10,5 @@ cat <<MSG
 
 Submit the default recipe (Ray 2.60 uses token auth: the client needs RAY_AUTH_MODE=token):
   RAY_AUTH_MODE=token ray job submit --address http://127.0.0.1:8265 --working-dir . -- \\
-      python -m rlvr.cli train recipes/tiny-cpu.yaml trainer.total_steps=20 run.output_dir=\$PWD/runs
+      python -m rlvr.cli.main train recipes/tiny-cpu.yaml trainer.total_steps=20 run.output_dir=\$PWD/runs
 MSG

@@ -21,6 +21,7 @@ Where we depart from the papers:
 from __future__ import annotations
 
 import math
+from typing import Callable, NamedTuple
 
 import torch
 
@@ -276,13 +277,21 @@ def aggregate(
     and ranks each divide by the global count and their losses and gradients add up
     to exactly the full-batch ones.
     """
-    return AGGREGATIONS[mode](loss_tokens, mask.to(loss_tokens.dtype), max_tokens=max_tokens, denominator=denominator)
+    return AGGREGATIONS[mode].reduce(loss_tokens, mask.to(loss_tokens.dtype), max_tokens=max_tokens,
+                                     denominator=denominator)
 
 
-def normaliser(mask: torch.Tensor, mode: str) -> float:
-    """What `aggregate(mode)` divides by for this batch (summed across shards by the caller):
-    the valid-token count for `token_mean`, the number of sequences for the seq_* modes."""
-    return float(mask.sum()) if mode == "token_mean" else float(mask.shape[0])
+def normaliser(lengths, mode: str) -> float:
+    """What `aggregate(mode)` divides by for a batch (summed across shards by the caller), from
+    its valid-token counts per sequence (`lengths`, or a [B, T] mask): each entry of
+    `AGGREGATIONS` carries its own (tokens for `token_mean`, sequences for the seq_* modes).
+
+    >>> normaliser([3, 1], "token_mean"), normaliser(torch.tensor([[1., 1, 1], [1, 0, 0]]), "seq_mean_token_mean")
+    (4.0, 2.0)
+    """
+    if isinstance(lengths, torch.Tensor) and lengths.dim() == 2:
+        lengths = lengths.sum(-1)
+    return AGGREGATIONS[mode].normaliser([float(n) for n in lengths])
 
 
 def _divide(total: torch.Tensor, denom) -> torch.Tensor:
@@ -307,10 +316,26 @@ def _seq_mean_token_sum_norm(loss_tokens, mask, *, max_tokens=None, denominator=
     return _divide(per_seq.sum(), per_seq.numel() if denominator is None else denominator)
 
 
+class Aggregation(NamedTuple):
+    """A loss aggregation: how it reduces a [B, T] per-token loss, and the count it divides by
+    (from the valid-token count of each sequence), the batch's normaliser."""
+
+    reduce: Callable
+    normaliser: Callable[[list[float]], float]
+
+
+def _tokens(lengths: list[float]) -> float:
+    return float(sum(lengths))
+
+
+def _sequences(lengths: list[float]) -> float:
+    return float(len(lengths))
+
+
 AGGREGATIONS = {
-    "token_mean": _token_mean,
-    "seq_mean_token_mean": _seq_mean_token_mean,
-    "seq_mean_token_sum_norm": _seq_mean_token_sum_norm,
+    "token_mean": Aggregation(_token_mean, _tokens),
+    "seq_mean_token_mean": Aggregation(_seq_mean_token_mean, _sequences),
+    "seq_mean_token_sum_norm": Aggregation(_seq_mean_token_sum_norm, _sequences),
 }
 
 

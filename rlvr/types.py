@@ -1,4 +1,4 @@
-"""Plain data passed between the driver, rollout engines, reward pool and trainer.
+"""Plain data passed between the loop, rollout engines, reward workers and trainer ranks.
 
 Everything here is a small dataclass of Python scalars and lists, so it pickles
 cheaply through Ray and can be written to JSONL as-is.
@@ -8,6 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+
+
+@dataclass
+class Prompt:
+    """One rendered prompt: text, its token ids, the reference answer, extra fields (`rlvr.data.prompts`)."""
+
+    text: str
+    token_ids: list[int]
+    answer: str
+    metadata: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -80,3 +90,13 @@ class SampleReward:
     scores: dict[str, float]  # verifier name -> value used in the total
     failures: dict[str, str]  # verifier name -> reason, for verifiers that failed
     parts: dict[str, dict[str, float]] = field(default_factory=dict)  # verifier name -> its named sub-scores
+
+
+@dataclass
+class TrainSample:
+    """One completion with everything the trainer needs (`rlvr.trainer.batch` collates them)."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)

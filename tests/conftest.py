@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
 # DeepSpeed's JIT-built ops (~40 s to compile on 2 cores): one folder for the whole session, the
-# one runs get through `model.cache_dir` (`rlvr.cluster.runtime_env_for_actors`), so tests that
+# one runs get through `model.cache_dir` (`rlvr.cluster.connect.runtime_env_for_actors`), so tests that
 # start trainer ranks directly do not compile them a second time into ~/.cache/torch_extensions
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(CACHE, "torch_extensions"))
 
@@ -52,7 +52,7 @@ def ray_cluster():
 def random_model_dir(tmp_path_factory):
     """The built-in tiny architecture with random weights (no SFT): fast to build."""
     from rlvr.config import ArithmeticConfig, TinyModelConfig
-    from rlvr.tiny import build_tiny_model
+    from rlvr.models.tiny import build_tiny_model
 
     out = str(tmp_path_factory.mktemp("models") / "tiny-random")
     return build_tiny_model(out, TinyModelConfig(sft_steps=0), ArithmeticConfig())
@@ -62,6 +62,6 @@ def random_model_dir(tmp_path_factory):
 def warm_model_dir():
     """The default built-in model (SFT warm start), built once and cached in .cache/."""
     from rlvr.config import ArithmeticConfig, ModelConfig
-    from rlvr.tiny import ensure_tiny_model
+    from rlvr.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model(ModelConfig(cache_dir=CACHE), ArithmeticConfig(), progress=False)

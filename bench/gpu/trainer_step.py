@@ -38,7 +38,7 @@ def build_model(out: str, args) -> int:
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    from rlvr.tiny import build_tokenizer
+    from rlvr.models.tiny import build_tokenizer
 
     tok = build_tokenizer(out)  # the trainer reads pad/eos ids from the folder's tokenizer
     cfg = Qwen3Config(hidden_size=args.hidden, num_hidden_layers=args.layers, num_attention_heads=args.heads,
@@ -60,7 +60,7 @@ def build_model(out: str, args) -> int:
 
 
 def make_samples(args):
-    from rlvr.trainer.batch import TrainSample
+    from rlvr.types import TrainSample
 
     rng = random.Random(0)
     return [TrainSample([rng.randrange(args.vocab) for _ in range(args.prompt)],
@@ -141,7 +141,7 @@ def main() -> None:
     import torch.distributed as dist
 
     from rlvr.config import AlgorithmConfig, TrainerConfig
-    from rlvr.trainer.group import free_port
+    from rlvr.cluster.env import free_port
     from rlvr.trainer.worker import TrainerWorker
 
     cuda = torch.cuda.is_available()

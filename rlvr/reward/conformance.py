@@ -56,7 +56,7 @@ def check_verifier(name: str, options: dict | None = None, *, sample: RewardInpu
     `sample` replaces the ordinary sample (its prompt and answer are reused for the
     hostile ones); `timeout_s` is the worker's hard kill per sample.
     """
-    from rlvr.reward.pool import RewardWorker
+    from rlvr.reward.worker import RewardWorker
 
     base = sample or default_sample()
     results: list[CheckResult] = []

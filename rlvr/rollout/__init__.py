@@ -1,13 +1,13 @@
 """Rollout engines: turn tokenized prompts into sampled completions with logprobs.
 
 Two engines share one plain-class interface (no Ray in them; the driver runs
-each one in its own Ray actor through `rlvr.rollout.actors.create_engines`):
+each one in its own Ray actor through `rlvr.rollout.group.create_engines`):
 
     engine = Engine(model_path, cfg: RolloutConfig, seed, dtype="float32")
     engine.generate(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]
         # spec.n samples per prompt, grouped by prompt in order; per-token sampling logprobs
     engine.ping() -> bool
-    # weight sync (rlvr.rollout.weights.WeightSyncMixin; engines implement _load_weights):
+    # weight sync (rlvr.sync.engine.WeightSyncMixin; engines implement _load_weights):
     engine.update_weights(state: dict[str, Tensor], version: int) -> float  # seconds
     engine.join_sync_group(...); engine.receive_weights(manifest, version) -> dict
     engine.weight_version() -> int; engine.sleep(); engine.wake_up()

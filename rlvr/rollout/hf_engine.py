@@ -32,7 +32,7 @@ import time
 import torch
 
 from rlvr.config import RolloutConfig
-from rlvr.rollout.weights import WeightSyncMixin
+from rlvr.sync.engine import WeightSyncMixin
 from rlvr.types import Completion, SamplingSpec
 
 MAX_BATCH_ROWS = 256  # rows (prompt x sample) per generate call

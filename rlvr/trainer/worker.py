@@ -1,10 +1,10 @@
 """One trainer rank: a Ray actor in a torch.distributed group (gloo on CPU, NCCL on GPU).
 
-The driver creates `trainer.num_workers` of these in a placement group, gives
-each its shard of the step's samples, and calls `train_step` on all of them at
-once (the calls meet in the backend's collectives).
+`rlvr.trainer.group.TrainerGroup` creates `trainer.num_workers` of these in a placement
+group, gives each its shard of the step's samples, and calls `train_step` on all of them
+at once (the calls meet in the backend's collectives).
 
-Loss scaling, so that sharding never changes the result: the driver passes the
+Loss scaling, so that sharding never changes the result: the group passes the
 *global* normaliser of the batch (valid tokens for `token_mean`, sequences for
 `seq_mean_token_mean`); every micro-batch divides by it, so summing micro-batch
 gradients gives the full-batch gradient on each rank, and multiplying by the
@@ -22,7 +22,8 @@ import os
 import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
-from rlvr.trainer.batch import TrainSample, collate, collate_shared, split_micro
+from rlvr.trainer.batch import collate, collate_shared, split_micro
+from rlvr.types import TrainSample
 
 
 class TrainerWorker:
@@ -42,7 +43,7 @@ class TrainerWorker:
         """This node's IP and a free port on it (asked of rank 0 to set up the group)."""
         import ray
 
-        from rlvr.trainer.group import free_port
+        from rlvr.cluster.env import free_port
 
         return ray.util.get_node_ip_address(), free_port()
 
@@ -263,7 +264,7 @@ class TrainerWorker:
     def weight_metas(self, adapter: bool = False) -> list | None:
         """Collective: names, shapes and dtypes of what every sync sends, in that order
         (rank 0; None elsewhere)."""
-        from rlvr.weight_sync import metas_of
+        from rlvr.sync.tensors import metas_of
 
         state = self.sync_state_dict(adapter)
         return metas_of(state.items()) if self.rank == 0 else None
@@ -274,12 +275,12 @@ class TrainerWorker:
         """Rank 0: the sending end of weight sync (rank 0 of the broadcast group); with
         `adapter`, every push sends the LoRA adapter alone (the other ranks take part in the same
         gather either way: both gather the full peft state)."""
-        from rlvr.weight_sync import BroadcastGroup, WeightSender
+        from rlvr.sync.transport import BroadcastGroup, WeightSender
 
         self.sync_adapter = adapter
         old = getattr(self, "sender", None)
-        if old is not None and old.group is not None:
-            old.group.close()  # joining again replaces the old group
+        if old is not None:
+            old.close()  # joining again replaces the old group (a broadcast group is shut down)
         group = None
         if method == "broadcast":
             # gloo moves host memory: a CUDA trainer would copy each bucket to the GPU and back
@@ -329,7 +330,7 @@ class TrainerWorker:
 
             write_adapter(folder, state, self.lora, self.model_path)
         elif self.rank == 0:
-            from rlvr.checkpoint import write_hf_model
+            from rlvr.run.checkpoint import write_hf_model
 
             write_hf_model(folder, self.model_path, state)
         self.backend.save_state(os.path.join(folder, "trainer"), self.rank)
@@ -337,11 +338,11 @@ class TrainerWorker:
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         torch.save(rng, os.path.join(folder, "trainer", f"rng_rank{self.rank}.pt"))
 
-    def finalize_checkpoint(self, tmp: str, path: str, run_state: dict) -> str:
+    def finalize_checkpoint(self, tmp: str, path: str, run_state: dict, files: dict | None = None) -> str:
         """Rank 0: seal the checkpoint the ranks wrote into `tmp` (manifest, fsync, rename)."""
-        from rlvr.checkpoint import finalize_checkpoint
+        from rlvr.run.checkpoint import finalize_checkpoint
 
-        return finalize_checkpoint(tmp, path, run_state)
+        return finalize_checkpoint(tmp, path, run_state, files)
 
     def load_checkpoint(self, folder: str) -> None:
         """Collective: restore model, optimizer, scheduler and RNG states from a checkpoint

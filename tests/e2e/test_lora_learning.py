@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from rlvr.metrics import read_metrics
-from tests.e2e.test_learning import assert_learned, eval_file, rlvr_eval, run_short
+from rlvr.run.metrics import read_metrics
+from tests.helpers.runs import assert_learned, eval_file, rlvr_eval, run_short
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,7 @@ def test_lora_learns_and_exports(ray_cluster, warm_model_dir, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from rlvr.export import export
+    from rlvr.models.export import export
 
     summary = run_short(tmp_path, "e2e-lora", LORA_RUN)
     assert_learned(summary, min_gain=0.10)

@@ -14,8 +14,8 @@ import shutil
 
 import pytest
 
-from rlvr.metrics import read_metrics
-from tests.e2e.test_learning import run_short
+from rlvr.run.metrics import read_metrics
+from tests.helpers.runs import run_short
 
 pytestmark = pytest.mark.timeout(900)
 COMMON = ["trainer.total_steps=6", "checkpoint.every=3", "checkpoint.keep_last=0", "eval.every=0",

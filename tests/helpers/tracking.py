@@ -23,7 +23,7 @@ def mlflow_history(run_dir: str, key: str) -> tuple[str, dict[int, float]]:
     with open(os.path.join(run_dir, "sinks.json")) as f:
         run_id = json.load(f)["mlflow"]
     client = MlflowClient(tracking_uri="file:" + os.path.abspath(os.path.join(run_dir, "mlruns")))
-    from rlvr.sinks import mlflow_name
+    from rlvr.run.sinks import mlflow_name
 
     return run_id, {m.step: m.value for m in client.get_metric_history(run_id, mlflow_name(key, file_store=True))}
 

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 
-from rlvr.trainer.group import free_port
+from rlvr.cluster.env import free_port
 
 
 def node_args(resources: dict) -> dict:
@@ -27,7 +27,7 @@ def main(out_dir: str, cache_dir: str) -> None:
     from ray.cluster_utils import Cluster
 
     from rlvr.config import load_recipe
-    from rlvr.driver import train
+    from rlvr.loop.train import train
 
     os.environ.pop("RAY_ADDRESS", None)
     temp_dir = tempfile.mkdtemp(prefix="rlvr-2node-", dir="/tmp")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rlvr.metrics import read_metrics
-from tests.e2e.test_learning import run_short
+from rlvr.run.metrics import read_metrics
+from tests.helpers.runs import run_short
 
 
 def test_kl_in_reward_and_hf_engine(ray_cluster, warm_model_dir, tmp_path):
@@ -23,7 +23,7 @@ def test_a_verifier_failing_on_most_samples_stops_the_run(ray_cluster, warm_mode
     """A broken plugin (here: NaN for every sample) must not train silently."""
     import pytest
 
-    from rlvr.driver import RewardFailureError
+    from rlvr.reward.group import RewardFailureError
 
     broken = '[{name: "tests.helpers.bad_verifiers:Constant", value: .nan}]'
     with pytest.raises(RewardFailureError, match="failed on 100% of the batch"):

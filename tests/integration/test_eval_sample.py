@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from rlvr import data
+from rlvr.data import rows as data
 from rlvr.config import DataConfig
 
 RLVR = os.path.join(os.path.dirname(sys.executable), "rlvr")

@@ -24,9 +24,9 @@ import time
 import pytest
 
 from rlvr.config import load_recipe
-from rlvr.metrics import read_metrics
+from rlvr.run.metrics import read_metrics
 from tests.conftest import CACHE, REPO
-from tests.e2e.test_learning import RECIPE, run_short
+from tests.helpers.runs import RECIPE, run_short
 from tests.helpers.procs import kill_processes_of, wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -36,7 +36,7 @@ def expected_prompts(cfg_overrides: list[str], steps: int, model_dir: str) -> li
     """The prompts the sampler prescribes for steps 1..steps (what an undisturbed run draws)."""
     from transformers import AutoTokenizer
 
-    from rlvr.data import PromptSampler, load_train_and_eval
+    from rlvr.data.rows import PromptSampler, load_train_and_eval
 
     cfg = load_recipe(RECIPE, cfg_overrides)
     train, _ = load_train_and_eval(cfg.data, AutoTokenizer.from_pretrained(model_dir))
@@ -112,7 +112,7 @@ def test_driver_killed_with_sigkill_resumes_then_stops_cleanly_on_sigterm(ray_cl
             "logging.progress=false", "trainer.total_steps=200", "checkpoint.every=2", "eval.every=0",
             "eval.num_prompts=8", "logging.samples_per_step=512", "logging.plots=false", f"cluster.temp_dir={temp_dir}"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    cmd = [sys.executable, "-m", "rlvr.cli", "train", *args]
+    cmd = [sys.executable, "-m", "rlvr.cli.main", "train", *args]
     run_dir = os.path.join(tmp_path, "killed")
     driver = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               start_new_session=True)
@@ -150,7 +150,7 @@ def test_driver_killed_with_sigkill_resumes_then_stops_cleanly_on_sigterm(ray_cl
 def test_a_dead_trainer_rank_stops_the_run_quickly_and_clearly(ray_cluster, warm_model_dir, tmp_path):
     """The surviving rank would wait in a collective for the dead one until gloo times out;
     the driver does not wait for it: the run fails at once, naming the call, and is resumable."""
-    from rlvr.remote import RemoteCallError
+    from rlvr.cluster.remote import RemoteCallError
 
     run_dir = os.path.join(tmp_path, "rank-dies")
     result: dict = {}

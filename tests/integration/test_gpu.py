@@ -65,9 +65,9 @@ def _trained_worker(model_dir: str, cfg: TrainerConfig, algo: AlgorithmConfig | 
     import torch
 
     from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
-    from rlvr.trainer.group import free_port
+    from rlvr.cluster.env import free_port
     from rlvr.trainer.worker import TrainerWorker
-    from tests.integration.test_trainer_group import make_samples
+    from tests.helpers.stack import make_samples
 
     samples = make_samples(9, group=3)  # GRPO-like groups: the shared-prompt layout (KV cache on CUDA)
     worker = TrainerWorker(0, 1, cfg, algo or AlgorithmConfig(), 0, lora=lora)
@@ -125,7 +125,8 @@ def test_offload_keeps_training_state_in_cpu_memory(random_model_dir, backend):
 def _cpu_engine_receiver(port: int, metas: list, queue) -> None:
     """Spawned: the receiving end of a CPU engine (rank 1 of a 2-rank gloo broadcast group)."""
     try:
-        from rlvr.weight_sync import BroadcastGroup, WeightReceiver, checksum
+        from rlvr.sync.transport import BroadcastGroup, WeightReceiver
+        from rlvr.sync.tensors import checksum
 
         group = BroadcastGroup("127.0.0.1", port, 1, 2, backend="gloo", timeout_s=120)
         receiver = WeightReceiver("broadcast", metas, MB, group=group)
@@ -144,8 +145,8 @@ def _push_weights(model_dir: str, backend: str, sync_backend: str) -> dict:
     import torch.multiprocessing as mp
     from safetensors.torch import load_file
 
-    from rlvr.trainer.group import free_port
-    from rlvr.weight_sync import checksum
+    from rlvr.cluster.env import free_port
+    from rlvr.sync.tensors import checksum
 
     cfg = TrainerConfig(backend=backend, num_workers=1, micro_batch_size=4, lr=1e-3)
     worker, _, _ = _trained_worker(model_dir, cfg)

@@ -1,4 +1,4 @@
-"""GPU weight transports (`rlvr.weight_sync`): marked `gpu`, skipped without CUDA.
+"""GPU weight transports (`rlvr.sync.transport`): marked `gpu`, skipped without CUDA.
 
 * NCCL broadcast between 2 processes, one GPU each: NCCL refuses two ranks of one
   communicator on the same GPU, so this needs 2 GPUs (colocated trainer and engine
@@ -18,7 +18,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlvr.weight_sync import BroadcastGroup, WeightReceiver, WeightSender, checksum, metas_of
+from rlvr.sync.transport import BroadcastGroup, WeightReceiver, WeightSender
+from rlvr.sync.tensors import checksum, metas_of
 from tests.unit.test_weight_sync import MB, assert_same, free_port, make_state
 
 pytestmark = pytest.mark.gpu

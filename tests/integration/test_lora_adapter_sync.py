@@ -6,7 +6,7 @@ What must hold, for two successive adapter versions:
 * vLLM's greedy output equals transformers' greedy output on the peft model merged with
   `merge_and_unload()`, and its sampled log-probs equal that model's and (the driver's
   `sync.verify` probe) the trainer's;
-* an engine that dies is replaced with LoRA on and the current adapter (`Recovery`);
+* an engine that dies is replaced with LoRA on and the current adapter (`RolloutGroup.replace`);
 * a short real `rlvr train` run with adapter sync completes and its verify probe passes.
 """
 
@@ -19,8 +19,8 @@ import torch
 
 from rlvr.config import LoRAConfig, RolloutConfig
 from rlvr.types import SamplingSpec
-from tests.integration.test_lora_trainer import chat_prompts, lora_group, stop
-from tests.integration.test_trainer_group import make_samples
+from tests.helpers.stack import chat_prompts, lora_group
+from tests.helpers.stack import make_samples
 
 pytestmark = pytest.mark.timeout(300)
 LORA = LoRAConfig(rank=8, alpha=16, sync="adapter")
@@ -44,58 +44,56 @@ def test_adapter_sync_two_versions_match_the_merged_model_and_survive_an_engine_
     import ray
     from transformers import AutoTokenizer
 
-    from rlvr.driver import setup_weight_sync, sync_weights, train_step, verify_weights
-    from rlvr.recovery import Recovery
-    from rlvr.rollout.actors import create_engines
-    from tests.integration.test_rollout import forward_logprobs, greedy_tokens, hf_greedy
-    from tests.integration.test_weight_sync import probe_prompts
+    from rlvr.rollout.group import RolloutGroup
+    from rlvr.sync.group import WeightSync
+    from tests.helpers.stack import forward_logprobs, greedy_tokens, hf_greedy, probe_prompts
 
-    cfg, trainers, pg = lora_group(random_model_dir, "fsdp2", lr=5e-2, ranks=1)  # 2 ranks: the run below
-    cfg.model.lora, cfg.rollout, cfg.sync.bucket_mb = LORA, ROLLOUT, 0.05  # several buckets even for the adapter
-    engines = create_engines(ROLLOUT, random_model_dir, seed=0, dtype="float32", lora=LORA)
+    cfg, trainer = lora_group(random_model_dir, "fsdp2", lr=5e-2, ranks=1, lora=LORA)  # 2 ranks: the run below
+    cfg.rollout, cfg.sync.bucket_mb = ROLLOUT, 0.05  # several buckets even for the adapter
+    rollouts = RolloutGroup(ROLLOUT, random_model_dir, seed=0, dtype="float32", lora=LORA)
     try:
         tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
         prompts = chat_prompts(tokenizer)
-        outputs = [greedy_tokens(engines[0], prompts, 12)]  # the base model (no adapter yet)
-        setup_weight_sync(trainers, engines, cfg, str(tmp_path))
+        outputs = [greedy_tokens(rollouts.handles[0], prompts, 12)]  # the base model (no adapter yet)
+        sync = WeightSync(cfg.sync, trainer, rollouts, str(tmp_path / "sync"), adapter=True)
+        sync.setup()
         adapter_dir = tmp_path / "sync" / "adapter-engine0"
         for version in (1, 2):
             for _ in range(2):
-                train_step(trainers, make_samples(12, seed=version, group=3), cfg)
-            stats = sync_weights(trainers, engines, version, cfg)  # checksums of what was sent == what arrived
-            peft_state = ray.get([t.backend_state_dict.remote() for t in trainers])[0]
+                trainer.train(make_samples(12, seed=version, group=3))
+            stats = sync.push(version)  # checksums of what was sent == what arrived
+            peft_state = ray.get([t.backend_state_dict.remote() for t in trainer.handles])[0]
             adapter_bytes = sum(v.numel() * v.element_size() for k, v in peft_state.items() if ".lora_" in k)
             assert stats["sync/bytes"] == adapter_bytes and stats["sync/buckets"] > 1
             assert os.listdir(adapter_dir) == [f"a{version}"]  # the engine keeps the adapter it serves, only it
 
-            assert verify_weights(trainers, engines, probe_prompts(), version, cfg) < 1e-4  # engine == trainer
+            assert sync.verify(probe_prompts()) < 1e-4  # engine == trainer
             reference = merged_reference(random_model_dir, peft_state)
-            outputs.append(greedy_tokens(engines[0], prompts, 12))
+            outputs.append(greedy_tokens(rollouts.handles[0], prompts, 12))
             assert outputs[-1] == hf_greedy(reference, tokenizer, prompts, 12)
-            sampled = ray.get(engines[0].generate.remote(prompts, SamplingSpec(n=2, max_tokens=10, temperature=1.0,
-                                                                               seed=version)))
+            sampled = ray.get(rollouts.handles[0].generate.remote(prompts, SamplingSpec(n=2, max_tokens=10,
+                                                                                        temperature=1.0, seed=version)))
             worst = max((forward_logprobs(reference, prompts[c.prompt_index], c.token_ids, 1.0)
                          - torch.tensor(c.logprobs)).abs().max().item() for c in sampled if c.token_ids)
             assert worst < 1e-4, worst
         assert outputs[0] != outputs[1] != outputs[2], "each adapter version should change the greedy output"
 
-        recovery = Recovery(cfg, str(tmp_path), random_model_dir, None, engines, trainers, [])
-        recovery.version = 2
-        old = engines[0]
-        recovery.engine(0, RuntimeError("engine 0 stopped by the test"))  # starts, joins and syncs a new one
-        assert engines[0] is not old and ray.get(engines[0].weight_version.remote()) == 2
-        assert greedy_tokens(engines[0], prompts, 12) == outputs[2]  # the current adapter, not the base model
-        assert verify_weights(trainers, engines, probe_prompts(), 2, cfg) < 1e-4
+        old = rollouts.handles[0]
+        rollouts.replace(0, RuntimeError("engine 0 stopped by the test"))  # starts, joins and syncs a new one
+        assert rollouts.handles[0] is not old and ray.get(rollouts.handles[0].weight_version.remote()) == 2
+        assert greedy_tokens(rollouts.handles[0], prompts, 12) == outputs[2]  # the current adapter, not the base
+        assert sync.verify(probe_prompts()) < 1e-4
         assert os.listdir(adapter_dir) == ["a1"]  # the replacement's own first adapter; the old one's removed
     finally:
-        stop(trainers + engines, pg)
+        trainer.stop()
+        rollouts.stop()
 
 
 def test_short_train_run_with_adapter_sync(ray_cluster, warm_model_dir, tmp_path):
     """`rlvr train` end to end (driver, engines, 2 trainer ranks, reward worker) with the adapter
     alone going to the engine; the verify probe runs after every sync."""
-    from rlvr.metrics import read_metrics
-    from tests.e2e.test_learning import run_short
+    from rlvr.run.metrics import read_metrics
+    from tests.helpers.runs import run_short
 
     summary = run_short(tmp_path, "lora-adapter", [
         "model.lora.rank=8", "model.lora.alpha=16", "model.lora.sync=adapter", "trainer.lr=2e-3",

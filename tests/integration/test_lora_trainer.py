@@ -19,41 +19,12 @@ import pytest
 import torch
 
 from rlvr import algos
-from rlvr.config import AlgorithmConfig, Config, KLConfig, LoRAConfig, RolloutConfig, TrainerConfig
+from rlvr.config import LoRAConfig, RolloutConfig
 from rlvr.trainer.batch import collate
-from tests.integration.test_trainer_group import make_samples
+from tests.helpers.stack import chat_prompts, lora_group, make_samples
 
 pytestmark = pytest.mark.timeout(300)
 LORA = LoRAConfig(rank=8, alpha=16)
-
-
-def lora_group(model_dir: str, backend: str, stage: int = 2, lr: float = 1e-2, ranks: int = 2):
-    from rlvr.trainer.group import create_trainers
-
-    cfg = Config()
-    cfg.trainer = TrainerConfig(backend=backend, num_workers=ranks, micro_batch_size=4, total_steps=10, lr=lr,
-                                cpus_per_worker=0.5)
-    cfg.trainer.deepspeed.zero_stage = stage
-    cfg.algorithm = AlgorithmConfig(kl=KLConfig(coef=0.1, estimator="k1", where="reward"))
-    cfg.model.lora = LORA
-    trainers, pg = create_trainers(cfg.trainer, cfg.algorithm, model_dir, seed=0, lora=LORA)
-    return cfg, trainers, pg
-
-
-def chat_prompts(tokenizer) -> list[list[int]]:
-    """Four arithmetic questions as chat-formatted prompt token ids (the engine tests' probes)."""
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True, tokenize=False)
-             for q in ("Q: 12+34=? A:", "Q: 7+80=? A:", "Q: 99+1=? A:", "Q: 41+17=? A:")]
-    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-
-
-def stop(actors, pg) -> None:
-    import ray
-    from ray.util.placement_group import remove_placement_group
-
-    for actor in actors:
-        ray.kill(actor)
-    remove_placement_group(pg)
 
 
 def base_logprob_sums(model_dir: str, samples) -> torch.Tensor:
@@ -77,81 +48,80 @@ def test_lora_step_reference_and_checkpoint(ray_cluster, random_model_dir, tmp_p
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from rlvr.driver import _per_sample, load_checkpoint, reference_kl, save_checkpoint, train_step
-
-    cfg, trainers, pg = lora_group(random_model_dir, backend, stage, ranks=ranks)
+    cfg, trainer = lora_group(random_model_dir, backend, stage, ranks=ranks, lora=LORA)
     try:
-        before = ray.get([t.backend_state_dict.remote() for t in trainers])[0]
+        before = ray.get([t.backend_state_dict.remote() for t in trainer.handles])[0]
         # groups of 2 over 2 ranks x 2 micro-batches: rank 0's second micro-batch shares no prompt while
         # rank 1's do; the ranks must still run one layout (shared prompts) or the collectives deadlock
         samples = make_samples(10, seed=1, group=2)
         for _ in range(2):  # two updates: lora_B moves first (it starts at 0), then lora_A too
-            assert train_step(trainers, samples, cfg)["grad_norm"] > 0
-        after = ray.get([t.backend_state_dict.remote() for t in trainers])[0]
+            assert trainer.train(samples)["grad_norm"] > 0
+        after = ray.get([t.backend_state_dict.remote() for t in trainer.handles])[0]
         assert set(before) == set(after)
         changed = {k for k in before if not torch.equal(before[k], after[k])}
         adapters = {k for k in before if ".lora_A." in k or ".lora_B." in k}
         assert len(adapters) == 28 and changed == adapters  # 14 adapted layers x (A, B); the base is frozen
 
         # KL reference = the base model: policy log-prob - k1 KL = base log-prob, per sample
-        policy = torch.tensor([sum(lp) for lp in _per_sample(trainers, "probe_logprobs", samples, cfg)])
-        kl = torch.tensor(reference_kl(trainers, samples, cfg))
+        policy = torch.tensor([sum(lp) for lp in trainer.probe_logprobs(samples)])
+        kl = torch.tensor(trainer.reference_kl(samples))
         base = base_logprob_sums(random_model_dir, samples)
         assert (policy - base).abs().max() > 1e-3  # the policy has moved away from the base
         torch.testing.assert_close(policy - kl, base, atol=1e-4, rtol=0)
 
         # the checkpoint: a PEFT adapter giving the trainer's logits, and an exact resume point
-        path = save_checkpoint(trainers, str(tmp_path / "ckpt"), {"step": 2}, 600)
+        path = trainer.save_checkpoint(str(tmp_path / "ckpt"), {"step": 2})
         assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= set(os.listdir(path))
         peft_model = PeftModel.from_pretrained(
             AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32), path).eval()
         merged = AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32).eval()
-        missing, _ = merged.load_state_dict(ray.get([t.full_state_dict.remote() for t in trainers])[0], strict=False)
+        missing, _ = merged.load_state_dict(trainer.full_state_dict(), strict=False)
         assert set(missing) <= {"lm_head.weight"}  # ZeRO-3 gathers a tied LM head once, as the embedding
         ids = torch.tensor([[5, 17, 42, 9, 33, 2, 77]])
         with torch.no_grad():
             torch.testing.assert_close(peft_model(ids).logits, merged(ids).logits, atol=1e-5, rtol=0)
-        step3 = train_step(trainers, samples, cfg)
-        load_checkpoint(trainers, path, 600)
-        again = train_step(trainers, samples, cfg)
+        step3 = trainer.train(samples)
+        trainer.load_checkpoint(path)
+        again = trainer.train(samples)
         assert again["loss"] == pytest.approx(step3["loss"], rel=1e-6, abs=1e-9)
         assert again["grad_norm"] == pytest.approx(step3["grad_norm"], rel=1e-5)
     finally:
-        stop(trainers, pg)
+        trainer.stop()
 
 
 def test_merged_weights_reach_vllm(ray_cluster, random_model_dir, tmp_path):
     """The real sync path (broadcast, checksums, probe) with LoRA, then greedy vLLM vs transformers."""
-    import ray
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from rlvr.driver import setup_weight_sync, sync_weights, train_step, verify_weights
-    from rlvr.rollout.actors import create_engines
-    from tests.integration.test_rollout import greedy_tokens, hf_greedy
-    from tests.integration.test_weight_sync import probe_prompts
+    from rlvr.rollout.group import RolloutGroup
+    from rlvr.sync.group import WeightSync
+    from tests.helpers.stack import greedy_tokens, hf_greedy, probe_prompts
 
-    cfg, trainers, pg = lora_group(random_model_dir, "fsdp2", lr=5e-2)
-    engines = create_engines(RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=0.5, num_threads=1),
-                             random_model_dir, seed=0, dtype="float32")
+    cfg, trainer = lora_group(random_model_dir, "fsdp2", lr=5e-2, lora=LORA)
+    rollouts = RolloutGroup(RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=0.5, num_threads=1),
+                            random_model_dir, seed=0, dtype="float32")
+    engine = rollouts.handles[0]
     try:
         tokenizer = AutoTokenizer.from_pretrained(random_model_dir)
         prompts = chat_prompts(tokenizer)
-        before = greedy_tokens(engines[0], prompts, 12)
+        before = greedy_tokens(engine, prompts, 12)
         cfg.sync.method, cfg.sync.bucket_mb = "broadcast", 0.25
-        setup_weight_sync(trainers, engines, cfg, str(tmp_path))
+        sync = WeightSync(cfg.sync, trainer, rollouts, str(tmp_path / "sync"))
+        sync.setup()
         samples = make_samples(12, seed=2, group=3)
         for _ in range(4):
-            train_step(trainers, samples, cfg)
-        stats = sync_weights(trainers, engines, 1, cfg)  # checksums of what was sent == what arrived
+            trainer.train(samples)
+        stats = sync.push(1)  # checksums of what was sent == what arrived
         assert stats["sync/bytes"] > 1_000_000
-        assert verify_weights(trainers, engines, probe_prompts(), 1, cfg) < 1e-3  # engine log-probs == trainer's
+        assert sync.verify(probe_prompts()) < 1e-3  # engine log-probs == trainer's
 
-        state = ray.get([t.full_state_dict.remote() for t in trainers])[0]
+        state = trainer.full_state_dict()
         assert not any("lora_" in k or "base_layer" in k or k.startswith("base_model") for k in state)
         model = AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32).eval()
         model.load_state_dict(state)  # fsdp2: every key, the tied LM head included
-        after = greedy_tokens(engines[0], prompts, 12)
+        after = greedy_tokens(engine, prompts, 12)
         assert after == hf_greedy(model, tokenizer, prompts, 12)
         assert after != before, "the LoRA updates should change the random model's greedy output"
     finally:
-        stop(trainers + engines, pg)
+        trainer.stop()
+        rollouts.stop()

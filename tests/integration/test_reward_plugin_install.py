@@ -39,7 +39,7 @@ def _fresh_python(code: str) -> str:
 
 
 def test_entry_point_resolves_in_a_fresh_process(installed):
-    out = _fresh_python("from rlvr.reward.registry import resolve_verifier_name, known_verifiers\n"
+    out = _fresh_python("from rlvr.plugins import resolve_verifier_name, known_verifiers\n"
                         "import rlvr_example_plugin, json\n"
                         "print(json.dumps([resolve_verifier_name('exact_match'), known_verifiers(),"
                         " rlvr_example_plugin.__file__]))")
@@ -50,16 +50,16 @@ def test_entry_point_resolves_in_a_fresh_process(installed):
 
 
 def test_cli_lists_and_scores_the_plugin(installed):
-    out = _fresh_python("from rlvr.rewards_cli import main; main(['list'])")
+    out = _fresh_python("from rlvr.cli.rewards import main; main(['list'])")
     assert any(line.split()[:2] == ["exact_match", "rlvr_example_plugin:ExactMatch"]
                and "rlvr-example-plugin 0.1.0" in line for line in out.splitlines())
-    out = _fresh_python("from rlvr.rewards_cli import main; main(['score', 'exact_match', '--completion', "
+    out = _fresh_python("from rlvr.cli.rewards import main; main(['score', 'exact_match', '--completion', "
                         "'<think>x</think> PARIS', '--answer', 'paris', '-o', 'case_sensitive=false'])")
     assert json.loads(out) == {"value": 1.0, "parts": {"has_answer": 1.0}, "failure": None}
 
 
 def test_plugin_scores_in_the_reward_worker(installed):
-    from rlvr.reward.pool import RewardWorker
+    from rlvr.reward.worker import RewardWorker
     from rlvr.types import RewardInput
 
     worker = RewardWorker([{"name": "exact_match", "case_sensitive": False}, {"name": "format", "require_think": True}])
@@ -83,8 +83,8 @@ def test_a_training_step_uses_the_installed_plugin(installed, ray_cluster, warm_
     """The recipe names the plugin by its registered name; the run scores with it."""
     import importlib
 
-    from rlvr.metrics import read_metrics
-    from tests.e2e.test_learning import run_short
+    from rlvr.run.metrics import read_metrics
+    from tests.helpers.runs import run_short
 
     importlib.invalidate_caches()  # the plugin was installed after this process started
     summary = run_short(tmp_path, "plugin", ["reward.verifiers=[{name: exact_match}]", "trainer.total_steps=1",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlvr.reward.pool import RewardWorker, reward_metrics
+from rlvr.reward.worker import RewardWorker, reward_metrics
 from rlvr.types import RewardInput
 
 CHAOS = "tests.helpers.bad_verifiers:chaos"

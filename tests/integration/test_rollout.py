@@ -19,8 +19,9 @@ import pytest
 import torch
 
 from rlvr.config import RolloutConfig
-from rlvr.rollout.actors import create_engines, split_evenly
+from rlvr.rollout.group import RolloutGroup, split_evenly
 from rlvr.types import SamplingSpec
+from tests.helpers.stack import forward_logprobs, greedy_tokens, hf_greedy
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -51,30 +52,25 @@ def hf_model(random_model_dir):
 
 
 @pytest.fixture(scope="module")
-def engines(ray_cluster, random_model_dir):
-    """One actor per engine kind, shared by the tests of this module."""
-    import ray
+def groups(ray_cluster, random_model_dir):
+    """One rollout group (of one engine) per engine kind, shared by the tests of this module."""
+    groups = {name: RolloutGroup(RolloutConfig(engine=name, num_engines=1, cpus_per_engine=1, num_threads=1),
+                                 random_model_dir, seed=0, dtype="float32") for name in ENGINE_NAMES}
+    yield groups
+    for group in groups.values():
+        group.stop()
 
-    started = {}
-    for name in ENGINE_NAMES:
-        cfg = RolloutConfig(engine=name, num_engines=1, cpus_per_engine=1, num_threads=1)
-        [started[name]] = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
-    yield started
-    for actor in started.values():
-        ray.kill(actor)
+
+@pytest.fixture(scope="module")
+def engines(groups) -> dict:
+    """Each kind's engine actor."""
+    return {name: group.handles[0] for name, group in groups.items()}
 
 
 def eos_ids(tokenizer, model) -> set[int]:
     ids = model.generation_config.eos_token_id
     ids = set(ids if isinstance(ids, list) else [ids])
     return ids | {tokenizer.eos_token_id}
-
-
-def hf_greedy(model, tokenizer, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-    """The reference: transformers greedy generate, one unpadded prompt at a time (the matrix's)."""
-    from rlvr.matrix import hf_greedy as reference
-
-    return reference(model, tokenizer, prompts, max_tokens)
 
 
 def perturbed_copy(model, seed: int):
@@ -88,20 +84,6 @@ def perturbed_copy(model, seed: int):
         for p in copy.parameters():
             p.add_(torch.randn(p.shape, generator=gen) * 0.05)
     return copy
-
-
-def greedy_tokens(engine, prompts, max_tokens: int) -> list[list[int]]:
-    import ray
-
-    spec = SamplingSpec(n=1, max_tokens=max_tokens, temperature=0.0)
-    return [c.token_ids for c in ray.get(engine.generate.remote(prompts, spec))]
-
-
-def forward_logprobs(model, prompt: list[int], completion: list[int], temperature: float) -> torch.Tensor:
-    with torch.no_grad():
-        logits = model(torch.tensor([prompt + completion])).logits[0].float() / temperature
-    logp = torch.log_softmax(logits[len(prompt) - 1:-1], dim=-1)
-    return logp.gather(-1, torch.tensor(completion)[:, None]).squeeze(-1)
 
 
 def check_interface(completions, prompts, spec: SamplingSpec, tokenizer, eos: set[int]) -> None:
@@ -253,28 +235,28 @@ def test_weight_sync_with_workers_in_another_process(ray_cluster, random_model_d
 
     cfg = RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=1, num_threads=1,
                         engine_kwargs={"distributed_executor_backend": "mp"})
-    [engine] = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
+    group = RolloutGroup(cfg, random_model_dir, seed=0, dtype="float32")
+    engine = group.handles[0]
     try:
         assert greedy_tokens(engine, prompts, 8) == hf_greedy(hf_model, tokenizer, prompts, 8)
         perturbed = perturbed_copy(hf_model, seed=2)
         ray.get(engine.update_weights.remote(perturbed.state_dict(), 1))
         assert greedy_tokens(engine, prompts, 8) == hf_greedy(perturbed, tokenizer, prompts, 8)
     finally:
-        ray.kill(engine)
+        group.stop()
 
 
-def test_create_engines_shards_and_pushes(ray_cluster, random_model_dir, prompts, tokenizer, hf_model):
+def test_rollout_group_shards_and_pushes(ray_cluster, random_model_dir, prompts, tokenizer, hf_model):
     """Two engines from one config: sharded generate keeps prompt order; push reaches both."""
     import ray
 
     cfg = RolloutConfig(engine="hf", num_engines=2, cpus_per_engine=0.5, num_threads=1)
-    engines = create_engines(cfg, random_model_dir, seed=0, dtype="float32")
+    group = RolloutGroup(cfg, random_model_dir, seed=0, dtype="float32")
+    engines = group.handles
     try:
         assert ray.get([e.ping.remote() for e in engines]) == [True, True]
         spec = SamplingSpec(n=2, max_tokens=6, temperature=0.0)
-        from rlvr.driver import generate
-
-        completions = generate(engines, prompts, spec)
+        completions = group.generate(prompts, spec)
         assert [c.prompt_index for c in completions] == [i for i in range(len(prompts)) for _ in range(2)]
         reference = hf_greedy(hf_model, tokenizer, prompts, 6)
         assert [c.token_ids for c in completions] == [r for r in reference for _ in range(2)]
@@ -283,8 +265,7 @@ def test_create_engines_shards_and_pushes(ray_cluster, random_model_dir, prompts
         assert len(seconds) == 2
         assert ray.get([e.weight_version.remote() for e in engines]) == [3, 3]
     finally:
-        for e in engines:
-            ray.kill(e)
+        group.stop()
 
 
 def test_split_evenly_keeps_order_and_groups():
@@ -298,31 +279,29 @@ def test_split_evenly_keeps_order_and_groups():
         split_evenly(list(range(5)), 2, group_size=2)
 
 
-def test_scoring_overlaps_generation_and_keeps_order(engines, prompts, tokenizer):
+def test_scoring_overlaps_generation_and_keeps_order(groups, prompts, tokenizer):
     """`generate_and_score` with 6 chunks on one engine: the first chunk is scored while the
     later ones are still generating, and every reward lands on its own completion."""
     import time
 
-    import ray
-
-    from rlvr.data import Prompt
-    from rlvr.driver import generate_and_score
-    from rlvr.metrics import Timer
-    from rlvr.reward.pool import RewardWorker
+    from rlvr.config import RewardConfig
+    from rlvr.reward.group import RewardGroup
+    from rlvr.rollout.group import generate_and_score
+    from rlvr.run.metrics import Timer
+    from rlvr.types import Prompt
 
     key = "tests.helpers.bad_verifiers:stamped"
-    rewarder = ray.remote(num_cpus=0.5)(RewardWorker).remote([{"name": key}])
+    rewards = RewardGroup([{"name": key}], RewardConfig(num_workers=1, cpus_per_worker=0.5))
     try:
-        ray.get(rewarder.ping.remote())
         items = [Prompt(text=tokenizer.decode(ids), token_ids=ids, answer="") for ids in prompts * 2]
         spec = SamplingSpec(n=4, max_tokens=64, temperature=1.0, ignore_eos=True, seed=3)
         timer = Timer()
         t0 = time.time()
-        completions, rewards = generate_and_score([engines["vllm"]], [rewarder], items, spec, 6, timer)
+        completions, scored = generate_and_score(groups["vllm"], rewards, items, spec, 6, timer)
         generation_done = t0 + timer.times["timing/generate"]
         assert [c.prompt_index for c in completions] == [i for i in range(len(items)) for _ in range(4)]
-        assert [r.parts[key]["chars"] for r in rewards] == [float(len(c.text)) for c in completions]
-        first_scored = min(r.parts[key]["t"] for r in rewards)
+        assert [r.parts[key]["chars"] for r in scored] == [float(len(c.text)) for c in completions]
+        first_scored = min(r.parts[key]["t"] for r in scored)
         assert first_scored < generation_done, (first_scored - t0, timer.times)
     finally:
-        ray.kill(rewarder)
+        rewards.stop()

@@ -12,8 +12,8 @@ import urllib.request
 
 import pytest
 
-from rlvr.runstate import read_status
-from tests.e2e.test_learning import run_short
+from rlvr.run.status import read_status
+from tests.helpers.runs import run_short
 from tests.helpers.procs import wait_for
 
 pytestmark = pytest.mark.timeout(600)

@@ -17,7 +17,9 @@ import time
 import httpx
 import pytest
 
-from rlvr.runstate import ControlInbox, RunStatus, write_samples
+from rlvr.run.status import RunStatus
+from rlvr.run.control import ControlInbox
+from rlvr.run.samples import write_samples
 from rlvr.service.server import resolve_token, start_in_thread
 
 TOKEN = "s3cret-token"

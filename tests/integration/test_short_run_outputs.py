@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlvr.metrics import read_metrics
-from tests.e2e.test_learning import run_short
+from rlvr.run.metrics import read_metrics
+from tests.helpers.runs import run_short
 from tests.helpers.tracking import mlflow_history, tensorboard_scalars, wandb_offline_history
 
 pytestmark = pytest.mark.timeout(600)

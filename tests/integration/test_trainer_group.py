@@ -7,26 +7,14 @@ compared with a single-process computation of the same loss on the whole batch.
 
 from __future__ import annotations
 
-import random
-
 import pytest
 import torch
 
 from rlvr import algos
 from rlvr.config import AlgorithmConfig, TrainerConfig
-from rlvr.trainer.batch import TrainSample, collate, num_micro_batches, shard_for_ranks
-
-
-def make_samples(n: int, seed: int = 0, group: int = 1) -> list[TrainSample]:
-    """`n` samples; runs of `group` consecutive samples share a prompt (as GRPO groups do)."""
-    rng = random.Random(seed)
-    out = []
-    for i in range(n):
-        if i % group == 0:
-            prompt = [rng.randrange(3, 300) for _ in range(rng.randrange(4, 9))]
-        completion = [rng.randrange(3, 300) for _ in range(rng.randrange(1, 6))]
-        out.append(TrainSample(prompt, completion, rng.uniform(-1, 1), [-1.0] * len(completion)))
-    return out
+from rlvr.trainer.batch import collate, num_micro_batches, shard_for_ranks
+from rlvr.types import TrainSample
+from tests.helpers.stack import make_samples
 
 
 def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample], aggregation: str = "token_mean",
@@ -57,20 +45,17 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
     1's only distinct prompts; a rank that ran the plain layout (one forward) beside one that
     ran the shared layout (two) deadlocked 2-rank FSDP2 and ZeRO-3, so every rank must use one."""
     import ray
-    from ray.util.placement_group import remove_placement_group
 
-    from rlvr.trainer.group import create_trainers
+    from rlvr.trainer.group import TrainerGroup
 
     cfg = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2, lr=1e-3)
     cfg.deepspeed.zero_stage = stage
     samples = make_samples(13, group=3) if layout == "groups" else make_samples(7, group=3) + make_samples(6, seed=1)
-    workers, pg = create_trainers(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0,
-                                  norm_tokens=8)
+    group = TrainerGroup(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0, norm_tokens=8)
+    workers = group.handles
     try:
         shards = shard_for_ranks(samples, 2)
-        from rlvr.rollouts import loss_denominator
-
-        denominator = loss_denominator(samples, aggregation)
+        denominator = algos.normaliser([len(s.completion_ids) for s in samples], aggregation)
         micro = num_micro_batches(shards, cfg.micro_batch_size)
         assert micro == 3  # 7 and 6 samples, micro-batches of 3: uneven and with accumulation
         results = ray.get([w.train_step.remote(shard, denominator, micro) for w, shard in zip(workers, shards)],
@@ -90,35 +75,28 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
         changed = [k for k in start if not torch.equal(start[k], states[0][k])]
         assert len(changed) == len(start), "every parameter should move after one AdamW step"
     finally:
-        for w in workers:
-            ray.kill(w)
-        remove_placement_group(pg)
+        group.stop()
 
 
 def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_model_dir):
     """The less common loss terms, through the real 2-rank trainer: GSPO + truncated IS +
     entropy bonus, compared with the same formula computed in this process."""
     import ray
-    from ray.util.placement_group import remove_placement_group
     from transformers import AutoModelForCausalLM
 
-    from rlvr.rollouts import loss_denominator
-    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
-    from rlvr.trainer.group import create_trainers
+    from rlvr.trainer.group import TrainerGroup
 
     algo = AlgorithmConfig(loss="gspo", clip_low=0.1, clip_high=0.1, tis_cap=1.5, entropy_coef=0.01, dual_clip=3.0)
     cfg = TrainerConfig(backend="fsdp2", num_workers=2, micro_batch_size=4, total_steps=1)
     samples = make_samples(10, seed=3)
-    workers, pg = create_trainers(cfg, algo, random_model_dir, seed=0)
+    group = TrainerGroup(cfg, algo, random_model_dir, seed=0)
     try:
         shards = shard_for_ranks(samples, 2)
-        denominator = loss_denominator(samples, "token_mean")
+        denominator = algos.normaliser([len(s.completion_ids) for s in samples], "token_mean")
         results = ray.get([w.train_step.remote(s, denominator, num_micro_batches(shards, 4))
-                           for w, s in zip(workers, shards)])
+                           for w, s in zip(group.handles, shards)])
     finally:
-        for w in workers:
-            ray.kill(w)
-        remove_placement_group(pg)
+        group.stop()
 
     model = AutoModelForCausalLM.from_pretrained(random_model_dir, torch_dtype=torch.float32)
     batch = collate(samples, pad_id=0)

@@ -4,7 +4,7 @@ Recipe-level problems go through the CLI (`rlvr validate`, exit code 2, one line
 `rlvr: recipe error: <key>: ...`): its `main` in this process for the whole table, and
 the installed `rlvr` command for two rows.
 `rlvr validate` does not read data files, so load-time problems (bad lines, prompts too
-long for the model) call the `rlvr.data` loaders directly with the tiny model's real
+long for the model) call the `rlvr.data.rows` loaders directly with the tiny model's real
 tokenizer and max length, as the driver does; they raise `DatasetError`, one line naming
 the file and line (or row) that the CLI prints as `rlvr: data error: ...`.
 """
@@ -19,7 +19,8 @@ import sys
 
 import pytest
 
-from rlvr import data
+from rlvr.data import prompts as data_prompts
+from rlvr.data import rows as data
 from rlvr.config import DataConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -109,7 +110,7 @@ def _argv(corpus: str, recipe: str | None, overrides: list[str]) -> list[str]:
 def test_cli_rejects_bad_recipe_with_one_line(corpus, capsys, monkeypatch, row_id, recipe, overrides, fragment, code):
     """The CLI's own `main` in this process (a subprocess per row costs ~2.5 s: torch is
     imported by the checks); `test_the_installed_command_...` runs the real binary."""
-    from rlvr import cli
+    from rlvr.cli import main as cli
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)  # cluster.num_cpus only counts for a private cluster
     try:
@@ -127,7 +128,7 @@ def test_cli_rejects_bad_recipe_with_one_line(corpus, capsys, monkeypatch, row_i
 
 def test_the_installed_command_exits_2_with_one_line(corpus):
     """`.venv/bin/rlvr validate` itself, for a row rejected at load and one rejected by the checks."""
-    cmd = [RLVR] if os.path.exists(RLVR) else [sys.executable, "-m", "rlvr.cli"]
+    cmd = [RLVR] if os.path.exists(RLVR) else [sys.executable, "-m", "rlvr.cli.main"]
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     rows = [r for r in CLI_ROWS if r[0] in ("missing recipe file", "model folder without config.json")]
     procs = [(fragment, subprocess.Popen(cmd + _argv(corpus, recipe, overrides), stdout=subprocess.DEVNULL,
@@ -212,8 +213,8 @@ def tiny(random_model_dir):
 
 def _load_and_fit(path, tokenizer, max_len, max_tokens=16):
     cfg = DataConfig(train_path=str(path), eval_path=None)
-    train, _ = data.load_train_and_eval(cfg, tokenizer)
-    return data.drop_too_long(train, max_tokens, max_len, source=cfg.train_path)
+    train, _ = data_prompts.load_train_and_eval(cfg, tokenizer)
+    return data_prompts.drop_too_long(train, max_tokens, max_len, source=cfg.train_path)
 
 
 def test_a_prompt_too_long_is_skipped_and_counted(tmp_path, tiny):
@@ -248,7 +249,7 @@ def test_tokenizer_without_chat_template_falls_back_to_raw_prompts_once(tmp_path
     tokenizer = AutoTokenizer.from_pretrained(str(base))
     path = tmp_path / "t.jsonl"
     path.write_bytes(_lines(OK, OK))
-    train, held_out = data.load_train_and_eval(DataConfig(train_path=str(path), eval_path=str(path)), tokenizer)
+    train, held_out = data_prompts.load_train_and_eval(DataConfig(train_path=str(path), eval_path=str(path)), tokenizer)
     assert [p.text for p in train + held_out] == ["1+1="] * 4
     err = capsys.readouterr().err
     assert err.count("[rlvr] warning") == 1 and "no chat template" in err and "data.apply_chat_template" in err

@@ -1,6 +1,7 @@
 import torch
 
-from rlvr.trainer.batch import TrainSample, collate, num_micro_batches, shard_for_ranks, split_micro
+from rlvr.trainer.batch import collate, num_micro_batches, shard_for_ranks, split_micro
+from rlvr.types import TrainSample
 
 
 def test_collate_aligns_completions_at_one_column():

@@ -4,8 +4,10 @@ import os
 import pytest
 import torch
 
-from rlvr.checkpoint import atomic_folder_write, save_hf_checkpoint
-from rlvr.metrics import MetricsLogger, console_line, read_metrics
+from rlvr.run.checkpoint import save_hf_checkpoint
+from rlvr.run.files import atomic_folder_write
+from rlvr.run.metrics import MetricsLogger, read_metrics
+from rlvr.run.console import console_line
 
 
 def test_failed_write_leaves_previous_checkpoint_and_no_debris(tmp_path):
@@ -50,7 +52,7 @@ def test_metrics_jsonl_is_valid_json_even_with_nan(tmp_path):
 
 def _sealed(run_dir, name: str, step: int, payload: bytes = b"weights") -> str:
     """A checkpoint as the trainer ranks would leave it, sealed by finalize_checkpoint."""
-    from rlvr.checkpoint import finalize_checkpoint
+    from rlvr.run.checkpoint import finalize_checkpoint
 
     tmp = os.path.join(run_dir, "checkpoints", f"{name}.tmp")
     os.makedirs(os.path.join(tmp, "trainer"))
@@ -62,7 +64,7 @@ def _sealed(run_dir, name: str, step: int, payload: bytes = b"weights") -> str:
 
 
 def test_sealed_checkpoints_verify_and_resume_skips_damaged_ones(tmp_path):
-    from rlvr.checkpoint import check_checkpoint, find_resume_point, list_checkpoints
+    from rlvr.run.checkpoint import check_checkpoint, find_resume_point, list_checkpoints
 
     run = str(tmp_path)
     two, four, six = (_sealed(run, f"step_{s:06d}", s) for s in (2, 4, 6))
@@ -83,7 +85,7 @@ def test_sealed_checkpoints_verify_and_resume_skips_damaged_ones(tmp_path):
 
 
 def test_prune_keeps_the_newest_and_final(tmp_path):
-    from rlvr.checkpoint import list_checkpoints, prune_checkpoints
+    from rlvr.run.checkpoint import list_checkpoints, prune_checkpoints
 
     run = str(tmp_path)
     for s in (1, 2, 3, 4):

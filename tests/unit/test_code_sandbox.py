@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from rewards.code import CodeVerifier, extract_code
+from rlvr.reward.builtin.code import CodeVerifier, extract_code
 from rlvr.reward.sandbox import run_python
 from rlvr.types import RewardInput
 

@@ -8,7 +8,8 @@ import shutil
 import pytest
 import torch
 
-from rlvr.trainer.batch import TrainSample, collate_shared
+from rlvr.trainer.batch import collate_shared
+from rlvr.types import TrainSample
 from rlvr.trainer.compile import compile_blocks
 from rlvr.trainer.worker import shared_prompt_logits
 

@@ -44,7 +44,7 @@ def test_bad_values_name_the_key(override, key):
 ])
 def test_cli_exits_2_with_one_line(args, needle):
     # (time to reject is measured in bench/, not asserted here: CI machines are noisy)
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "train", RECIPE, *args],
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "train", RECIPE, *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -60,7 +60,7 @@ def test_rejecting_a_recipe_starts_nothing_heavy():
 
 
 def test_validate_prints_resolved_recipe():
-    proc = subprocess.run([sys.executable, "-m", "rlvr.cli", "validate", RECIPE, "run.seed=5"],
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "validate", RECIPE, "run.seed=5"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0
     assert "seed: 5" in proc.stdout and "zero_stage: 2" in proc.stdout
@@ -75,7 +75,7 @@ def test_unknown_key_in_yaml_file(tmp_path):
 
 
 def test_import_rlvr_is_cheap():
-    code = ("import sys, rlvr, rlvr.config, rlvr.cli, rlvr.driver, rlvr.types; "
+    code = ("import sys, rlvr, rlvr.config, rlvr.cli.main, rlvr.loop.train, rlvr.loop.loop, rlvr.types; "
             "heavy = [m for m in ('vllm', 'ray', 'deepspeed') if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr

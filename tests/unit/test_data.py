@@ -1,4 +1,4 @@
-"""rlvr.data: the arithmetic task, JSONL/Parquet loading, rendering and the prompt sampler."""
+"""rlvr.data.rows: the arithmetic task, JSONL/Parquet loading, rendering and the prompt sampler."""
 
 import copy
 import dataclasses
@@ -6,13 +6,15 @@ import json
 
 import pytest
 
-from rlvr import data
+from rlvr.data import prompts as data_prompts
+from rlvr.data import rows as data
+from rlvr.types import Prompt
 from rlvr.config import ArithmeticConfig, DataConfig
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from rlvr.tiny import build_tokenizer
+    from rlvr.models.tiny import build_tokenizer
 
     return build_tokenizer()
 
@@ -169,7 +171,7 @@ def test_unknown_extension_empty_file_folder_and_missing_file(tmp_path):
 def test_render_with_chat_template_and_system_prompt(tokenizer):
     rows = [{"prompt": "07+48=", "answer": "55", "metadata": {"i": 0}},
             {"messages": [{"role": "user", "content": "1+2="}], "answer": "3"}]
-    p1, p2 = data.render_prompts(rows, tokenizer, DataConfig(system_prompt="Add."))
+    p1, p2 = data_prompts.render_prompts(rows, tokenizer, DataConfig(system_prompt="Add."))
     assert p1.text == ("<|im_start|>system\nAdd.<|im_end|>\n<|im_start|>user\n07+48=<|im_end|>\n"
                        "<|im_start|>assistant\n")
     assert tokenizer.decode(p1.token_ids) == p1.text
@@ -190,7 +192,7 @@ def test_render_passes_enable_thinking_to_the_template(tokenizer, enable_thinkin
     qwen3ish = copy.deepcopy(tokenizer)
     qwen3ish.chat_template = THINKING_TEMPLATE
     cfg = DataConfig(enable_thinking=enable_thinking, chat_template_kwargs={"unused_by_template": 1})
-    (p,) = data.render_prompts([{"prompt": "1+2=", "answer": "3"}], qwen3ish, cfg)
+    (p,) = data_prompts.render_prompts([{"prompt": "1+2=", "answer": "3"}], qwen3ish, cfg)
     assert p.text.startswith("<|im_start|>user\n1+2=<|im_end|>\n<|im_start|>assistant\n")
     assert p.text.endswith("<think>\n\n</think>\n\n") == empty_think
 
@@ -198,7 +200,7 @@ def test_render_passes_enable_thinking_to_the_template(tokenizer, enable_thinkin
 def test_render_raw_prompt(tokenizer):
     rows = [{"prompt": "07+48=", "answer": "55"}, {"messages": [{"role": "user", "content": "a"},
                                                                 {"role": "user", "content": "b"}], "answer": "x"}]
-    p1, p2 = data.render_prompts(rows, tokenizer, DataConfig(apply_chat_template=False))
+    p1, p2 = data_prompts.render_prompts(rows, tokenizer, DataConfig(apply_chat_template=False))
     assert p1.text == "07+48=" and tokenizer.decode(p1.token_ids) == "07+48="
     assert p2.text == "a\n\nb"
 
@@ -208,76 +210,76 @@ def test_render_needs_a_chat_template(tokenizer):
         chat_template = None
 
     with pytest.raises(ValueError, match="no chat template"):
-        data.render_prompts([{"prompt": "x", "answer": "1"}], NoTemplate(), DataConfig())
+        data_prompts.render_prompts([{"prompt": "x", "answer": "1"}], NoTemplate(), DataConfig())
 
 
 def test_load_falls_back_to_raw_prompts_without_a_chat_template(tokenizer, capsys):
     bare = copy.deepcopy(tokenizer)
     bare.chat_template = None
     cfg = DataConfig(arithmetic=ArithmeticConfig(num_train=4, num_eval=2))
-    train, held_out = data.load_train_and_eval(cfg, bare)
-    raw_train, _ = data.load_train_and_eval(dataclasses.replace(cfg, apply_chat_template=False), bare)
+    train, held_out = data_prompts.load_train_and_eval(cfg, bare)
+    raw_train, _ = data_prompts.load_train_and_eval(dataclasses.replace(cfg, apply_chat_template=False), bare)
     assert [p.text for p in train] == [p.text for p in raw_train] and "<|im_start|>" not in train[0].text
     err = capsys.readouterr().err
     assert err.count("[rlvr] warning") == 1 and "data.apply_chat_template: false" in err  # once, both splits
 
 
 def test_drop_too_long():
-    prompts = [data.Prompt(str(n), [0] * n, "1") for n in (3, 10, 6, 7)]
+    prompts = [Prompt(str(n), [0] * n, "1") for n in (3, 10, 6, 7)]
     # max length 16 - 10 new tokens = 6 prompt tokens at most: 3 and 6 fit, 10 and 7 do not
-    kept, skipped = data.drop_too_long(prompts, max_new_tokens=10, max_model_len=16, source="t.jsonl")
+    kept, skipped = data_prompts.drop_too_long(prompts, max_new_tokens=10, max_model_len=16, source="t.jsonl")
     assert [p.text for p in kept] == ["3", "6"] and skipped == 2
-    assert data.drop_too_long([], 10, 16, "t.jsonl") == ([], 0)
+    assert data_prompts.drop_too_long([], 10, 16, "t.jsonl") == ([], 0)
     with pytest.raises(data.DatasetError, match=r"t\.jsonl: all 4 prompts are too long .* longer than 2 tokens "
                                                 r"\(the shortest has 3\); lower rollout\.max_tokens"):
-        data.drop_too_long(prompts, max_new_tokens=14, max_model_len=16, source="t.jsonl")
+        data_prompts.drop_too_long(prompts, max_new_tokens=14, max_model_len=16, source="t.jsonl")
     with pytest.raises(data.DatasetError, match=r"eval\.max_tokens=16 leaves no room"):
-        data.drop_too_long(prompts, 16, 16, "e.jsonl", tokens_key="eval.max_tokens")
+        data_prompts.drop_too_long(prompts, 16, 16, "e.jsonl", tokens_key="eval.max_tokens")
 
 
 def test_load_train_and_eval(tmp_path, tokenizer):
     small = ArithmeticConfig(num_train=40, num_eval=10)
-    train, held_out = data.load_train_and_eval(DataConfig(arithmetic=small), tokenizer)
+    train, held_out = data_prompts.load_train_and_eval(DataConfig(arithmetic=small), tokenizer)
     assert len(train) == 40 and len(held_out) == 10
-    assert all(isinstance(p, data.Prompt) and p.token_ids for p in train + held_out)
+    assert all(isinstance(p, Prompt) and p.token_ids for p in train + held_out)
 
     path = _write_jsonl(tmp_path / "t.jsonl", [{"prompt": "1+1=", "answer": "2"}])
-    train, held_out = data.load_train_and_eval(DataConfig(train_path=path, eval_path=None), tokenizer)
+    train, held_out = data_prompts.load_train_and_eval(DataConfig(train_path=path, eval_path=None), tokenizer)
     assert [p.answer for p in train] == ["2"] and held_out == []
 
 
 # --- sampler -------------------------------------------------------------------------------
 
 def test_sampler_is_deterministic_and_covers_each_epoch():
-    a, b = data.PromptSampler(10, seed=3), data.PromptSampler(10, seed=3)
+    a, b = data_prompts.PromptSampler(10, seed=3), data_prompts.PromptSampler(10, seed=3)
     draws = [a.next_batch(4) for _ in range(5)]
     assert draws == [b.next_batch(4) for _ in range(5)]
     flat = sum(draws, [])
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
     assert flat[:10] != flat[10:20]  # a fresh permutation per epoch
-    assert data.PromptSampler(10, seed=4).next_batch(10) != flat[:10]
-    assert len(data.PromptSampler(3, seed=0).next_batch(7)) == 7  # a batch may span several epochs
+    assert data_prompts.PromptSampler(10, seed=4).next_batch(10) != flat[:10]
+    assert len(data_prompts.PromptSampler(3, seed=0).next_batch(7)) == 7  # a batch may span several epochs
 
 
 def test_sampler_without_shuffle_takes_file_order_every_epoch():
-    s = data.PromptSampler(5, seed=3, shuffle=False)
+    s = data_prompts.PromptSampler(5, seed=3, shuffle=False)
     assert s.next_batch(3) + s.next_batch(4) == [0, 1, 2, 3, 4, 0, 1]
 
 
 def test_sampler_resume_equals_uninterrupted():
-    straight = data.PromptSampler(7, seed=11)
+    straight = data_prompts.PromptSampler(7, seed=11)
     expected = [straight.next_batch(3) for _ in range(8)]
 
-    first = data.PromptSampler(7, seed=11)
+    first = data_prompts.PromptSampler(7, seed=11)
     got = [first.next_batch(3) for _ in range(4)]
     state = json.loads(json.dumps(first.state_dict()))  # survives a JSON checkpoint
-    resumed = data.PromptSampler(7, seed=11)
+    resumed = data_prompts.PromptSampler(7, seed=11)
     resumed.load_state_dict(state)
     got += [resumed.next_batch(3) for _ in range(4)]
     assert got == expected
 
 
 def test_sampler_rejects_state_of_another_dataset():
-    state = data.PromptSampler(7, seed=0).state_dict()
+    state = data_prompts.PromptSampler(7, seed=0).state_dict()
     with pytest.raises(ValueError, match="7 items"):
-        data.PromptSampler(8, seed=0).load_state_dict(state)
+        data_prompts.PromptSampler(8, seed=0).load_state_dict(state)

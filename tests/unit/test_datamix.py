@@ -1,4 +1,4 @@
-"""Data sources and mixing (rlvr.datamix): JSONL + a real `datasets` save_to_disk folder, counts,
+"""Data sources and mixing (rlvr.data.sources): JSONL + a real `datasets` save_to_disk folder, counts,
 weights, upsampling, a deterministic mixture and a disjoint held-out split."""
 
 from __future__ import annotations
@@ -9,9 +9,10 @@ from collections import Counter
 
 import pytest
 
-from rlvr import datamix
 from rlvr.config import DataConfig, load_recipe
-from rlvr.data import DatasetError
+from rlvr.config.data import split_count
+from rlvr.data import sources as datamix
+from rlvr.data.rows import DatasetError
 
 RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "recipes", "tiny-cpu.yaml")
 
@@ -38,8 +39,8 @@ def _by_source(rows) -> Counter:
 
 
 def test_split_count_and_shares():
-    assert datamix.split_count("x.jsonl#12") == ("x.jsonl", 12)
-    assert datamix.split_count("hf:a/b:main:train") == ("hf:a/b:main:train", None)
+    assert split_count("x.jsonl#12") == ("x.jsonl", 12)
+    assert split_count("hf:a/b:main:train") == ("hf:a/b:main:train", None)
     assert datamix.mix_counts([10, 10, 10], [None] * 3, [1.0, 1.0, 1.0], 10) == [4, 3, 3]  # sums exactly
     assert datamix.mix_counts([100, 5], [None, 20], [None, None], None) == [100, 20]
 

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from rlvr.evaluate import final_answer, k_values, keep_samples, majority_correct, pass_at_k, summarize
+from rlvr.eval.metrics import final_answer, k_values, keep_samples, majority_correct, pass_at_k, summarize
 
 
 @pytest.mark.parametrize("n, c", [(1, 0), (1, 1), (4, 0), (4, 1), (5, 2), (6, 6), (8, 3)])

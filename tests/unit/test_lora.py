@@ -12,7 +12,8 @@ import torch
 
 from rlvr.config import LoRAConfig, RecipeError, load_recipe
 from rlvr.trainer import lora
-from rlvr.trainer.batch import TrainSample, collate, collate_shared
+from rlvr.trainer.batch import collate, collate_shared
+from rlvr.types import TrainSample
 from tests.unit.test_batch import _completion_logprobs, _tiny_qwen3
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -163,7 +164,7 @@ def test_adapter_checkpoint_loads_with_peft_and_gives_the_trainers_logits(adapte
 def test_export_merge_writes_a_plain_model_with_the_same_logits(adapter_checkpoint, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rlvr import cli
+    from rlvr.cli import main as cli
 
     folder, trained = adapter_checkpoint
     assert cli.main(["export", folder, str(tmp_path / "merged"), "--merge"]) == 0
@@ -177,7 +178,7 @@ def test_export_merge_writes_a_plain_model_with_the_same_logits(adapter_checkpoi
 
 
 def test_export_errors_are_one_line(adapter_checkpoint, random_model_dir, tmp_path, capsys):
-    from rlvr import cli
+    from rlvr.cli import main as cli
 
     folder, _ = adapter_checkpoint
     (tmp_path / "taken").mkdir()

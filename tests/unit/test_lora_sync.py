@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from rlvr.config import LoRAConfig, RecipeError, RolloutConfig, load_recipe
+from rlvr.config.model import lora_sync_mode
+from rlvr.rollout.vllm_engine import lora_kwargs, write_adapter_files
 from rlvr.trainer import lora
 from tests.unit.test_batch import _tiny_qwen3
 from tests.unit.test_lora import trained_lora
@@ -29,7 +31,7 @@ RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
     (8, "merged", "vllm", 1, "merged"),
 ])
 def test_sync_mode(rank, sync, engine, gpus, want):
-    assert lora.sync_mode(LoRAConfig(rank=rank, sync=sync), RolloutConfig(engine=engine, gpus_per_engine=gpus)) == want
+    assert lora_sync_mode(LoRAConfig(rank=rank, sync=sync), RolloutConfig(engine=engine, gpus_per_engine=gpus)) == want
 
 
 @pytest.mark.parametrize("overrides, fragment", [
@@ -54,11 +56,11 @@ def test_good_sync_values_load():
 
 @pytest.mark.parametrize("rank, max_rank", [(1, 1), (2, 8), (8, 8), (9, 16), (64, 64), (300, 320), (512, 512)])
 def test_engine_kwargs_round_the_rank_up_to_one_vllm_allows(rank, max_rank):
-    assert lora.engine_kwargs(LoRAConfig(rank=rank)) == {"enable_lora": True, "max_lora_rank": max_rank, "max_loras": 1}
+    assert lora_kwargs(LoRAConfig(rank=rank).rank) == {"enable_lora": True, "max_lora_rank": max_rank, "max_loras": 1}
 
 
 def test_an_engine_without_an_adapter_path_refuses_adapter_sync_at_setup():
-    from rlvr.rollout.weights import WeightSyncMixin
+    from rlvr.sync.engine import WeightSyncMixin
 
     with pytest.raises(NotImplementedError, match="model.lora.sync=merged"):
         WeightSyncMixin().join_sync_group("ipc", [], 1024, adapter={"r": 8})
@@ -79,11 +81,11 @@ def test_the_engine_side_adapter_folder_loads_in_peft_and_gives_the_trainers_mod
     assert config["r"] == 4 and config["lora_alpha"] == 8 and config["peft_type"] == "LORA"
     assert json.loads(json.dumps(config)) == config  # JSON types only (peft keeps target_modules as a set)
 
-    from rlvr.weight_sync import metas_of, pack, unpack
+    from rlvr.sync.tensors import metas_of, pack, unpack
 
     folder = str(tmp_path / "a1")
     received = unpack(pack(list(tensors.values())), metas_of(tensors.items()))  # views of one bucket, as a sync yields
-    lora.write_adapter_files(folder, dict(received), config)
+    write_adapter_files(folder, dict(received), config)
     assert lora.is_adapter_folder(folder)
     loaded = PeftModel.from_pretrained(_tiny_qwen3(), folder).eval()
     ids = torch.tensor([[3, 9, 4, 17, 22, 5]])

@@ -9,7 +9,10 @@ import sys
 
 import pytest
 
-from rlvr import doctor, models
+from rlvr.cli import doctor
+
+from rlvr.models import families as models
+from rlvr.rollout import quirks as engine_table
 from rlvr.config import RolloutConfig
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -26,12 +29,12 @@ def _model_folder(tmp_path, model_type: str) -> str:
 
 
 def test_engine_quirks_follow_the_model_type(tmp_path):
-    assert models.engine_quirks(_model_folder(tmp_path, "gemma3_text")) == {"enable_prefix_caching": False}
-    assert models.engine_quirks(_model_folder(tmp_path, "qwen2")) == {}
-    assert models.engine_quirks(str(tmp_path / "no-such-model")) == {}
-    quirks = models.engine_quirks(_model_folder(tmp_path, "gemma3_text"))
+    assert engine_table.engine_quirks(_model_folder(tmp_path, "gemma3_text")) == {"enable_prefix_caching": False}
+    assert engine_table.engine_quirks(_model_folder(tmp_path, "qwen2")) == {}
+    assert engine_table.engine_quirks(str(tmp_path / "no-such-model")) == {}
+    quirks = engine_table.engine_quirks(_model_folder(tmp_path, "gemma3_text"))
     quirks["enable_prefix_caching"] = True  # a copy: the table itself is untouched
-    assert models.ENGINE_QUIRKS["gemma3_text"]["enable_prefix_caching"] is False
+    assert engine_table.ENGINE_QUIRKS["gemma3_text"]["enable_prefix_caching"] is False
 
 
 def test_engine_options_defaults_then_quirks_then_user(tmp_path, monkeypatch):
@@ -39,7 +42,7 @@ def test_engine_options_defaults_then_quirks_then_user(tmp_path, monkeypatch):
     from rlvr.rollout.vllm_engine import llm_options
 
     gemma = _model_folder(tmp_path, "gemma3_text")
-    monkeypatch.setitem(models.ENGINE_QUIRKS, "gemma3_text", {"enable_prefix_caching": False, "enforce_eager": False})
+    monkeypatch.setitem(engine_table.ENGINE_QUIRKS, "gemma3_text", {"enable_prefix_caching": False, "enforce_eager": False})
     options = llm_options(gemma, RolloutConfig(), seed=3, dtype="float32")
     assert options["enable_prefix_caching"] is False  # from the table
     assert options["enforce_eager"] is False  # the table beats rlvr's default (True)
@@ -55,7 +58,7 @@ def test_engine_options_defaults_then_quirks_then_user(tmp_path, monkeypatch):
 
 
 def test_every_family_builds_a_config_of_its_type():
-    from rlvr.tiny import build_tokenizer
+    from rlvr.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
     expected = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama", "gemma3": "gemma3_text", "mistral": "mistral"}
@@ -90,7 +93,7 @@ def test_active_extras_reads_the_installed_metadata():
 
 
 def test_matrix_table_lists_every_row():
-    from rlvr.matrix import Row, format_table
+    from rlvr.cli.matrix import Row, format_table
 
     ok = Row("gemma3", "gemma3_text", {"enable_prefix_caching": False}, "pass", engine_start_s=4.2, load_match=True,
              backends={b: {"error": None, "seconds": 20.0, "greedy_match": True} for b in ("fsdp2", "deepspeed")},
@@ -107,7 +110,7 @@ def test_matrix_table_lists_every_row():
 
 
 def test_importing_the_new_modules_stays_cheap():
-    code = ("import sys, rlvr.models, rlvr.doctor, rlvr.matrix; "
+    code = ("import sys, rlvr.models.families, rlvr.cli.doctor, rlvr.cli.matrix; "
             "print(sorted(m for m in ('torch', 'vllm', 'ray', 'transformers', 'deepspeed') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                          env={**os.environ, "PYTHONPATH": REPO}, check=True).stdout

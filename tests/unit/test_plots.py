@@ -1,4 +1,4 @@
-"""`rlvr plot` / `rlvr.plots`: charts from a run's metrics.jsonl, written whole, readable PNGs."""
+"""`rlvr plot` / `rlvr.run.plots`: charts from a run's metrics.jsonl, written whole, readable PNGs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,10 @@ import os
 
 import pytest
 
-from rlvr import cli, plots
-from rlvr.metrics import MetricsLogger
+from rlvr.cli import main as cli
+
+from rlvr.run import plots
+from rlvr.run.metrics import MetricsLogger
 
 CHARTS = {"reward.png", "accuracy.png", "kl.png", "response_length.png", "timings.png"}
 
@@ -75,16 +77,16 @@ def test_plot_run_safely_warns_instead_of_failing(tmp_path, capsys):
 
 def test_phase_bar_shows_progress_or_does_nothing(capsys):
     from rlvr.config import Config
-    from rlvr.metrics import phase_bar
+    from rlvr.run.console import phase_bar
 
     cfg = Config()
-    bar = phase_bar(cfg, 3, "starting engines", unit="group")
+    bar = phase_bar(cfg.logging.progress, 3, "starting engines", unit="group")
     for _ in range(3):
         bar.update()
     bar.close()
     assert "starting engines" in capsys.readouterr().err
     cfg.logging.progress = False
-    quiet = phase_bar(cfg, 3, "starting engines")
+    quiet = phase_bar(cfg.logging.progress, 3, "starting engines")
     quiet.update(3)
     quiet.close()
     assert capsys.readouterr().err == ""

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rlvr.reward.pool import RewardWorker, failure_kind, reward_metrics
+from rlvr.reward.worker import RewardWorker, failure_kind, reward_metrics
 from rlvr.types import RewardInput, SampleReward
 
 CHAOS = "tests.helpers.bad_verifiers:chaos"
@@ -186,7 +186,7 @@ def test_shutdown_stops_the_child():
 def test_hung_child_dies_with_its_parent():
     """A parent killed while its child is stuck in C must not leave the child spinning."""
     code = (
-        "import sys; from rlvr.reward.pool import RewardWorker; from rlvr.types import RewardInput\n"
+        "import sys; from rlvr.reward.worker import RewardWorker; from rlvr.types import RewardInput\n"
         f"w = RewardWorker([{{'name': {CHAOS!r}, 'timeout_s': 600}}], 5.0, 0.0)\n"
         "print(w.ping()['pid'], flush=True)\n"
         "w.score([RewardInput('p', 'hang', '7')])\n"
@@ -227,7 +227,7 @@ def test_reward_metrics_hand_checked():
 def test_hostile_completions_never_stall_past_the_deadline():
     """Deeply nested LaTeX, a huge power, 1 MB, lone surrogates, NUL bytes: each sample
     returns within its timeout (+ the kill grace) + 1 s, and the worker keeps scoring."""
-    from rlvr.reward.pool import GRACE_S
+    from rlvr.reward.worker import GRACE_S
 
     timeout = 2.0
     worker = RewardWorker([{"name": "math", "timeout_s": timeout}], default_timeout_s=timeout)

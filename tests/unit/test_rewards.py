@@ -11,9 +11,9 @@ import threading
 
 import pytest
 
-from rewards.format import FormatVerifier, split_think
-from rewards.math import MathVerifier
-from rlvr.reward.registry import known_verifiers, load_verifier, resolve_verifier_name
+from rlvr.reward.builtin.format import FormatVerifier, split_think
+from rlvr.reward.builtin.math import MathVerifier
+from rlvr.plugins import known_verifiers, load_verifier, resolve_verifier_name
 from rlvr.types import RewardInput, Score
 
 
@@ -160,8 +160,8 @@ def test_format_bad_options():
 # ---- registry ----
 
 def test_resolve_builtins_and_paths():
-    assert resolve_verifier_name("math") == "rewards.math:MathVerifier"
-    assert resolve_verifier_name("format") == "rewards.format:FormatVerifier"
+    assert resolve_verifier_name("math") == "rlvr.reward.builtin.math:MathVerifier"
+    assert resolve_verifier_name("format") == "rlvr.reward.builtin.format:FormatVerifier"
     assert {"math", "format"} <= set(known_verifiers())
     assert resolve_verifier_name("tests.helpers.bad_verifiers:exact") == "tests.helpers.bad_verifiers:exact"
     with pytest.raises(LookupError, match="not a valid"):
@@ -177,8 +177,8 @@ def test_resolve_unknown_name_lists_known_ones():
 
 def test_resolve_does_not_import_the_verifier():
     """Recipe validation must stay cheap: resolving reads metadata only."""
-    code = ("import sys; from rlvr.reward.registry import resolve_verifier_name as r; r('math'); r('format'); "
-            "assert not {'rewards.math', 'rewards.format', 'math_verify', 'sympy'} & set(sys.modules)")
+    code = ("import sys; from rlvr.plugins import resolve_verifier_name as r; r('math'); r('format'); "
+            "assert not {'rlvr.reward.builtin.math', 'rlvr.reward.builtin.format', 'math_verify', 'sympy'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -197,7 +197,7 @@ def test_resolve_name_registered_twice(tmp_path, monkeypatch):
         resolve_verifier_name("math")
     assert "'rlvr'" in str(e.value) and "'rlvr-plugin-one'" in str(e.value)
     assert resolve_verifier_name("solo") == "p:q"
-    assert resolve_verifier_name("format") == "rewards.format:FormatVerifier"
+    assert resolve_verifier_name("format") == "rlvr.reward.builtin.format:FormatVerifier"
 
 
 def test_load_verifier():
@@ -216,7 +216,7 @@ def test_load_verifier():
 
 # ---- doctests ----
 
-@pytest.mark.parametrize("module", ["rewards.math", "rewards.format", "rlvr.reward.registry", "rlvr.reward.pool"])
+@pytest.mark.parametrize("module", ["rlvr.reward.builtin.math", "rlvr.reward.builtin.format", "rlvr.plugins", "rlvr.reward.worker"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from rlvr.reward.conformance import check_verifier, format_table
-from rlvr.rewards_cli import main, parse_options
+from rlvr.cli.rewards import main, parse_options
 from rlvr.types import RewardInput
 
 BAD = "tests.helpers.bad_verifiers"
@@ -37,8 +37,8 @@ def test_list_shows_builtins(capsys):
     code, out = run(capsys, "list")
     assert code == 0
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
-    assert "rewards.math:MathVerifier" in rows["math"] and "rlvr 0.1.0" in rows["math"]
-    assert "rewards.format:FormatVerifier" in rows["format"]
+    assert "rlvr.reward.builtin.math:MathVerifier" in rows["math"] and "rlvr 0.1.0" in rows["math"]
+    assert "rlvr.reward.builtin.format:FormatVerifier" in rows["format"]
 
 
 def test_score_prints_json(capsys):
@@ -48,7 +48,7 @@ def test_score_prints_json(capsys):
 
 
 def test_score_passes_yaml_options(capsys):
-    code, out = run(capsys, "score", "rewards.length:LengthVerifier", "--completion", "abcdefgh", "--answer", "",
+    code, out = run(capsys, "score", "rlvr.reward.builtin.length:LengthVerifier", "--completion", "abcdefgh", "--answer", "",
                     "-o", "max_length=10", "--option", "cache_length=4")
     assert code == 0 and json.loads(out)["value"] == -0.5  # (10 - 4 - 8) / 4
 
@@ -118,7 +118,7 @@ def test_conformance_latency_limit():
 # ---- length ----
 
 def test_length_penalty_shape():
-    from rewards.length import LengthVerifier
+    from rlvr.reward.builtin.length import LengthVerifier
 
     check = LengthVerifier(max_length=100, cache_length=20)
     values = [check(RewardInput("", "x" * n, "")).value for n in (0, 80, 90, 100, 101, 10_000)]
@@ -132,7 +132,7 @@ def test_length_penalty_shape():
     ({"max_length": 10, "unit": "tokens"}, ValueError),
 ])
 def test_length_rejects_bad_options(options, error):
-    from rewards.length import LengthVerifier
+    from rlvr.reward.builtin.length import LengthVerifier
 
     with pytest.raises(error):
         LengthVerifier(**options)
@@ -173,7 +173,7 @@ def server():
     ([(500, b"")] * 3, 0.0, "failed after 3 tries", 3),
 ])
 def test_http_verifier(server, monkeypatch, replies, value, failure, requests):
-    import rewards.http as mod
+    import rlvr.reward.builtin.http as mod
 
     monkeypatch.setattr(mod, "BACKOFF_S", 0.0)
     _Handler.replies, _Handler.seen = list(replies), []
@@ -188,7 +188,7 @@ def test_http_verifier(server, monkeypatch, replies, value, failure, requests):
 
 
 def test_http_rejects_bad_options():
-    from rewards.http import HttpVerifier
+    from rlvr.reward.builtin.http import HttpVerifier
 
     for options in ({"url": "ftp://x"}, {"url": "http://x", "timeout_s": 0}, {"url": "http://x", "retries": -1},
                     {"url": "http://x", "headers": {"a": 1}}):
@@ -196,7 +196,7 @@ def test_http_rejects_bad_options():
             HttpVerifier(**options)
 
 
-@pytest.mark.parametrize("module", ["rewards.length", "rewards.http", "rlvr.rewards_cli"])
+@pytest.mark.parametrize("module", ["rlvr.reward.builtin.length", "rlvr.reward.builtin.http", "rlvr.cli.rewards"])
 def test_doctests(module):
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0

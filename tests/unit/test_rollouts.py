@@ -3,12 +3,10 @@
 import pytest
 import torch
 
-from rlvr.config import load_recipe
-from rlvr.data import Prompt
-from rlvr.rollouts import build_samples, keep_informative_groups, loss_denominator, shaped_rewards
-from rlvr.types import Completion, SampleReward
-
-RECIPE = "recipes/tiny-cpu.yaml"
+from rlvr import algos
+from rlvr.config import AlgorithmConfig, OverlongConfig
+from rlvr.loop.samples import build_samples, keep_informative_groups, shaped_rewards
+from rlvr.types import Completion, Prompt, SampleReward
 
 
 def make(prompt_rewards: list[list[float]], lengths: int = 2):
@@ -32,24 +30,24 @@ def test_dynamic_sampling_keeps_mixed_groups_up_to_room():
 
 
 def test_overlong_penalty_shapes_only_when_enabled():
-    cfg = load_recipe(RECIPE, ["rollout.max_tokens=6", "algorithm.overlong.enabled=true",
-                               "algorithm.overlong.cache_len=2"])
+    algo = AlgorithmConfig(overlong=OverlongConfig(enabled=True, cache_len=2))
     prompts, completions, rewards = make([[1, 1, 1]])
     for c, n in zip(completions, [4, 5, 6]):
         c.token_ids = [7] * n
     # max 6, cache 2: L=4 -> 0; L=5 -> (4 - 5) / 2 = -0.5; L=6 -> (4 - 6) / 2 = -1
-    assert shaped_rewards(completions, rewards, cfg).tolist() == pytest.approx([1.0, 0.5, 0.0])
-    plain = load_recipe(RECIPE, [])
-    assert shaped_rewards(completions, rewards, plain).tolist() == [1.0, 1.0, 1.0]
+    assert shaped_rewards(completions, rewards, algo, max_tokens=6).tolist() == pytest.approx([1.0, 0.5, 0.0])
+    plain = AlgorithmConfig()
+    assert shaped_rewards(completions, rewards, plain, max_tokens=6).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_build_samples_skips_uniform_groups_and_normalises():
-    cfg = load_recipe(RECIPE, [])
+    algo = AlgorithmConfig()
     prompts, completions, rewards = make([[1, 0, 0, 1], [1, 1, 1, 1]])
     rendered = [Prompt("q", [1, 2], "a"), Prompt("q", [1, 2], "a")]
-    samples, stats, advantages = build_samples(rendered, completions, torch.tensor([r.total for r in rewards]), cfg)
+    samples, stats, advantages = build_samples(rendered, completions, torch.tensor([r.total for r in rewards]), algo)
     # group 0: mean .5, std .5 -> advantages +-1 (eps aside); group 1 is uniform and skipped
     assert [round(s.advantage, 4) for s in samples] == [1.0, -1.0, -1.0, 1.0]
     assert [round(a, 4) for a in advantages] == [1.0, -1.0, -1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
     assert stats["groups/uniform_fraction"] == 0.5 and stats["samples/trained"] == 4
-    assert loss_denominator(samples, "token_mean") == 8.0 and loss_denominator(samples, "seq_mean_token_mean") == 4.0
+    lengths = [len(s.completion_ids) for s in samples]
+    assert algos.normaliser(lengths, "token_mean") == 8.0 and algos.normaliser(lengths, "seq_mean_token_mean") == 4.0

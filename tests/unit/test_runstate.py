@@ -1,4 +1,4 @@
-"""The run-folder file contract (rlvr.runstate): status, staleness, control inbox, samples, metrics."""
+"""The run-folder file contract (rlvr.run.status): status, staleness, control inbox, samples, metrics."""
 
 from __future__ import annotations
 
@@ -13,9 +13,11 @@ import time
 
 import pytest
 
-from rlvr import runstate
-from rlvr.runstate import (ControlInbox, RunNotFound, RunStatus, list_runs, read_metrics, read_samples,
-                           read_status, request_control, resolve_run, write_samples)
+from rlvr.run import status as runstate
+from rlvr.run.status import RunNotFound, RunStatus, list_runs, read_status, resolve_run
+from rlvr.run.control import ACTIONS, process_start_ns, ControlInbox, request_control
+from rlvr.run.metrics import read_metrics
+from rlvr.run.samples import read_samples, write_samples
 
 
 def _edit_status(run_dir: str, **fields) -> None:
@@ -137,7 +139,7 @@ def test_stale_when_the_writer_process_is_dead(tmp_path):
 def test_control_inbox_order_and_deletion(tmp_path):
     run_dir = str(tmp_path / "r")
     ids = [request_control(run_dir, a)["id"] for a in ("pause", "checkpoint", "resume")]
-    assert len(set(ids)) == 3 and all(i.split("-")[1] in runstate.ACTIONS for i in ids)
+    assert len(set(ids)) == 3 and all(i.split("-")[1] in ACTIONS for i in ids)
     control = os.path.join(run_dir, "control")
     for junk in ("notes.txt", "123-explode.json", "abc-stop.json", ".1-stop.json.tmp-1-2"):
         open(os.path.join(control, junk), "w").close()
@@ -165,7 +167,7 @@ def test_requests_left_for_an_earlier_driver_are_dropped_not_obeyed(tmp_path, ca
     assert inbox.take() == ["pause"]
     assert "made before this driver started" in capsys.readouterr().out
     assert os.listdir(os.path.join(run_dir, "control")) == []
-    assert 0 < runstate.process_start_ns() < time.time_ns()
+    assert 0 < process_start_ns() < time.time_ns()
 
 
 def test_samples_round_trip(tmp_path):
@@ -236,7 +238,7 @@ def test_folder_without_status_json(tmp_path):
     assert list_runs(str(tmp_path / "nothing-here")) == []
 
 
-@pytest.mark.parametrize("module", ["rlvr.runstate", "rlvr.service.prometheus", "rlvr.cli"])
+@pytest.mark.parametrize("module", ["rlvr.run.status", "rlvr.service.prometheus", "rlvr.cli.main"])
 def test_doctests(module):
     """The pure helpers of the file contract, the /metrics text and `rlvr status`'s formatting."""
     result = doctest.testmod(importlib.import_module(module))

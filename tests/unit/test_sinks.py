@@ -9,8 +9,8 @@ import re
 import pytest
 
 from rlvr.config import LoggingConfig
-from rlvr.metrics import MetricsLogger
-from rlvr.sinks import Sinks
+from rlvr.run.metrics import MetricsLogger
+from rlvr.run.sinks import Sinks
 from tests.helpers.tracking import mlflow_history, tensorboard_scalars, wandb_offline_history
 
 ALL = ["tensorboard", "wandb", "mlflow"]

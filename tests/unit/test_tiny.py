@@ -1,4 +1,4 @@
-"""rlvr.tiny: the built-in tokenizer and a fast (few SFT steps) tiny-model build.
+"""rlvr.models.tiny: the built-in tokenizer and a fast (few SFT steps) tiny-model build.
 
 The full default build (and its accuracy) is exercised by the e2e tests.
 """
@@ -8,7 +8,10 @@ import os
 
 import pytest
 
-from rlvr import data, tiny
+from rlvr.data import prompts as data_prompts
+from rlvr.data import rows as data
+
+from rlvr.models import tiny
 from rlvr.config import ArithmeticConfig, DataConfig, ModelConfig, TinyModelConfig
 
 FAST = TinyModelConfig(sft_steps=3, sft_batch_size=16, sft_warmup_steps=1)
@@ -64,10 +67,10 @@ def test_fast_build_loads_and_generates(built):
     info = json.load(open(os.path.join(built, "rlvr_tiny.json")))
     assert info["sft_steps_taken"] == 3 and info["builder_version"] == tiny.BUILDER_VERSION
 
-    (prompt,) = data.render_prompts(data.arithmetic_rows(SMALL_TASK, "eval")[:1], tok, DataConfig())
+    (prompt,) = data_prompts.render_prompts(data.arithmetic_rows(SMALL_TASK, "eval")[:1], tok, DataConfig())
     out = model.generate(torch.tensor([prompt.token_ids]), max_new_tokens=4, do_sample=False)
     assert out.shape[1] > len(prompt.token_ids)
-    held_out = data.render_prompts(data.arithmetic_rows(SMALL_TASK, "eval"), tok, DataConfig())
+    held_out = data_prompts.render_prompts(data.arithmetic_rows(SMALL_TASK, "eval"), tok, DataConfig())
     assert 0.0 <= tiny.greedy_accuracy(built, held_out, max_new_tokens=4) <= 1.0
 
 

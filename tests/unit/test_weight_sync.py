@@ -1,4 +1,4 @@
-"""Weight transports (`rlvr.weight_sync`): bucket plans, byte packing, checksums, and the
+"""Weight transports (`rlvr.sync.transport`): bucket plans, byte packing, checksums, and the
 broadcast (real 3-process gloo group), disk and Ray-object-store ipc round trips."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import socket
 import pytest
 import torch
 
-import rlvr.weight_sync
-from rlvr.weight_sync import (BroadcastGroup, TensorMeta, WeightReceiver, WeightSender, WeightSyncError, checksum,
-                              metas_of, pack, plan_buckets, unpack)
+import rlvr.sync.tensors
+from rlvr.sync.transport import BroadcastGroup, WeightReceiver, WeightSender
+from rlvr.sync.tensors import TensorMeta, WeightSyncError, checksum, metas_of, pack, plan_buckets, unpack
 
 MB = 1 << 20
 
@@ -55,7 +55,7 @@ def assert_same(got: list[tuple[str, torch.Tensor]], want: list[tuple[str, torch
 
 
 def test_module_doctests():
-    result = doctest.testmod(rlvr.weight_sync)
+    result = doctest.testmod(rlvr.sync.tensors)
     assert result.attempted > 5 and result.failed == 0
 
 
@@ -268,5 +268,5 @@ def test_ipc_through_ray_object_store_to_another_process(ray_cluster):
     assert_same(got, state)
     assert received_checksum == manifest["checksum"] == checksum(state)
     sender.release(7)
-    assert sender._kept == {}
+    assert sender.transport._kept == {}
     ray.kill(actor)

@@ -1,0 +1,114 @@
+"""`rlvr eval` and `rlvr sample`: a model through vLLM and the verifiers (`rlvr.eval.offline`).
+
+    rlvr eval MODEL --data FILE [--reward math[,format]] [--n K] [--out DIR]
+        accuracy, pass@k (unbiased estimator) and maj@k for k = 1, 2, 4, ... <= K, mean
+        response length, each verifier's mean and failures; DIR/summary.json and
+        DIR/samples.jsonl (one line per completion).
+    rlvr sample MODEL --data FILE --n K --keep best|all-correct|threshold --out FILE.jsonl
+        K completions per prompt, scored; the kept ones written as {"messages": [...]}
+        rows (the prompt's messages + the assistant's completion), ready for SFT
+        (rejection sampling / distillation), with a summary of how many prompts kept one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from rlvr.eval.metrics import KEEP_MODES, keep_samples, summarize
+from rlvr.eval.offline import generate_and_score_model, load_rows
+from rlvr.run.files import atomic_write_text
+
+EXIT_USAGE = 2
+
+
+def cmd_eval(args) -> int:
+    rows = _rows_or_exit(args)
+    if rows is None:
+        return EXIT_USAGE
+    groups, keys, timings = generate_and_score_model(args, rows)
+    summary = {"model": args.model, "data": args.data, "reward": args.reward, **summarize(groups, keys), **timings}
+    out = args.out or os.path.join("evals", f"{os.path.basename(os.path.normpath(args.model))}-{time.strftime('%Y%m%d-%H%M%S')}")
+    os.makedirs(out, exist_ok=True)
+    atomic_write_text(os.path.join(out, "samples.jsonl"),
+                      "".join(json.dumps({k: v for k, v in s.items() if k != "messages"}) + "\n" for g in groups for s in g))
+    atomic_write_text(os.path.join(out, "summary.json"), json.dumps(summary, indent=1) + "\n")
+    width = max(len(k) for k in summary)
+    for k, v in summary.items():
+        print(f"{k:<{width}}  {v:.4f}" if isinstance(v, float) else f"{k:<{width}}  {v}")
+    print(f"[rlvr] wrote {out}/summary.json and {out}/samples.jsonl")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    if args.keep == "threshold" and args.threshold is None:
+        print("rlvr sample: --keep threshold needs --threshold X", file=sys.stderr)
+        return EXIT_USAGE
+    rows = _rows_or_exit(args)
+    if rows is None:
+        return EXIT_USAGE
+    groups, keys, timings = generate_and_score_model(args, rows)
+    lines, kept_prompts = [], 0
+    for group in groups:
+        kept = keep_samples(group, args.keep, args.threshold or 0.0)
+        kept_prompts += bool(kept)
+        for s in kept:
+            lines.append(json.dumps({"messages": s["messages"] + [{"role": "assistant", "content": s["completion"]}],
+                                     "answer": s["reference"], "reward": s["reward"], "scores": s["scores"],
+                                     "source_row": s["row"]}) + "\n")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    atomic_write_text(args.out, "".join(lines))
+    summary = {"model": args.model, "data": args.data, "keep": args.keep, "prompts": len(groups),
+               "prompts_kept": kept_prompts, "samples_kept": len(lines),
+               "accuracy": summarize(groups, keys)["accuracy"], **timings}
+    atomic_write_text(args.out + ".summary.json", json.dumps(summary, indent=1) + "\n")
+    print(f"[rlvr] kept {len(lines)} samples; {kept_prompts} of {len(groups)} prompts kept at least one "
+          f"({kept_prompts / max(len(groups), 1):.1%}) -> {args.out}")
+    return 0
+
+
+def _rows_or_exit(args) -> list[dict] | None:
+    from rlvr.data.rows import DatasetError
+
+    try:
+        return load_rows(args.data, args.limit)
+    except DatasetError as e:
+        print(f"rlvr {args.command}: data error: {e}", file=sys.stderr)
+        return None
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="hub id, HF model folder, rlvr checkpoint, or run folder (its final checkpoint)")
+    p.add_argument("--data", required=True, help=".jsonl / .parquet file (prompt or messages + answer), or builtin:arithmetic")
+    p.add_argument("--reward", default="math", help="verifier names, comma-separated; the first decides 'correct' (default: math)")
+    p.add_argument("--n", type=int, default=1, help="completions per prompt (default 1)")
+    p.add_argument("--temperature", type=float, default=None, help="default: 0 (greedy) for --n 1, else 1.0")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-tokens", type=int, default=1024, help="max new tokens per completion (default 1024)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument("--system-prompt", default=None)
+    p.add_argument("--no-chat-template", action="store_true", help="raw prompts (base models)")
+    p.add_argument("--enable-thinking", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                   help="Qwen3's thinking switch for the chat template (true/false)")
+    p.add_argument("--timeout-s", type=float, default=5.0, help="hard kill per sample and verifier (default 5)")
+    p.add_argument("--dtype", default="auto", help="vLLM dtype (default auto; float32 on CPU for exact figures)")
+    p.add_argument("--threads", type=int, default=2, help="engine threads on CPU (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--chunk", type=int, default=256, help="prompts per generate call (progress granularity)")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="accuracy, pass@k, maj@k of a model on a dataset (vLLM + verifiers)")
+    _common(p)
+    p.add_argument("--out", default=None, help="output folder (default: evals/<model>-<time>)")
+    p.set_defaults(fn=cmd_eval)
+    p = subparsers.add_parser("sample", help="rejection sampling: keep scored completions as a messages dataset")
+    _common(p)
+    p.add_argument("--keep", choices=KEEP_MODES, required=True)
+    p.add_argument("--threshold", type=float, default=None, help="with --keep threshold: minimum total reward")
+    p.add_argument("--out", required=True, help="output .jsonl ({\"messages\": [...]} rows)")
+    p.set_defaults(fn=cmd_sample)

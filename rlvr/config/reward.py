@@ -1,0 +1,98 @@
+"""The `reward` section: the verifiers that score each sample, and the workers that run them.
+
+Each `reward.verifiers` item is a mapping: the verifier's `name` (a registered name or a
+`package.module:attr` path), the pool's settings for it (`weight`, `timeout_s`,
+`failure_score`) and, beside them, the verifier's own options:
+
+    {name: format, weight: 0.1, require_think: true}
+
+`VerifierItem.parse` turns one into typed settings plus its options (the schema keeps the
+plain mapping, since the options are the verifier's and not ours to type).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from rlvr.config.checks import RecipeError, require
+
+RESERVED = ("name", "weight", "timeout_s", "failure_score")  # the pool's keys; the rest are the verifier's options
+
+
+@dataclass
+class VerifierItem:
+    """One `reward.verifiers` item: `key` is how its scores are reported (see `verifier_keys`)."""
+
+    name: str
+    key: str
+    weight: float = 1.0
+    timeout_s: Optional[float] = None  # None: reward.timeout_s
+    failure_score: Optional[float] = None  # None: reward.failure_score
+    options: dict = field(default_factory=dict)
+
+    @staticmethod
+    def parse(items: list[dict], where: str = "reward.verifiers") -> list["VerifierItem"]:
+        """Typed items of a verifier list; a bad setting raises RecipeError naming `where[i].<key>`.
+
+        >>> [(v.key, v.weight, v.options) for v in VerifierItem.parse([{"name": "math"}, {"name": "format", "weight": 0.1, "require_think": True}])]
+        [('math', 1.0, {}), ('format', 0.1, {'require_think': True})]
+        """
+        require(len(items) >= 1, where, "at least one verifier is needed")
+        out = []
+        for i, (item, key) in enumerate(zip(items, verifier_keys(items))):
+            at = f"{where}[{i}]"
+            require(isinstance(item, dict), at, "each verifier is a mapping like {name: math}")
+            require(isinstance(item.get("name"), str) and bool(item["name"]), f"{at}.name", "each verifier needs a name")
+            for setting in ("weight", "timeout_s", "failure_score"):
+                value = item.get(setting, 1.0)
+                require(not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value),
+                        f"{at}.{setting}", f"must be a finite number, got {value!r}")
+            require(item.get("timeout_s", 1.0) > 0, f"{at}.timeout_s", f"must be > 0, got {item.get('timeout_s')!r}")
+            out.append(VerifierItem(item["name"], key, float(item.get("weight", 1.0)), item.get("timeout_s"),
+                                    item.get("failure_score"), {k: v for k, v in item.items() if k not in RESERVED}))
+        return out
+
+
+@dataclass
+class RewardConfig:
+    # each item: {name, weight (1.0), timeout_s, failure_score, **options for the verifier} (VerifierItem)
+    verifiers: List[Dict[str, Any]] = field(default_factory=lambda: [{"name": "math"}])
+    num_workers: int = 1
+    timeout_s: float = 5.0  # hard wall-clock limit per sample and verifier
+    failure_score: float = 0.0  # score used when a verifier raises, hangs or returns NaN
+    max_failure_fraction: float = 0.5  # a verifier failing on more of a step's samples stops the run
+    cpus_per_worker: float = 0.5
+
+    def items(self) -> list[VerifierItem]:
+        return VerifierItem.parse(list(self.verifiers))
+
+    def check(self) -> None:
+        require(self.num_workers >= 1, "reward.num_workers", "must be >= 1")
+        require(self.timeout_s > 0, "reward.timeout_s", "must be > 0")
+        require(0 < self.max_failure_fraction <= 1, "reward.max_failure_fraction", "must be in (0, 1]")
+        check_verifier_names(self.items(), "reward.verifiers")
+
+
+def check_verifier_names(items: list[VerifierItem], where: str) -> None:
+    """Each name resolves to one registered verifier or a valid `module:attr` path (package
+    metadata only: no verifier module is imported)."""
+    from rlvr.plugins import resolve_verifier_name
+
+    for i, item in enumerate(items):
+        try:
+            resolve_verifier_name(item.name)
+        except LookupError as e:
+            raise RecipeError(f"{where}[{i}].name", str(e)) from None
+
+
+def verifier_keys(verifiers: list[dict]) -> list[str]:
+    """The result key of each verifier item: its name, or `name#i` (i = its index in the
+    list) when two items share a name.
+
+    >>> verifier_keys([{"name": "math"}, {"name": "format"}, {"name": "math"}])
+    ['math#0', 'format', 'math#2']
+    """
+    names = [v.get("name") if isinstance(v, dict) else None for v in verifiers]
+    return [name if names.count(name) == 1 else f"{name}#{i}" for i, name in enumerate(names)]

@@ -1,0 +1,118 @@
+"""A model (hub id, HF folder or rlvr checkpoint) through vLLM and the verifiers, outside of
+training: what `rlvr eval` and `rlvr sample` (`rlvr.cli.evaluate`) run.
+
+One process: the vLLM engine runs in it (in-process executor, as in the rollout actors)
+and the verifiers in a reward-worker child process with the same hard timeouts as in
+training (`rlvr.reward.worker.RewardWorker`). No Ray. Generation and scoring go through
+the same `generate_and_score` as training, chunk by chunk (`--chunk` prompts at a time,
+for the progress bar). `--data builtin:arithmetic` is the built-in task's held-out split,
+the one training evaluates on.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+from rlvr.eval.metrics import final_answer
+from rlvr.types import RewardInput
+
+
+class _Engine:
+    """A vLLM engine in this process, offering the rollout group's `stream` (one chunk)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def stream(self, prompts, spec, chunks_per_engine: int = 1):
+        yield 0, list(prompts), self.engine.generate([p.token_ids for p in prompts], spec)
+
+
+class _Scorer:
+    """A reward worker in this process, offering the reward group's `submit` / `collect`."""
+
+    def __init__(self, worker):
+        self.worker = worker
+
+    def submit(self, prompts, completions) -> list[RewardInput]:
+        return [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
+                            prompts[c.prompt_index].metadata) for c in completions]
+
+    def collect(self, inputs: list[RewardInput], timeout_s: float | None = None):
+        return self.worker.score(inputs)
+
+
+def load_rows(data: str, limit: int | None) -> list[dict]:
+    """Any data source (`rlvr.data.sources`), first `limit` rows; builtin:arithmetic means its
+    held-out split."""
+    from rlvr.config import DataConfig
+    from rlvr.data.sources import source_rows
+
+    rows = source_rows(data, DataConfig(), split="eval")
+    return rows[:limit] if limit else rows
+
+
+def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], list[str], dict]:
+    """Every row's `args.n` completions, scored: (per-prompt lists of sample dicts, verifier keys, timings)."""
+    from tqdm import tqdm
+    from transformers import AutoTokenizer
+
+    from rlvr.config import DataConfig, RolloutConfig
+    from rlvr.data.prompts import chat_messages, has_chat_template, render_prompts
+    from rlvr.reward.worker import RewardWorker
+    from rlvr.rollout.group import generate_and_score
+    from rlvr.rollout.vllm_engine import VLLMEngine
+    from rlvr.run.metrics import Timer
+    from rlvr.types import SamplingSpec
+
+    model = resolve_model(args.model)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    data_cfg = DataConfig(system_prompt=args.system_prompt, enable_thinking=args.enable_thinking,
+                          apply_chat_template=not args.no_chat_template and has_chat_template(tokenizer))
+    prompts = render_prompts(rows, tokenizer, data_cfg)
+    worker = RewardWorker([{"name": name.strip()} for name in args.reward.split(",") if name.strip()],
+                          default_timeout_s=args.timeout_s)
+    t0 = time.perf_counter()
+    print(f"[rlvr] starting vLLM on {args.model} ...", file=sys.stderr, flush=True)
+    engine = _Engine(VLLMEngine(model, RolloutConfig(num_threads=args.threads), seed=args.seed, dtype=args.dtype))
+    timings, timer = {"engine_start_s": time.perf_counter() - t0}, Timer()
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.n == 1 else 1.0)
+    spec = SamplingSpec(n=args.n, max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p,
+                        seed=args.seed)
+    groups: list[list[dict]] = []
+    try:
+        with tqdm(total=len(prompts), desc="generate+score", unit="prompt", file=sys.stderr,
+                  disable=not args.progress) as bar:
+            for start in range(0, len(prompts), args.chunk):
+                chunk = prompts[start:start + args.chunk]
+                completions, rewards = generate_and_score(engine, _Scorer(worker), chunk, spec, 1, timer)
+                by_prompt: list[list[dict]] = [[] for _ in chunk]
+                for c, r in zip(completions, rewards):
+                    by_prompt[c.prompt_index].append(_sample(c, r, worker.keys[0]))
+                for i, group in enumerate(by_prompt):
+                    messages = chat_messages(rows[start + i], args.system_prompt)
+                    for s in group:
+                        s.update(prompt=chunk[i].text, reference=chunk[i].answer, row=start + i, messages=messages)
+                    groups.append(group)
+                bar.update(len(chunk))
+    finally:
+        worker.shutdown()
+    timings.update(generate_s=timer.times.get("timing/generate", 0.0), score_s=timer.times.get("timing/reward", 0.0))
+    return groups, list(worker.keys), timings
+
+
+def _sample(c, r, first: str) -> dict:
+    return {"completion": c.text, "answer": final_answer(c.text), "length": len(c.token_ids),
+            "finish_reason": c.finish_reason, "reward": r.total, "scores": r.scores, "failures": r.failures,
+            "correct": r.scores.get(first, 0.0) >= 1.0 and first not in r.failures}
+
+
+def resolve_model(path: str) -> str:
+    """An rlvr checkpoint folder, an HF folder or a hub id; a run folder means its final checkpoint."""
+    final = os.path.join(path, "checkpoints", "final")
+    path = final if os.path.isdir(final) else os.path.expanduser(path)
+    if os.path.isfile(os.path.join(path, "adapter_config.json")) and not os.path.isfile(os.path.join(path, "config.json")):
+        raise SystemExit(f"rlvr: {path} holds a LoRA adapter only: merge it first "
+                         f"(rlvr export {path} OUT --merge) and evaluate OUT")
+    return path

@@ -1,0 +1,106 @@
+"""From a step's scored rollouts to training samples and metrics: pure functions, no Ray.
+
+Everything between the rewards and the trainer happens here: DAPO's group filter, reward
+shaping (overlong penalty, KL in the reward), advantages, which samples are worth training
+on, and the step's batch metrics. Each takes the recipe section it needs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rlvr import algos
+from rlvr.types import Completion, SampleReward, TrainSample
+
+
+def keep_informative_groups(prompts, completions: list[Completion], rewards: list[SampleReward], room: int):
+    """DAPO's dynamic-sampling filter: groups whose rewards are not all equal, at most `room` of them.
+
+    Returns (prompts, completions, rewards) of the kept groups, prompt_index renumbered
+    from 0, and how many groups were dropped for being uniform.
+    """
+    by_prompt: dict[int, list[int]] = {}
+    for i, c in enumerate(completions):
+        by_prompt.setdefault(c.prompt_index, []).append(i)
+    kept_p, kept_c, kept_r, dropped = [], [], [], 0
+    for p, idx in sorted(by_prompt.items()):
+        if len({rewards[i].total for i in idx}) <= 1:
+            dropped += 1
+            continue
+        if len(kept_p) == room:
+            continue
+        for i in idx:
+            completions[i].prompt_index = len(kept_p)
+            kept_c.append(completions[i])
+            kept_r.append(rewards[i])
+        kept_p.append(prompts[p])
+    return kept_p, kept_c, kept_r, dropped
+
+
+def shaped_rewards(completions: list[Completion], rewards: list[SampleReward], algo, max_tokens: int) -> torch.Tensor:
+    """The verifiers' totals plus DAPO's overlong penalty when `algo.overlong` is on
+    (`max_tokens`: `rollout.max_tokens`)."""
+    totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
+    ol = algo.overlong
+    if ol.enabled:
+        lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+        totals = totals + ol.weight * algos.overlong_penalty(lengths, max_tokens, ol.cache_len)
+    return totals
+
+
+def candidate_samples(prompts, completions: list[Completion]) -> list[TrainSample]:
+    """Every completion as a TrainSample with a zero advantage (for reference-KL passes)."""
+    return [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs) for c in completions]
+
+
+def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, algo):
+    """Group advantages (`algo.advantage`), then the samples worth training on; returns
+    (samples, metrics, per-completion advantages)."""
+    totals = totals.to(torch.float32)
+    groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
+    advantages = algos.ADVANTAGES[algo.advantage](totals, groups, eps=algo.advantage_eps)
+    uniform = algos.uniform_groups(totals, groups)
+    keep = ~uniform if algo.skip_uniform_groups else torch.ones_like(uniform)
+    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs)
+               for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k and c.token_ids]
+    stats = {"groups/uniform_fraction": uniform.float().mean().item() if len(uniform) else 0.0,
+             "samples/trained": len(samples),
+             "advantage/abs_mean": advantages.abs().mean().item() if len(advantages) else 0.0}
+    return samples, stats, advantages.tolist()
+
+
+def mean_staleness(completions: list[Completion], trainer_version: int) -> float:
+    """How many updates behind the trainer the generating weights were, on average (0: on-policy)."""
+    if not completions:
+        return 0.0
+    return sum(trainer_version - c.weight_version for c in completions) / len(completions)
+
+
+def batch_metrics(completions: list[Completion], rewards: list[SampleReward], primary: str) -> dict:
+    """Reward, accuracy and length statistics of everything generated this step (`primary`: the
+    verifier whose score >= 1 means correct)."""
+    from rlvr.reward.worker import reward_metrics
+
+    totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
+    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+    n = max(1, len(rewards))
+    return {
+        "reward/mean": totals.mean().item(),
+        "reward/std": totals.std(unbiased=False).item(),
+        "accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in rewards) / n,
+        "response_length/mean": lengths.mean().item(),
+        "response_length/max": lengths.max().item(),
+        "response/clipped_fraction": sum(c.finish_reason == "length" for c in completions) / n,
+        "tokens/generated": int(lengths.sum().item()),
+        **reward_metrics(rewards),
+    }
+
+
+def step_seed(run_seed: int, step: int) -> int:
+    """The sampling seed of a step's rollouts (each prompt adds its index): a step samples the
+    same completions from the same weights however the run got there (resumed or not).
+
+    >>> step_seed(0, 1), step_seed(0, 2), step_seed(1, 1)
+    (10007, 20014, 1000010007)
+    """
+    return (run_seed * 1_000_000_000 + step * 10_007) % (2**31 - 1)

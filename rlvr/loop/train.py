@@ -1,0 +1,173 @@
+"""`rlvr train`: the run folder and its status, the model and data, the actor groups, the loop
+(`rlvr.loop.loop.run_loop`), and the clean-up, in that order.
+
+Everything local (recipe, model build, data, prompt lengths) happens before any actor
+starts, so a bad dataset or a busy service port fails in seconds. Then, in the order a
+step uses them: the rollout engines, the trainer ranks (a placement group; colocated
+engines share its bundles), the reward workers, the weight sync between them and the
+evaluator. Whatever started is stopped on the way out, whatever happened.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from rlvr.config import Config, to_yaml
+
+
+def train(cfg: Config) -> dict:
+    """Run `cfg.trainer.total_steps` RL steps; returns a summary of the run."""
+    from rlvr.cluster.connect import job_submission_id
+    from rlvr.run.files import atomic_write_text
+    from rlvr.run.plots import plot_run_safely
+    from rlvr.run.status import RunStatus
+    from rlvr.service.server import start_for_run
+
+    run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
+    atomic_write_text(os.path.join(run_dir, "recipe.yaml"), to_yaml(cfg))
+    status = RunStatus(run_dir, cfg.run.name, cfg.trainer.total_steps, heartbeat_s=cfg.service.heartbeat_s,
+                       ray_job_id=job_submission_id())
+    status.start_heartbeat()
+    server = None
+    try:
+        server = start_for_run(cfg.service, cfg.run.output_dir, status)  # a busy port fails here, before any actor
+        summary = _run(cfg, run_dir, status)
+    except BaseException as e:
+        status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
+        raise
+    finally:
+        if server is not None:
+            server.stop()
+    status.close("stopped" if summary["stopped_at"] is not None else "completed")
+    summary["plots"] = plot_run_safely(run_dir) if cfg.logging.plots else []
+    return summary
+
+
+@dataclass
+class Inputs:
+    """What the loop starts from, prepared locally: the model folder and the prompts."""
+
+    model_path: str
+    train_prompts: list
+    eval_prompts: list
+    eval_sets: list
+    skipped: dict = field(default_factory=dict)  # data/skipped_too_long counts (step 0's metrics row)
+
+
+def prepare(cfg: Config) -> Inputs:
+    """The model folder (the built-in tiny model is built once and cached) and the rendered
+    prompts, too-long ones dropped."""
+    from transformers import AutoTokenizer
+
+    from rlvr.config import BUILTIN_TINY_MODEL
+    from rlvr.data.prompts import drop_prompts_too_long, load_train_and_eval, model_max_len
+    from rlvr.eval.sets import prepare_sets
+
+    model_path = os.path.expanduser(cfg.model.path)
+    if cfg.model.path == BUILTIN_TINY_MODEL:
+        from rlvr.models.tiny import ensure_tiny_model
+
+        model_path = ensure_tiny_model(cfg.model, cfg.data.arithmetic, progress=cfg.logging.progress)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
+    max_len = model_max_len(model_path, cfg.rollout.engine_kwargs)
+    train_prompts, eval_prompts, skipped = drop_prompts_too_long(train_prompts, eval_prompts, max_len, cfg.data,
+                                                                 cfg.rollout.max_tokens, cfg.eval.max_tokens)
+    sets = prepare_sets(cfg.eval, cfg.data, cfg.rollout, cfg.run.seed, tokenizer, max_len)
+    return Inputs(model_path, train_prompts, eval_prompts[: cfg.eval.num_prompts], sets, skipped)
+
+
+@dataclass
+class Groups:
+    """The run's actor groups (each owns its actors and its recovery)."""
+
+    rollouts: object = None
+    trainer: object = None
+    rewards: object = None
+    sync: object = None
+    evaluator: object = None
+    pg: object = None
+
+    def faults(self) -> dict:
+        return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
+                "faults/trainer_restarts": self.trainer.restarts}
+
+    def places(self) -> dict:
+        return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places()}
+
+    def stop(self) -> None:
+        """Stop what started (the cluster may outlive the run)."""
+        from ray.util.placement_group import remove_placement_group
+
+        for group in (self.evaluator, self.rewards, self.rollouts, self.trainer):
+            if group is not None:
+                group.stop()
+        if self.pg is not None:
+            remove_placement_group(self.pg)
+
+
+def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> Groups:
+    """Start every group into `groups` (filled as they start, so the caller can stop them)."""
+    from rlvr.cluster.env import runtime_env_for_actors
+    from rlvr.cluster.placement import bundles, create_placement_group
+    from rlvr.config.model import lora_sync_mode
+    from rlvr.eval.sets import Evaluator
+    from rlvr.reward.group import RewardGroup
+    from rlvr.rollout.group import RolloutGroup
+    from rlvr.run.console import phase_bar
+    from rlvr.sync.group import WeightSync
+    from rlvr.trainer.group import TrainerGroup
+
+    t, r, timeout = cfg.trainer, cfg.rollout, cfg.cluster.rpc_timeout_s
+    colocate = cfg.cluster.placement == "colocate"
+    groups.pg = create_placement_group(bundles(t, r, colocate))
+    bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
+    groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
+                                   colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
+    bar.update()
+    groups.trainer = TrainerGroup(t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
+                                  runtime_env=runtime_env_for_actors(cfg.model.cache_dir), temperature=r.temperature,
+                                  norm_tokens=r.max_tokens, lora=cfg.model.lora, timeout_s=timeout)
+    bar.update()
+    groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout)
+    groups.evaluator = Evaluator(cfg.eval, cfg.reward, r, groups.rollouts, groups.rewards, inputs.eval_prompts,
+                                 inputs.eval_sets, total_steps=t.total_steps, progress=cfg.logging.progress,
+                                 timeout_s=timeout)
+    bar.update()
+    bar.close()
+    groups.sync = WeightSync(cfg.sync, groups.trainer, groups.rollouts, cfg.sync.dir or os.path.join(run_dir, "sync"),
+                             adapter=lora_sync_mode(cfg.model.lora, r) == "adapter",
+                             nccl=bool(t.gpus_per_worker and r.gpus_per_engine), temperature=r.temperature,
+                             timeout_s=timeout)
+    return groups
+
+
+def _run(cfg: Config, run_dir: str, status) -> dict:
+    """Inputs and groups for the loop, and their clean-up."""
+    import ray
+
+    from rlvr.cluster.connect import connect
+    from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
+    from rlvr.loop.control import stop_gracefully_on_signals
+    from rlvr.loop.loop import run_loop
+
+    status.update(phase="model")
+    inputs = prepare(cfg)
+    status.update(phase="actors")
+    started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
+                              custom_resources_needed(cfg.trainer, cfg.rollout))
+    restore_signals = stop_gracefully_on_signals(run_dir)  # after ray.init, which installs its own
+    print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
+          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)",
+          flush=True)
+    groups = Groups()
+    try:
+        start_groups(cfg, inputs, run_dir, groups)
+        status.update(placement=groups.places())
+        return run_loop(cfg, run_dir, status, groups, inputs)
+    finally:
+        restore_signals()
+        groups.stop()
+        if started_cluster:
+            ray.shutdown()

@@ -1,0 +1,95 @@
+"""Plugin registry: names in a recipe -> importable "module:attr" targets.
+
+A recipe names a plugin either by a registered name (`math`, `format`, or one a plugin
+package registers in the plugin kind's entry-point group) or by a literal
+"package.module:attr" path. Built-ins are registered exactly like plugins (see
+pyproject.toml), so there is one lookup path and no special case beside it. Kinds (their
+entry-point groups): verifiers, `rlvr.rewards`.
+
+`resolve_verifier_name` runs during recipe validation, which must stay well under a
+second, so it reads package metadata only and never imports the plugin module: a typo in
+a literal path's module therefore surfaces when the plugin is loaded (`load_verifier`, in
+the reward worker), with the import error. This module imports nothing of rlvr's.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from importlib.metadata import entry_points
+
+REWARDS = "rlvr.rewards"  # the entry-point group of verifiers
+
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_TARGET = re.compile(rf"{_DOTTED}:{_DOTTED}")
+
+
+def known(group: str) -> list[str]:
+    """Names registered in the entry-point `group`, sorted."""
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def resolve(name: str, group: str, kind: str = "plugin") -> str:
+    """The "module:attr" target of `name` in `group`, without importing it. Raises LookupError
+    (one line) for an unknown name, a malformed path, or a name two installed packages register."""
+    if ":" in name:
+        if not _TARGET.fullmatch(name):
+            raise LookupError(f"{kind} {name!r} is not a valid 'package.module:attr' path")
+        return name
+    targets: dict[str, str] = {}  # distribution name -> target
+    for ep in entry_points(group=group, name=name):
+        dist = ep.dist.name if ep.dist is not None else "?"
+        targets.setdefault(dist, ep.value)
+    if not targets:
+        names = ", ".join(known(group)) or "none installed"
+        raise LookupError(f"unknown {kind} {name!r} (registered: {names}; or give a 'package.module:attr' path)")
+    if len(targets) > 1:
+        owners = "; ".join(f"package {dist!r} -> {value}" for dist, value in sorted(targets.items()))
+        raise LookupError(f"{kind} {name!r} is registered by several packages ({owners}); "
+                          f"uninstall one or name the {kind} by its 'package.module:attr' path")
+    return next(iter(targets.values()))
+
+
+def load(name: str, options: dict | None, group: str, kind: str = "plugin"):
+    """Import and build a plugin: a class is called with `**options`; a plain function is
+    returned as-is and takes no options."""
+    options = dict(options or {})
+    target = resolve(name, group, kind)
+    module_name, attr = target.split(":")
+    obj = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if isinstance(obj, type):
+        return obj(**options)
+    if not callable(obj):
+        raise TypeError(f"{kind} {name!r} ({target}) is a {type(obj).__name__}, not a class or function")
+    if options:
+        raise TypeError(f"{kind} {name!r} ({target}) is a plain function and takes no options, "
+                        f"got {', '.join(sorted(options))}")
+    return obj
+
+
+def known_verifiers() -> list[str]:
+    """Registered verifier names, sorted."""
+    return known(REWARDS)
+
+
+def resolve_verifier_name(name: str) -> str:
+    """The "module:attr" target of a verifier name (see `resolve`).
+
+    >>> resolve_verifier_name("math")
+    'rlvr.reward.builtin.math:MathVerifier'
+    >>> resolve_verifier_name("my_pkg.checks:exact")
+    'my_pkg.checks:exact'
+    """
+    return resolve(name, REWARDS, "verifier")
+
+
+def load_verifier(name: str, options: dict | None = None):
+    """A verifier, built with its options (see `load`).
+
+    >>> verify = load_verifier("format", {"require_think": False, "pattern": "[0-9]+"})
+    >>> type(verify).__name__
+    'FormatVerifier'
+    """
+    return load(name, options, REWARDS, "verifier")

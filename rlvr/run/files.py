@@ -1,0 +1,142 @@
+"""Writing and reading run files safely: the one atomic write, and the one JSON-lines reader.
+
+Every file rlvr writes for others to read (status.json, control requests, samples, metrics
+rewrites, plots, sync buckets, checkpoints, eval outputs) goes through `atomic_write` (a
+file) or `atomic_folder_write` (a folder): the content is written under a temporary name
+beside its target, fsynced, renamed into place and the parent folder fsynced, so a reader
+sees the old version or the new one, never half of one, and a crash loses at most the
+write in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import threading
+from typing import Callable
+
+
+def fsync_dir(path: str) -> None:
+    """Make a rename or a new file in `path` durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write: Callable[[str], None]) -> None:
+    """`write(tmp)` writes the content to a temporary path beside `path`; it is then fsynced
+    and renamed to `path` (replacing it). On any error the temporary file is removed."""
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_dir(parent)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """`text` (UTF-8) to `path`, atomically."""
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+
+    atomic_write(path, write)
+
+
+def _fsync_tree(root: str) -> None:
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as f:
+                os.fsync(f.fileno())
+        fsync_dir(dirpath)
+
+
+def replace_folder(tmp: str, path: str) -> None:
+    """Fsync the complete folder `tmp` and rename it to `path`; an older `path` is moved aside
+    first and removed after, so a reader sees the old folder or the new one."""
+    _fsync_tree(tmp)
+    if os.path.exists(path):
+        old = f"{path}.old-{os.getpid()}"
+        shutil.rmtree(old, ignore_errors=True)
+        os.rename(path, old)
+        os.rename(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, path)
+    fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_folder_write(path: str, write: Callable[[str], None]) -> str:
+    """Call `write(tmp_dir)`, then fsync and rename tmp_dir to `path` (replacing it)."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    try:
+        write(tmp)
+        replace_folder(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def jsonable(value):
+    """`value` with non-finite floats turned into None (JSON has no NaN), recursively.
+
+    >>> jsonable({"a": float("nan"), "b": [1.5, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.5, None], 'c': 'x'}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def dumps(obj) -> str:
+    """One line of strict JSON (non-finite floats as null)."""
+    return json.dumps(jsonable(obj), allow_nan=False, ensure_ascii=False)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The objects of a JSON-lines file, in order. Lines that do not parse (a torn last line
+    after a crash) or hold something other than an object are skipped; a missing file is empty.
+
+    >>> import tempfile
+    >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+    ...     _ = f.write('{"step": 1}\\n[2]\\n{"step": 3, "x": NaN}\\n{"step": 4, "lo')
+    >>> read_jsonl(f.name)
+    [{'step': 1}, {'step': 3, 'x': None}]
+    """
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict):
+            rows.append(jsonable(row))
+    return rows

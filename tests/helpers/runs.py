@@ -1,0 +1,105 @@
+"""Short training runs of the default recipe through the real stack, and what tests read back
+from their run folders."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from rlvr.config import load_recipe
+from rlvr.run.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
+CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+
+
+def run_short(tmp_path, name: str, overrides: list[str]) -> dict:
+    """`rlvr train` of the default recipe in this process (the tests' Ray cluster), quiet."""
+    from rlvr.loop.train import train
+
+    cfg = load_recipe(RECIPE, [f"run.output_dir={tmp_path}", f"run.name={name}", f"model.cache_dir={CACHE}",
+                               "logging.progress=false", *overrides])
+    return train(cfg)
+
+
+def read_status(run_dir: str) -> dict:
+    try:
+        with open(os.path.join(run_dir, "status.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def expected_prompts(cfg_overrides: list[str], steps: int, model_dir: str) -> list[list[str]]:
+    """The prompts the sampler prescribes for steps 1..steps (what an undisturbed run draws)."""
+    from transformers import AutoTokenizer
+
+    from rlvr.data.prompts import PromptSampler, load_train_and_eval
+
+    cfg = load_recipe(RECIPE, cfg_overrides)
+    train, _ = load_train_and_eval(cfg.data, AutoTokenizer.from_pretrained(model_dir))
+    sampler = PromptSampler(len(train), cfg.run.seed)
+    return [[train[i].text for i in sampler.next_batch(cfg.data.prompts_per_step)] for _ in range(steps)]
+
+
+def step_prompts(run_dir: str, step: int, n: int) -> list[str]:
+    """The distinct prompts of a step, in order, from its sample records (all samples kept)."""
+    with open(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    return [row["prompt"] for row in rows[::n]]
+
+
+def step_samples(run_dir: str, step: int) -> list[tuple[str, str]]:
+    """(prompt, completion) of every sample record of a step."""
+    with open(os.path.join(run_dir, "samples", f"step_{step:06d}.jsonl")) as f:
+        return [(row["prompt"], row["completion"]) for row in map(json.loads, f)]
+
+
+def eval_file(tmp_path, count: int) -> str:
+    """The built-in task's held-out prompts (the ones training evaluates on) as a JSONL file."""
+    from rlvr.config import ArithmeticConfig
+    from rlvr.data.rows import arithmetic_rows
+
+    path = str(tmp_path / "held_out.jsonl")
+    with open(path, "w") as f:
+        for row in arithmetic_rows(ArithmeticConfig(), "eval")[:count]:
+            f.write(json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) + "\n")
+    return path
+
+
+def rlvr_eval(model: str, data_path: str, out) -> float:
+    """`rlvr eval` as users run it (greedy, fp32); returns the accuracy it reports."""
+    import subprocess
+    import sys
+
+    rlvr = os.path.join(os.path.dirname(sys.executable), "rlvr")
+    proc = subprocess.run([rlvr, "eval", model, "--data", data_path, "--max-tokens", "6", "--dtype", "float32",
+                           "--no-progress", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(str(out), "summary.json")) as f:
+        return json.load(f)["accuracy"]
+
+
+def assert_learned(summary: dict, min_gain: float) -> None:
+    rows = read_metrics(summary["run_dir"])
+    evals = [(r["step"], r["eval/accuracy"]) for r in rows if r.get("eval/accuracy") is not None]
+    start, final = evals[0][1], evals[-1][1]
+    print("eval/accuracy by step:", evals)
+    assert evals[0][0] == 0 and len(evals) >= 2
+    assert final - start >= min_gain, f"held-out accuracy {start:.3f} -> {final:.3f} (needed +{min_gain})"
+    required = {"step", "reward/mean", "reward/std", "response_length/mean", "loss", "grad_norm",
+                "timing/generate", "timing/reward", "timing/train", "timing/sync", "timing/step", "tokens/generated"}
+    assert all(required <= set(r) for r in rows[1:]), "every step logs the documented metrics"
+
+
+def assert_every_parameter_changed(summary: dict, start_dir: str) -> None:
+    from safetensors.torch import load_file
+
+    start = load_file(os.path.join(start_dir, "model.safetensors"))
+    final = load_file(os.path.join(summary["checkpoint"], "model.safetensors"))
+    assert set(start) == set(final)
+    unchanged = [k for k in start if torch.equal(start[k], final[k])]
+    assert not unchanged, f"parameters that never moved: {unchanged}"
