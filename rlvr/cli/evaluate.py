@@ -19,7 +19,7 @@ import sys
 import time
 
 from rlvr.eval.metrics import KEEP_MODES, keep_samples, summarize
-from rlvr.eval.offline import generate_and_score_model, load_rows
+from rlvr.eval.offline import generate_and_score_model
 from rlvr.run.files import atomic_write_text
 
 EXIT_USAGE = 2
@@ -71,10 +71,13 @@ def cmd_sample(args) -> int:
 
 
 def _rows_or_exit(args) -> list[dict] | None:
+    from rlvr.config import DataConfig
     from rlvr.data.rows import DatasetError
+    from rlvr.data.sources import source_rows
 
     try:
-        return load_rows(args.data, args.limit)
+        rows = source_rows(args.data, DataConfig(), split="eval")  # builtin:arithmetic: its held-out split
+        return rows[: args.limit] if args.limit else rows
     except DatasetError as e:
         print(f"rlvr {args.command}: data error: {e}", file=sys.stderr)
         return None

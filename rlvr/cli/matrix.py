@@ -162,7 +162,8 @@ class _Context:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from rlvr.config import ArithmeticConfig, DataConfig
-        from rlvr.data.rows import arithmetic_rows, render_prompts
+        from rlvr.data.prompts import render_prompts
+        from rlvr.data.rows import arithmetic_rows
         from safetensors.torch import load_file
 
         self.path, self.cfg, self.run_dir = path, cfg, run_dir

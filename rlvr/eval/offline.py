@@ -43,16 +43,6 @@ class _Scorer:
         return self.worker.score(inputs)
 
 
-def load_rows(data: str, limit: int | None) -> list[dict]:
-    """Any data source (`rlvr.data.sources`), first `limit` rows; builtin:arithmetic means its
-    held-out split."""
-    from rlvr.config import DataConfig
-    from rlvr.data.sources import source_rows
-
-    rows = source_rows(data, DataConfig(), split="eval")
-    return rows[:limit] if limit else rows
-
-
 def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], list[str], dict]:
     """Every row's `args.n` completions, scored: (per-prompt lists of sample dicts, verifier keys, timings)."""
     from tqdm import tqdm

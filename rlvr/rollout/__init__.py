@@ -1,7 +1,7 @@
 """Rollout engines: turn tokenized prompts into sampled completions with logprobs.
 
-Two engines share one plain-class interface (no Ray in them; the driver runs
-each one in its own Ray actor through `rlvr.rollout.group.create_engines`):
+Two engines share one plain-class interface (no Ray in them; `rlvr.rollout.group.RolloutGroup`
+runs each one in its own Ray actor and is what the loop talks to):
 
     engine = Engine(model_path, cfg: RolloutConfig, seed, dtype="float32")
     engine.generate(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]

@@ -1,7 +1,7 @@
 """PNG charts of a run, from its `metrics.jsonl`: written at the end of `rlvr train`
 (`logging.plots`) and on demand with `rlvr plot RUN`.
 
-Each chart is one file in `<run>/plots/`, written to a temporary name and renamed, so a
+Each chart is one file in `<run>/plots/`, written atomically (`rlvr.run.files`), so a
 reader never sees half a PNG:
 
     reward.png           train reward mean (and +-1 std band) per step
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import os
 
-import json
+from rlvr.run.files import atomic_write
+from rlvr.run.metrics import read_metrics
 
 PHASES = ("generate", "reward", "train", "sync", "verify", "eval", "checkpoint")  # first, in this order
 # (file stem, title, y label, [(metric, legend label)], optional band: (mean key, std key))
@@ -33,27 +34,13 @@ LINE_CHARTS = [
 ]
 
 
-def read_rows(run_dir: str) -> list[dict]:
-    """metrics.jsonl's rows, skipping lines that do not parse (a torn last line)."""
-    rows = []
-    with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-        for line in f:
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-    return rows
-
-
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
     pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
     return [p[0] for p in pts], [float(p[1]) for p in pts]
 
 
 def _save(fig, path: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
 
 
 def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
@@ -63,7 +50,7 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_rows(run_dir)
+    rows = read_metrics(run_dir)
     if not rows:
         raise ValueError(f"{run_dir}: no metrics.jsonl rows to plot")
     out_dir = out_dir or os.path.join(run_dir, "plots")

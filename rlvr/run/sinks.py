@@ -14,12 +14,11 @@ Each sink gets the same numbers keyed by step; `None` values (JSON nulls, e.g. a
 are left out. A resumed run continues the same wandb/MLflow run: their ids are kept in
 <run>/sinks.json. A sink that raises is reported once and switched off: tracking never
 fails a training run. Whether the packages are installed is checked with the recipe,
-before anything starts (`missing_packages`).
+before anything starts (`rlvr.config.run.missing_packages`).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -27,36 +26,21 @@ import re
 import sys
 import time
 
-PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
-
-
-def missing_packages(names: list[str]) -> list[str]:
-    return [PACKAGES[n] for n in names if n in PACKAGES and importlib.util.find_spec(PACKAGES[n]) is None]
-
-
-def check_logging(log, require) -> None:
-    """Recipe checks of `logging.sinks` (`require(ok, key, message)` raises the RecipeError)."""
-    for i, name in enumerate(log.sinks):
-        require(name in PACKAGES, f"logging.sinks[{i}]", f"must be one of {sorted(PACKAGES)}, got {name!r}")
-    missing = missing_packages(list(log.sinks))
-    require(not missing, "logging.sinks", f"needs {', '.join(missing)} installed (pip install {' '.join(missing)})")
-    require(log.wandb.mode in ("offline", "online", "disabled"), "logging.wandb.mode",
-            f"must be one of ['disabled', 'offline', 'online'], got {log.wandb.mode!r}")
-
+from rlvr.run.files import atomic_write_text
 
 class _Ids:
     """<run>/sinks.json: the wandb/MLflow run ids, so a resumed run logs into the same run."""
 
     def __init__(self, run_dir: str):
         self.path = os.path.join(run_dir, "sinks.json")
-        self.ids = json.load(open(self.path)) if os.path.exists(self.path) else {}
+        self.ids = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                self.ids = json.load(f)
 
     def save(self, key: str, value: str) -> None:
         self.ids[key] = value
-        tmp = f"{self.path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.ids, f)
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, json.dumps(self.ids))
 
 
 class TensorBoardSink:

@@ -103,3 +103,85 @@ def assert_every_parameter_changed(summary: dict, start_dir: str) -> None:
     assert set(start) == set(final)
     unchanged = [k for k in start if torch.equal(start[k], final[k])]
     assert not unchanged, f"parameters that never moved: {unchanged}"
+
+
+class BackgroundRun:
+    """`run_short` in a thread, so that a test can kill processes of the run while it trains."""
+
+    def __init__(self, tmp_path, name: str, overrides: list[str]):
+        import threading
+
+        self.run_dir = os.path.join(tmp_path, name)
+        self.result: dict = {}
+
+        def train():
+            try:
+                self.result["summary"] = run_short(tmp_path, name, overrides)
+            except BaseException as e:  # noqa: BLE001 - the test reads it
+                self.result["error"] = e
+
+        self.thread = threading.Thread(target=train, daemon=True)
+        self.thread.start()
+
+    def wait_until(self, condition, what: str) -> dict:
+        """The run's status once `condition(status)` holds (the run must not have failed before)."""
+        from tests.helpers.procs import wait_for
+
+        def check():
+            assert "error" not in self.result, self.result.get("error")
+            status = read_status(self.run_dir)
+            return status if condition(status) else None
+
+        return wait_for(check, what)
+
+    def wait_in(self, step: int, phase: str) -> dict:
+        """The status while step `step` is in `phase`."""
+        return self.wait_until(lambda s: s.get("step") == step - 1 and s.get("phase") == phase,
+                               f"step {step} in {phase}")
+
+    def join(self, timeout_s: float = 600) -> dict:
+        """The run's result: {"summary": ...} or {"error": ...}."""
+        self.thread.join(timeout=timeout_s)
+        return self.result
+
+
+class DriverProcess:
+    """`rlvr train` of the default recipe as a user runs it: its own process and its own private
+    Ray cluster (found again by its temp dir, to clean up after a kill)."""
+
+    def __init__(self, tmp_path, name: str, overrides: list[str]):
+        import sys
+        import tempfile
+
+        self.temp_dir = tempfile.mkdtemp(prefix=f"rlvr-{name}-", dir="/tmp")
+        self.run_dir = os.path.join(tmp_path, name)
+        self.args = ["recipes/tiny-cpu.yaml", f"run.output_dir={tmp_path}", f"run.name={name}",
+                     f"model.cache_dir={CACHE}", "logging.progress=false", "logging.plots=false",
+                     f"cluster.temp_dir={self.temp_dir}", *overrides]
+        self.cmd = [sys.executable, "-m", "rlvr.cli", "train", *self.args]
+        self.env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+
+    def start(self, extra: list[str] = (), **popen):
+        import subprocess
+
+        return subprocess.Popen(self.cmd + list(extra), cwd=REPO, env=self.env, **popen)
+
+    def kill_after_step(self, step: int) -> None:
+        """Run until `step` is done, then SIGKILL the driver (and its cluster)."""
+        import signal
+        import subprocess
+
+        from tests.helpers.procs import kill_processes_of, wait_for
+
+        driver = self.start(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            wait_for(lambda: read_status(self.run_dir).get("step", 0) >= step, f"step {step}", timeout_s=400)
+            os.kill(driver.pid, signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            kill_processes_of(self.temp_dir)  # the dead driver's private Ray cluster
+
+    def cleanup(self) -> None:
+        from tests.helpers.procs import kill_processes_of
+
+        kill_processes_of(self.temp_dir)

@@ -13,7 +13,6 @@ import time
 
 import pytest
 
-from rlvr.run import status as runstate
 from rlvr.run.status import RunNotFound, RunStatus, list_runs, read_status, resolve_run
 from rlvr.run.control import ACTIONS, process_start_ns, ControlInbox, request_control
 from rlvr.run.metrics import read_metrics
