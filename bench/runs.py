@@ -12,13 +12,14 @@ RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
 RESULTS = os.path.join(REPO, "bench", "results")
 
 
-def run(name: str, overrides: list[str], out_dir: str) -> dict:
-    """Train `recipes/tiny-cpu.yaml` with `overrides`; return the metric rows and the wall time."""
+def run(name: str, overrides: list[str], out_dir: str, recipe: str = RECIPE) -> dict:
+    """Train a recipe (`recipes/tiny-cpu.yaml` unless told) with `overrides`; return the metric
+    rows and the wall time."""
     from rlvr.config import load_recipe
     from rlvr.loop.train import train
     from rlvr.run.metrics import read_metrics
 
-    cfg = load_recipe(RECIPE, [f"run.output_dir={out_dir}", f"run.name={name}", "logging.progress=false",
+    cfg = load_recipe(recipe, [f"run.output_dir={out_dir}", f"run.name={name}", "logging.progress=false",
                                "checkpoint.save_final=false", *overrides])
     t0 = time.perf_counter()
     summary = train(cfg)

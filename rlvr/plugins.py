@@ -4,7 +4,7 @@ A recipe names a plugin either by a registered name (`math`, `format`, or one a 
 package registers in the plugin kind's entry-point group) or by a literal
 "package.module:attr" path. Built-ins are registered exactly like plugins (see
 pyproject.toml), so there is one lookup path and no special case beside it. Kinds (their
-entry-point groups): verifiers, `rlvr.rewards`.
+entry-point groups): verifiers, `rlvr.rewards`; tools, `rlvr.tools`; environments, `rlvr.envs`.
 
 `resolve_verifier_name` runs during recipe validation, which must stay well under a
 second, so it reads package metadata only and never imports the plugin module: a typo in
@@ -19,6 +19,8 @@ import re
 from importlib.metadata import entry_points
 
 REWARDS = "rlvr.rewards"  # the entry-point group of verifiers
+TOOLS = "rlvr.tools"  # tools a model calls in multi-turn episodes
+ENVS = "rlvr.envs"  # environments that run multi-turn episodes
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _TARGET = re.compile(rf"{_DOTTED}:{_DOTTED}")
@@ -93,3 +95,22 @@ def load_verifier(name: str, options: dict | None = None):
     'FormatVerifier'
     """
     return load(name, options, REWARDS, "verifier")
+
+
+def resolve_tool_name(name: str) -> str:
+    """The "module:attr" target of a tool name.
+
+    >>> resolve_tool_name("calc")
+    'rlvr.tools.builtin:Calc'
+    """
+    return resolve(name, TOOLS, "tool")
+
+
+def resolve_env_name(name: str) -> str:
+    """The "module:attr" target of an environment name.
+
+    >>> resolve_env_name("tools")
+    'rlvr.tools.env:ToolEnv'
+    """
+    return resolve(name, ENVS, "environment")
+

@@ -18,6 +18,7 @@ class Prompt:
     token_ids: list[int]
     answer: str
     metadata: dict = field(default_factory=dict)
+    messages: list[dict] = field(default_factory=list)  # the chat messages it was rendered from
 
 
 @dataclass
@@ -43,6 +44,16 @@ class Completion:
     text: str  # decoded completion, special tokens skipped
     finish_reason: str  # "stop" | "length"
     weight_version: int = 0  # the engine's weight version that generated it (0: the starting model)
+    # multi-turn episodes (rlvr.rollout.episodes): token_ids are every turn and observation after the
+    # prompt; mask says which were sampled (1) and which are observations and template tokens (0,
+    # their logprobs are 0); text is the final answer; episode holds the conversation and its counts
+    mask: list[int] | None = None
+    episode: dict | None = None
+
+    @property
+    def num_sampled(self) -> int:
+        """The tokens the model wrote (an episode's observations not counted)."""
+        return len(self.token_ids) if self.mask is None else int(sum(self.mask))
 
 
 @dataclass
@@ -53,6 +64,15 @@ class RewardInput:
     completion: str
     answer: str
     metadata: dict = field(default_factory=dict)
+
+    @staticmethod
+    def of(prompt: Prompt, completion: Completion) -> "RewardInput":
+        """One sample's: the prompt, the completion (a multi-turn episode's final answer; its whole
+        conversation in `metadata["messages"]`), the reference answer."""
+        metadata = dict(prompt.metadata)
+        if completion.episode is not None:
+            metadata["messages"] = completion.episode["messages"]
+        return RewardInput(prompt.text, completion.text, prompt.answer, metadata)
 
 
 @dataclass
@@ -100,3 +120,9 @@ class TrainSample:
     completion_ids: list[int]
     advantage: float
     rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)
+    loss_mask: list[int] | None = None  # multi-turn: 1 for sampled tokens, 0 for observations (None: all 1)
+
+    @property
+    def num_loss_tokens(self) -> int:
+        """The tokens that carry loss (and count in the token normaliser)."""
+        return len(self.completion_ids) if self.loss_mask is None else int(sum(self.loss_mask))

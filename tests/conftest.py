@@ -65,3 +65,14 @@ def warm_model_dir():
     from rlvr.models.tiny import ensure_tiny_model
 
     return ensure_tiny_model(ModelConfig(cache_dir=CACHE), ArithmeticConfig(), progress=False)
+
+
+@pytest.fixture(scope="session")
+def tools_model_dir():
+    """The built-in tool-calling model as recipes/tiny-tools-cpu.yaml builds it (`builtin:tiny-tools`,
+    SFT warm start), built once and cached: the runs of that recipe find it."""
+    from rlvr.config import load_recipe
+    from rlvr.models.tiny_tools import ensure_tiny_tools_model
+
+    cfg = load_recipe(os.path.join(REPO, "recipes", "tiny-tools-cpu.yaml"), [f"model.cache_dir={CACHE}"])
+    return ensure_tiny_tools_model(cfg.model, cfg.data.tool_arithmetic, progress=False)

@@ -8,6 +8,12 @@
         K completions per prompt, scored; the kept ones written as {"messages": [...]}
         rows (the prompt's messages + the assistant's completion), ready for SFT
         (rejection sampling / distillation), with a summary of how many prompts kept one.
+
+With `--tools calc,python` (and `--env`, `--max-turns`, `--max-total-tokens`, `--parser`,
+`--tool-timeout-s`, as `rollout.multi_turn` in a recipe) each completion is a multi-turn
+episode run as in training: pass@k is over whole trajectories, samples.jsonl has each
+episode's conversation, the summary its `multi_turn/*` figures, and `rlvr sample` keeps
+the whole conversation.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import time
 from rlvr.eval.metrics import KEEP_MODES, keep_samples, summarize
 from rlvr.eval.offline import generate_and_score_model
 from rlvr.run.files import atomic_write_text
+from rlvr.tools.calls import PARSERS
 
 EXIT_USAGE = 2
 
@@ -56,7 +63,9 @@ def cmd_sample(args) -> int:
         kept = keep_samples(group, args.keep, args.threshold or 0.0)
         kept_prompts += bool(kept)
         for s in kept:
-            lines.append(json.dumps({"messages": s["messages"] + [{"role": "assistant", "content": s["completion"]}],
+            conversation = s["episode"]["messages"] if "episode" in s else \
+                s["messages"] + [{"role": "assistant", "content": s["completion"]}]
+            lines.append(json.dumps({"messages": conversation,
                                      "answer": s["reference"], "reward": s["reward"], "scores": s["scores"],
                                      "source_row": s["row"]}) + "\n")
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -102,6 +111,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=256, help="prompts per generate call (progress granularity)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    g = p.add_argument_group("multi-turn episodes (as rollout.multi_turn in a recipe)")
+    g.add_argument("--tools", default=None, help="tool names, comma-separated (registered or module:attr): "
+                   "run multi-turn, tool-using episodes (pass@k over whole trajectories)")
+    g.add_argument("--env", default="tools", help="the environment (default: tools)")
+    g.add_argument("--max-turns", type=int, default=4, help="assistant turns per episode at most (default 4)")
+    g.add_argument("--max-total-tokens", type=int, default=None, help="prompt + turns + observations (default 1024)")
+    g.add_argument("--parser", default="hermes", choices=sorted(PARSERS), help="tool-call format (default hermes)")
+    g.add_argument("--tool-timeout-s", type=float, default=10.0, help="hard kill per tool call (default 10)")
 
 
 def register(subparsers) -> None:

@@ -22,12 +22,12 @@ from rlvr.config.algorithm import (ASYNC_TIS_CAP, PRESETS, AlgorithmConfig, Dyna
                                    OverlongConfig)
 from rlvr.config.checks import RecipeError
 from rlvr.config.cluster import ClusterConfig
-from rlvr.config.data import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig, MixItem
+from rlvr.config.data import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig, MixItem, ToolArithmeticConfig
 from rlvr.config.eval import EvalConfig, EvalSetItem
 from rlvr.config.model import BUILTIN_TINY_MODEL, LoRAConfig, ModelConfig, TinyModelConfig
 from rlvr.config.recipe import Config, load_recipe, to_dict, to_yaml
 from rlvr.config.reward import RewardConfig, VerifierItem
-from rlvr.config.rollout import RolloutConfig
+from rlvr.config.rollout import MultiTurnConfig, RolloutConfig, ToolItem
 from rlvr.config.run import CheckpointConfig, LoggingConfig, MlflowConfig, RunConfig, ServiceConfig, WandbConfig
 from rlvr.config.sync import SyncConfig
 from rlvr.config.trainer import DeepSpeedConfig, FSDP2Config, TrainerConfig
@@ -36,7 +36,7 @@ __all__ = [
     "ASYNC_TIS_CAP", "BUILTIN_ARITHMETIC", "BUILTIN_TINY_MODEL", "PRESETS", "AlgorithmConfig", "ArithmeticConfig",
     "CheckpointConfig", "ClusterConfig", "Config", "DataConfig", "DeepSpeedConfig", "DynamicSamplingConfig",
     "EvalConfig", "EvalSetItem", "FSDP2Config", "KLConfig", "LoRAConfig", "LoggingConfig", "MixItem",
-    "MlflowConfig", "ModelConfig", "OverlongConfig", "RecipeError", "RewardConfig", "RolloutConfig", "RunConfig",
-    "ServiceConfig", "SyncConfig", "TinyModelConfig", "TrainerConfig", "VerifierItem", "WandbConfig",
+    "MlflowConfig", "ModelConfig", "MultiTurnConfig", "OverlongConfig", "RecipeError", "RewardConfig", "RolloutConfig", "RunConfig",
+    "ServiceConfig", "SyncConfig", "TinyModelConfig", "ToolArithmeticConfig", "ToolItem", "TrainerConfig", "VerifierItem", "WandbConfig",
     "load_recipe", "to_dict", "to_yaml",
 ]

@@ -31,8 +31,9 @@ def logical_cpus_needed(trainer, rollout, reward) -> int:
     """
     import math
 
+    mt = rollout.multi_turn
     need = (trainer.num_workers * trainer.cpus_per_worker + rollout.num_engines * rollout.cpus_per_engine
-            + reward.num_workers * reward.cpus_per_worker)
+            + reward.num_workers * reward.cpus_per_worker + (mt.tool_workers * mt.tool_cpus_per_worker if mt.enabled else 0))
     return max(1, math.ceil(need))
 
 

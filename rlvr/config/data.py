@@ -1,7 +1,7 @@
 """The `data` section: where prompts come from (a file, a `datasets` folder or hub name, the
 built-in task, or a mixture of sources), how they are rendered, and how many per step.
 
-A source is a string (`rlvr.data.rows.sources` reads it): `builtin:arithmetic`, a `.jsonl` /
+A source is a string (`rlvr.data.sources` reads it): `builtin:arithmetic`, a `.jsonl` /
 `.parquet` file, a `datasets` `save_to_disk` folder or `hf:name[:config][:split]`, with
 an optional `#N` suffix (at most N rows). The checks here look at paths only; nothing is
 read until the run starts.
@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 from rlvr.config.checks import require
 
 BUILTIN_ARITHMETIC = "builtin:arithmetic"
+BUILTIN_TOOL_ARITHMETIC = "builtin:tool-arithmetic"  # products the tiny model needs the `calc` tool for
+BUILTIN_SOURCES = (BUILTIN_ARITHMETIC, BUILTIN_TOOL_ARITHMETIC)
 MIX_KEYS = ("path", "count", "weight")
 
 
@@ -28,6 +30,24 @@ class ArithmeticConfig:
     num_train: int = 20000
     num_eval: int = 500
     seed: int = 1234  # fixed so the task (and its held-out split) never depends on run.seed
+
+
+@dataclass
+class ToolArithmeticConfig:
+    """The built-in tool task: `a*b=` with a in [min_a, max_a], b in [min_b, max_b]; the answer
+    is the product, which a tiny model cannot compute but can get from the `calc` tool."""
+
+    min_a: int = 100
+    max_a: int = 999
+    min_b: int = 10
+    max_b: int = 99
+    num_train: int = 20000
+    num_eval: int = 500
+    seed: int = 4321
+    # the warm start's episodes answer without the tool on `direct_fraction` of the problems whose
+    # second factor is below `direct_below` (the others always call it): RL has tool use to learn
+    direct_below: int = 55
+    direct_fraction: float = 0.8
 
 
 @dataclass
@@ -81,6 +101,7 @@ class DataConfig:
     mix_seed: int = 0  # the mixture's sampling and order (the same in every run of the recipe)
     eval_fraction: float = 0.0  # > 0: hold out this fraction of the train rows as the eval set (replaces eval_path)
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
+    tool_arithmetic: ToolArithmeticConfig = field(default_factory=ToolArithmeticConfig)
 
     def mix_items(self) -> list[MixItem]:
         return [MixItem.parse(item, f"data.train_mix[{i}]") for i, item in enumerate(self.train_mix)]
@@ -103,6 +124,15 @@ class DataConfig:
         require(0 <= ar.num_eval < pairs or BUILTIN_ARITHMETIC not in (self.train_path, self.eval_path),
                 "data.arithmetic.num_eval",
                 f"must be in [0, {pairs - 1}]: the operands give {pairs} distinct pairs and training needs some")
+        ta = self.tool_arithmetic
+        require(0 <= ta.min_a <= ta.max_a and 0 <= ta.min_b <= ta.max_b, "data.tool_arithmetic",
+                "operand ranges must be min <= max, both >= 0")
+        tool_pairs = (ta.max_a - ta.min_a + 1) * (ta.max_b - ta.min_b + 1)
+        require(0 <= ta.num_eval < tool_pairs and ta.num_train >= 1, "data.tool_arithmetic.num_eval",
+                f"must be in [0, {tool_pairs - 1}] (with num_train >= 1)")
+        require(0 <= ta.direct_fraction < 1, "data.tool_arithmetic.direct_fraction", "must be in [0, 1)")
+        require(ta.direct_below <= ta.max_b, "data.tool_arithmetic.direct_below",
+                "must be <= data.tool_arithmetic.max_b (some problems must always call the tool)")
 
 
 def split_count(spec: str) -> tuple[str, int | None]:
@@ -125,10 +155,10 @@ def is_dataset_folder(path: str) -> bool:
 
 def source_problem(path: str) -> str | None:
     """Why `path` (without `#N`) cannot be a data source, or None."""
-    if path == BUILTIN_ARITHMETIC:
+    if path in BUILTIN_SOURCES:
         return None
     if path.startswith("builtin:"):
-        return f"unknown built-in dataset {path!r} (have {BUILTIN_ARITHMETIC})"
+        return f"unknown built-in dataset {path!r} (have {', '.join(BUILTIN_SOURCES)})"
     if path.startswith("hf:"):
         return None if len(path) > 3 else "hf: needs a dataset name or folder (hf:owner/name[:config][:split])"
     local = os.path.expanduser(path)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from rlvr.config.checks import require
 
 BUILTIN_TINY_MODEL = "builtin:tiny"
+BUILTIN_TINY_TOOLS = "builtin:tiny-tools"  # the tiny model warm-started to call the `calc` tool
+BUILTIN_MODELS = (BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS)
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model")
@@ -60,7 +62,7 @@ class LoRAConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = BUILTIN_TINY_MODEL  # builtin:tiny, a local folder, or a hub id
+    path: str = BUILTIN_TINY_MODEL  # builtin:tiny, builtin:tiny-tools, a local folder, or a hub id
     dtype: Dtype = "float32"
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/rlvr"  # where built-in models (and JIT-built ops) are kept
@@ -69,10 +71,10 @@ class ModelConfig:
 
     def check(self) -> None:
         self.lora.check()
-        if self.path == BUILTIN_TINY_MODEL:
+        if self.path in BUILTIN_MODELS:
             return
         require(not self.path.startswith("builtin:"), "model.path",
-                f"unknown built-in model {self.path!r} (have {BUILTIN_TINY_MODEL})")
+                f"unknown built-in model {self.path!r} (have {', '.join(BUILTIN_MODELS)})")
         local = os.path.expanduser(self.path)
         if not os.path.exists(local):
             require(looks_like_hub_id(self.path), "model.path", f"{self.path}: no such model folder")

@@ -41,31 +41,56 @@ def chat_messages(row: dict, system_prompt: str | None) -> list[dict]:
     return messages
 
 
-def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig) -> list[Prompt]:
-    """Turn rows into `Prompt`s: chat template (with generation prompt) or the raw string."""
+def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig, tools: list[dict] | None = None,
+                   start=None) -> list[Prompt]:
+    """Turn rows into `Prompt`s: chat template (with generation prompt) or the raw string.
+    Multi-turn episodes: `tools` (their schemas) go to the template as `tools=`, and
+    `start(row)` (the environment's `reset`) gives the first messages."""
     use_template = data_cfg.apply_chat_template
     if use_template and not has_chat_template(tokenizer):
         raise ValueError("data.apply_chat_template is true but the tokenizer has no chat template "
                          "(set data.apply_chat_template: false for a base model)")
     prompts = []
     for row in rows:
-        messages = chat_messages(row, data_cfg.system_prompt)
+        messages = start(row) if start is not None else chat_messages(row, data_cfg.system_prompt)
         if use_template:
             text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                 **template_kwargs(data_cfg))
+                                                 **template_kwargs(data_cfg, tools))
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         else:
             text = row["prompt"] if "prompt" in row and not data_cfg.system_prompt else \
                 "\n\n".join(m["content"] for m in messages)
             ids = tokenizer(text)["input_ids"]
         prompts.append(Prompt(text=text, token_ids=list(ids), answer=row["answer"],
-                              metadata=dict(row.get("metadata", {}))))
+                              metadata=dict(row.get("metadata", {})), messages=list(messages)))
     return prompts
 
 
-def template_kwargs(data_cfg: DataConfig) -> dict:
+def observation_tokens(tokenizer, messages: list[dict], end_of_turn: str, template_kwargs: dict | None = None
+                       ) -> list[int]:
+    """The tokens the chat template puts after an assistant turn that ended with `end_of_turn`
+    (the text of its last token, an end-of-turn such as `<|im_end|>`) when `messages` (tool
+    results, a user message) follow, up to and including the next assistant turn's opening.
+
+    Multi-turn episodes keep every sampled token as it was sampled and append only these:
+    the template renders a fixed stand-in conversation with and without `messages`, and the
+    difference after the stand-in assistant's end-of-turn is tokenized on its own (it starts
+    right after a special token, so no merge can cross the boundary).
+    """
+    base = [{"role": "user", "content": "."}, {"role": "assistant", "content": "."}]
+    kw = dict(template_kwargs or {})
+    head = tokenizer.apply_chat_template(base, tokenize=False, **kw)
+    full = tokenizer.apply_chat_template(base + list(messages), tokenize=False, add_generation_prompt=True, **kw)
+    cut = head.rfind(end_of_turn)
+    if not end_of_turn or cut < 0 or full[:cut + len(end_of_turn)] != head[:cut + len(end_of_turn)]:
+        raise ValueError(f"the chat template does not end an assistant turn with {end_of_turn!r} followed by the "
+                         "next messages; multi-turn episodes need one that does")
+    return tokenizer(full[cut + len(end_of_turn):], add_special_tokens=False)["input_ids"]
+
+
+def template_kwargs(data_cfg: DataConfig, tools: list[dict] | None = None) -> dict:
     """Extra chat-template variables: `data.chat_template_kwargs`, plus `enable_thinking` when set
-    (Qwen3's template reads it; a template that does not simply ignores it).
+    (Qwen3's template reads it; a template that does not simply ignores it), plus `tools`.
 
     >>> template_kwargs(DataConfig(enable_thinking=False, chat_template_kwargs={"x": 1}))
     {'x': 1, 'enable_thinking': False}
@@ -73,6 +98,8 @@ def template_kwargs(data_cfg: DataConfig) -> dict:
     out = dict(data_cfg.chat_template_kwargs)
     if data_cfg.enable_thinking is not None:
         out["enable_thinking"] = data_cfg.enable_thinking
+    if tools:
+        out["tools"] = tools
     return out
 
 
@@ -80,8 +107,10 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], list[Prompt]]:
-    """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None.
+def load_train_and_eval(data_cfg: DataConfig, tokenizer, tools: list[dict] | None = None,
+                        start=None) -> tuple[list[Prompt], list[Prompt]]:
+    """Rendered (train, eval) prompts; eval is empty when `data.eval_path` is None (`tools` and
+    `start`: multi-turn episodes, see `render_prompts`).
 
     A tokenizer without a chat template (a base model) falls back to the raw prompt
     format, with one warning, instead of failing when `data.apply_chat_template` is true.
@@ -93,8 +122,8 @@ def load_train_and_eval(data_cfg: DataConfig, tokenizer) -> tuple[list[Prompt], 
     from rlvr.data.sources import train_and_eval_rows  # sources, mixing, held-out split
 
     train_rows, eval_rows = train_and_eval_rows(data_cfg)
-    train = render_prompts(train_rows, tokenizer, data_cfg)
-    return train, render_prompts(eval_rows, tokenizer, data_cfg) if eval_rows is not None else []
+    train = render_prompts(train_rows, tokenizer, data_cfg, tools, start)
+    return train, render_prompts(eval_rows, tokenizer, data_cfg, tools, start) if eval_rows is not None else []
 
 
 def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int, source: str,
@@ -117,7 +146,8 @@ def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int
         room = (f"{tokens_key}={max_new_tokens} leaves no room for a prompt" if budget < 1 else
                 f"every prompt is longer than {budget} tokens (the shortest has {shortest})")
         raise DatasetError(source, f"all {len(prompts)} prompts are too long for the model's max length "
-                                   f"{max_model_len}: {room}; lower {tokens_key} or shorten the prompts")
+                                   f"{max_model_len} (multi-turn: or rollout.multi_turn.max_total_tokens): {room}; "
+                                   f"lower {tokens_key} or shorten the prompts")
     return kept, len(prompts) - len(kept)
 
 
@@ -145,7 +175,8 @@ def drop_prompts_too_long(train: list[Prompt], held_out: list[Prompt], max_len: 
         for key, n in skipped.items():
             if n:
                 print(f"[rlvr] warning: skipped {n} prompt(s) too long for the model's max length {max_len} "
-                      f"with room for the completion ({key})", flush=True)
+                      f"(multi-turn: or rollout.multi_turn.max_total_tokens) with room for the completion ({key})",
+                      flush=True)
     return train, held_out, skipped
 
 

@@ -34,7 +34,8 @@ import os
 import random
 from typing import Any, Iterable
 
-from rlvr.config import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig
+from rlvr.config import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig, ToolArithmeticConfig
+from rlvr.config.data import BUILTIN_TOOL_ARITHMETIC
 
 # --- built-in arithmetic task -------------------------------------------------------------
 
@@ -83,6 +84,36 @@ def arithmetic_rows(cfg: ArithmeticConfig, split: str) -> list[dict]:
     return [{"prompt": arithmetic_question(a, b, width), "answer": str(a + b),
              "metadata": {"source": f"{BUILTIN_ARITHMETIC}:{split}", "index": i, "a": a, "b": b}}
             for i, (a, b) in enumerate(pairs)]
+
+
+def tool_arithmetic_rows(cfg: ToolArithmeticConfig, split: str) -> list[dict]:
+    """Rows of the built-in tool task (`a*b=`, the product as the answer): `num_eval` distinct
+    pairs held out, `num_train` drawn (with replacement) from the rest; deterministic from `cfg.seed`.
+
+    >>> rows = tool_arithmetic_rows(ToolArithmeticConfig(num_train=3, num_eval=2), "eval")
+    >>> len(rows), rows[0]["prompt"].endswith("="), int(rows[0]["answer"]) == rows[0]["metadata"]["a"] * rows[0]["metadata"]["b"]
+    (2, True, True)
+    """
+    if split not in ("train", "eval"):
+        raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+    side_b = cfg.max_b - cfg.min_b + 1
+    space = (cfg.max_a - cfg.min_a + 1) * side_b
+    rng = random.Random(cfg.seed)
+    held = rng.sample(range(space), cfg.num_eval)
+    if split == "eval":
+        codes = held
+    else:
+        taken, codes = set(held), []
+        while len(codes) < cfg.num_train:
+            c = rng.randrange(space)
+            if c not in taken:
+                codes.append(c)
+    rows = []
+    for i, c in enumerate(codes):
+        a, b = cfg.min_a + c // side_b, cfg.min_b + c % side_b
+        rows.append({"prompt": f"{a}*{b}=", "answer": str(a * b),
+                     "metadata": {"source": f"{BUILTIN_TOOL_ARITHMETIC}:{split}", "index": i, "a": a, "b": b}})
+    return rows
 
 
 # --- user files ---------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 A *source* is a string:
 
     builtin:arithmetic            the built-in task
+    builtin:tool-arithmetic       the built-in tool task (products, for the `calc` tool)
     data/gsm8k.jsonl              a JSONL / Parquet file (rlvr.data.rows.load_rows)
     data/saved_ds                 a folder written by `datasets` `save_to_disk` (a Dataset, or a
                                   DatasetDict whose "train" split is used; `hf:data/saved_ds:test` picks one)
@@ -26,7 +27,8 @@ import random
 
 from rlvr.config import BUILTIN_ARITHMETIC, DataConfig
 from rlvr.config.data import is_dataset_folder, split_count
-from rlvr.data.rows import DatasetError, arithmetic_rows, load_rows, normalise_rows
+from rlvr.config.data import BUILTIN_TOOL_ARITHMETIC
+from rlvr.data.rows import DatasetError, arithmetic_rows, load_rows, normalise_rows, tool_arithmetic_rows
 
 
 def _hf_rows(path: str, data_cfg: DataConfig) -> list[dict]:
@@ -60,6 +62,8 @@ def source_rows(spec: str, data_cfg: DataConfig, split: str = "train", seed: int
     path, count = split_count(spec)
     if path == BUILTIN_ARITHMETIC:
         rows = arithmetic_rows(data_cfg.arithmetic, split)
+    elif path == BUILTIN_TOOL_ARITHMETIC:
+        rows = tool_arithmetic_rows(data_cfg.tool_arithmetic, split)
     elif path.startswith("hf:") or is_dataset_folder(os.path.expanduser(path)):
         rows = _hf_rows(path, data_cfg)
     else:

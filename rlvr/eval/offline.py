@@ -16,7 +16,6 @@ import sys
 import time
 
 from rlvr.eval.metrics import final_answer
-from rlvr.types import RewardInput
 
 
 class _Engine:
@@ -29,28 +28,16 @@ class _Engine:
         yield 0, list(prompts), self.engine.generate([p.token_ids for p in prompts], spec)
 
 
-class _Scorer:
-    """A reward worker in this process, offering the reward group's `submit` / `collect`."""
-
-    def __init__(self, worker):
-        self.worker = worker
-
-    def submit(self, prompts, completions) -> list[RewardInput]:
-        return [RewardInput(prompts[c.prompt_index].text, c.text, prompts[c.prompt_index].answer,
-                            prompts[c.prompt_index].metadata) for c in completions]
-
-    def collect(self, inputs: list[RewardInput], timeout_s: float | None = None):
-        return self.worker.score(inputs)
-
-
 def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], list[str], dict]:
-    """Every row's `args.n` completions, scored: (per-prompt lists of sample dicts, verifier keys, timings)."""
+    """Every row's `args.n` completions (with `--tools`: multi-turn episodes), scored: (per-prompt
+    lists of sample dicts, verifier keys, timings and multi-turn metrics)."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
     from rlvr.config import DataConfig, RolloutConfig
-    from rlvr.data.prompts import chat_messages, has_chat_template, render_prompts
-    from rlvr.reward.worker import RewardWorker
+    from rlvr.data.prompts import chat_messages, has_chat_template
+    from rlvr.reward.worker import LocalRewards, RewardWorker
+    from rlvr.rollout.episodes import episode_metrics
     from rlvr.rollout.group import generate_and_score
     from rlvr.rollout.vllm_engine import VLLMEngine
     from rlvr.run.metrics import Timer
@@ -60,7 +47,8 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
     tokenizer = AutoTokenizer.from_pretrained(model)
     data_cfg = DataConfig(system_prompt=args.system_prompt, enable_thinking=args.enable_thinking,
                           apply_chat_template=not args.no_chat_template and has_chat_template(tokenizer))
-    prompts = render_prompts(rows, tokenizer, data_cfg)
+    episodes = _Episodes(args, model, tokenizer, data_cfg) if args.tools else None
+    prompts = episodes.prompts(rows) if episodes else _render(rows, tokenizer, data_cfg)
     worker = RewardWorker([{"name": name.strip()} for name in args.reward.split(",") if name.strip()],
                           default_timeout_s=args.timeout_s)
     t0 = time.perf_counter()
@@ -71,31 +59,82 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
     spec = SamplingSpec(n=args.n, max_tokens=args.max_tokens, temperature=temperature, top_p=args.top_p,
                         seed=args.seed)
     groups: list[list[dict]] = []
+    everything = []
     try:
         with tqdm(total=len(prompts), desc="generate+score", unit="prompt", file=sys.stderr,
                   disable=not args.progress) as bar:
             for start in range(0, len(prompts), args.chunk):
                 chunk = prompts[start:start + args.chunk]
-                completions, rewards = generate_and_score(engine, _Scorer(worker), chunk, spec, 1, timer)
+                completions, rewards = generate_and_score(engine, LocalRewards(worker), chunk, spec, 1, timer,
+                                                          episodes.runner if episodes else None)
+                everything += completions
                 by_prompt: list[list[dict]] = [[] for _ in chunk]
                 for c, r in zip(completions, rewards):
                     by_prompt[c.prompt_index].append(_sample(c, r, worker.keys[0]))
                 for i, group in enumerate(by_prompt):
-                    messages = chat_messages(rows[start + i], args.system_prompt)
+                    messages = chunk[i].messages or chat_messages(rows[start + i], args.system_prompt)
                     for s in group:
                         s.update(prompt=chunk[i].text, reference=chunk[i].answer, row=start + i, messages=messages)
                     groups.append(group)
                 bar.update(len(chunk))
     finally:
         worker.shutdown()
+        if episodes:
+            episodes.tools.stop()
     timings.update(generate_s=timer.times.get("timing/generate", 0.0), score_s=timer.times.get("timing/reward", 0.0))
+    if episodes:
+        timings.update(tools_s=timer.times.get("timing/tools", 0.0), **episode_metrics(everything))
     return groups, list(worker.keys), timings
 
 
+def _render(rows, tokenizer, data_cfg):
+    from rlvr.data.prompts import render_prompts
+
+    return render_prompts(rows, tokenizer, data_cfg)
+
+
+class _Episodes:
+    """`--tools` and friends: the tools (a tool worker in this process), the environment and the
+    episode runner that training uses (`rlvr.rollout.episodes`)."""
+
+    def __init__(self, args, model: str, tokenizer, data_cfg):
+        from rlvr.config.checks import RecipeError
+        from rlvr.config.rollout import MultiTurnConfig
+        from rlvr.data.prompts import model_max_len, template_kwargs
+        from rlvr.rollout.episodes import EpisodeRunner
+        from rlvr.tools.env import env_factory
+        from rlvr.tools.worker import LocalTools
+
+        cfg = MultiTurnConfig(enabled=True, tools=[{"name": n.strip()} for n in args.tools.split(",") if n.strip()],
+                              env=args.env, max_turns=args.max_turns, parser=args.parser,
+                              tool_timeout_s=args.tool_timeout_s,
+                              max_total_tokens=args.max_total_tokens or MultiTurnConfig.max_total_tokens)
+        try:
+            cfg.check()
+        except RecipeError as e:
+            raise SystemExit(f"rlvr {args.command}: {e}") from None
+        self.system_prompt = data_cfg.system_prompt
+        self.data_cfg, self.tokenizer = data_cfg, tokenizer
+        self.make_env = env_factory(cfg.env, cfg.env_options)
+        self.tools = LocalTools(cfg)
+        max_len = model_max_len(model, {})
+        self.runner = EpisodeRunner(cfg, self.make_env, self.tools, tokenizer,
+                                    template_kwargs(data_cfg, self.tools.schemas), max_len)
+
+    def prompts(self, rows):
+        from rlvr.data.prompts import render_prompts
+
+        return render_prompts(rows, self.tokenizer, self.data_cfg, self.tools.schemas,
+                              lambda row: self.make_env().reset(row, self.system_prompt))
+
+
 def _sample(c, r, first: str) -> dict:
-    return {"completion": c.text, "answer": final_answer(c.text), "length": len(c.token_ids),
-            "finish_reason": c.finish_reason, "reward": r.total, "scores": r.scores, "failures": r.failures,
-            "correct": r.scores.get(first, 0.0) >= 1.0 and first not in r.failures}
+    out = {"completion": c.text, "answer": final_answer(c.text), "length": c.num_sampled,
+           "finish_reason": c.finish_reason, "reward": r.total, "scores": r.scores, "failures": r.failures,
+           "correct": r.scores.get(first, 0.0) >= 1.0 and first not in r.failures}
+    if c.episode is not None:  # a multi-turn episode: the whole conversation and its counts
+        out["episode"] = c.episode
+    return out
 
 
 def resolve_model(path: str) -> str:

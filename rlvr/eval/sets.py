@@ -33,8 +33,10 @@ class EvalSet:
     keys: list = field(default_factory=list)
 
 
-def prepare_sets(eval_cfg, data_cfg, rollout_cfg, seed: int, tokenizer, max_len: int | None) -> list[EvalSet]:
-    """Each named set's rendered prompts (first `num_prompts`, too-long ones dropped)."""
+def prepare_sets(eval_cfg, data_cfg, rollout_cfg, seed: int, tokenizer, max_len: int | None, tools=None,
+                 start=None) -> list[EvalSet]:
+    """Each named set's rendered prompts (first `num_prompts`, too-long ones dropped; `tools` and
+    `start`: multi-turn episodes, see `rlvr.data.prompts.render_prompts`)."""
     from rlvr.data.prompts import drop_too_long, render_prompts
     from rlvr.data.sources import source_rows
 
@@ -42,7 +44,7 @@ def prepare_sets(eval_cfg, data_cfg, rollout_cfg, seed: int, tokenizer, max_len:
     for s in eval_cfg.set_items():
         max_tokens = int(s.max_tokens or eval_cfg.max_tokens or rollout_cfg.max_tokens)
         rows = source_rows(s.path, data_cfg, "eval", data_cfg.mix_seed)[: s.num_prompts or eval_cfg.num_prompts]
-        prompts = render_prompts(rows, tokenizer, data_cfg)
+        prompts = render_prompts(rows, tokenizer, data_cfg, tools, start)
         if max_len:
             prompts, _ = drop_too_long(prompts, max_tokens, max_len, s.path, tokens_key=f"eval.sets.{s.name}")
         temperature = s.temperature if s.temperature is not None else (0.0 if s.n == 1 else 1.0)  # as `rlvr eval`
@@ -61,11 +63,12 @@ class Evaluator:
     group and the reward groups and returns the `eval/...` metrics."""
 
     def __init__(self, eval_cfg, reward_cfg, rollout_cfg, rollouts, rewards, prompts: list, sets: list[EvalSet],
-                 *, total_steps: int, progress: bool = True, timeout_s: float = 1800.0):
+                 *, total_steps: int, progress: bool = True, timeout_s: float = 1800.0, episodes=None):
         from rlvr.reward.group import RewardGroup
 
         self.cfg, self.rollouts, self.rewards, self.prompts, self.sets = eval_cfg, rollouts, rewards, prompts, sets
         self.total_steps, self.progress, self.chunks = total_steps, progress, rollout_cfg.chunks_per_engine
+        self.episodes = episodes  # multi-turn: every evaluation runs the same episodes as training
         self.primary = primary_key(eval_cfg, reward_cfg)
         self.spec = SamplingSpec(n=1, max_tokens=eval_cfg.max_tokens or rollout_cfg.max_tokens, temperature=0.0)
         for s in sets:
@@ -82,13 +85,13 @@ class Evaluator:
         bar = phase_bar(self.progress, len(self.prompts) + sum(len(s.prompts) for s in self.sets), "eval", unit="prompt")
         if self.prompts:
             completions, results = generate_and_score(self.rollouts, self.rewards, self.prompts, self.spec, self.chunks,
-                                                      Timer())
+                                                      Timer(), self.episodes)
             out = {**main_metrics(results, completions, self.primary), "timing/eval": time.perf_counter() - t0}
             bar.update(len(self.prompts))
         for s in self.sets:
             t0 = time.perf_counter()
             completions, results = generate_and_score(self.rollouts, s.rewards or self.rewards, s.prompts, s.spec,
-                                                      self.chunks, Timer())
+                                                      self.chunks, Timer(), self.episodes)
             out.update(set_metrics(s.name, completions, results, s.keys, s.spec.n))
             out[f"timing/eval_{s.name}"] = time.perf_counter() - t0
             bar.update(len(s.prompts))
@@ -102,13 +105,16 @@ class Evaluator:
 
 
 def main_metrics(results, completions, primary: str) -> dict:
-    """eval/... of the main held-out set (greedy, one completion per prompt)."""
+    """eval/... of the main held-out set (greedy, one completion or episode per prompt)."""
+    from rlvr.rollout.episodes import episode_metrics
+
     n = max(1, len(results))
     return {
         "eval/accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in results) / n,
         "eval/reward": sum(r.total for r in results) / n,
-        "eval/response_length": sum(len(c.token_ids) for c in completions) / max(1, len(completions)),
+        "eval/response_length": sum(c.num_sampled for c in completions) / max(1, len(completions)),
         "eval/failures": sum(bool(r.failures) for r in results),
+        **{f"eval/{k}": v for k, v in episode_metrics(completions).items()},
     }
 
 
@@ -118,7 +124,7 @@ def set_metrics(name: str, completions, results, keys: list[str], n: int) -> dic
 
     first = keys[0]
     samples = [{"correct": r.scores.get(first, 0.0) >= 1.0 and first not in r.failures, "answer": final_answer(c.text),
-                "length": len(c.token_ids), "scores": r.scores, "failures": r.failures}
+                "length": c.num_sampled, "scores": r.scores, "failures": r.failures}
                for c, r in zip(completions, results)]
     groups = [samples[i:i + n] for i in range(0, len(samples), n)]
     if not groups:

@@ -51,13 +51,16 @@ class Batch:
 class Batches:
     """`prompts` and `sampler`: the train prompts and the `PromptSampler` over them; `spec`: the
     rollout sampling (its seed is set per step); `want`: `data.prompts_per_step`; `primary`:
-    the verifier whose score >= 1 means correct; the rest are recipe sections."""
+    the verifier whose score >= 1 means correct; `episodes`: multi-turn episodes instead of
+    one completion per sample; the rest are recipe sections."""
 
     def __init__(self, rollouts, rewards, prompts: list[Prompt], sampler, spec: SamplingSpec, *, want: int,
-                 run_seed: int, algo, rollout_cfg, max_failure_fraction: float, primary: str, total_steps: int):
+                 run_seed: int, algo, rollout_cfg, max_failure_fraction: float, primary: str, total_steps: int,
+                 episodes=None):
         self.rollouts, self.rewards, self.prompts, self.sampler, self.spec = rollouts, rewards, prompts, sampler, spec
         self.want, self.run_seed, self.ds, self.chunks = want, run_seed, algo.dynamic_sampling, rollout_cfg.chunks_per_engine
         self.max_failure_fraction, self.primary, self.total_steps = max_failure_fraction, primary, total_steps
+        self.episodes = episodes  # multi-turn: an EpisodeRunner (rlvr.rollout.episodes)
         self.initial = sampler.state_dict()
         self._background = ThreadPoolExecutor(1, thread_name_prefix="rollout") if rollout_cfg.max_staleness else None
         self._pending = None  # async: (step, future) of the batch generating
@@ -85,7 +88,8 @@ class Batches:
         while True:
             prompts = [self.prompts[i] for i in self.sampler.next_batch(self.want)]
             spec = dataclasses.replace(self.spec, seed=step_seed(self.run_seed, step) + rounds * 1_000_003)
-            completions, rewards = generate_and_score(self.rollouts, self.rewards, prompts, spec, self.chunks, timer)
+            completions, rewards = generate_and_score(self.rollouts, self.rewards, prompts, spec, self.chunks, timer,
+                                                      self.episodes)
             check_failures(rewards, completions, self.max_failure_fraction)
             rounds += 1
             seen_c, seen_r = seen_c + completions, seen_r + rewards

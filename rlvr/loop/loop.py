@@ -48,7 +48,7 @@ def run_loop(cfg, run_dir: str, status, groups, inputs) -> dict:
                 batch = batches.next(step, timer)  # generate on the engines, score on the reward workers
                 rollouts.sleep()  # colocated on GPUs: the engines free their memory for the trainer
                 stats = {**batch.metrics, "rollout/staleness": mean_staleness(batch.completions, sync.version)}
-                totals = shaped_rewards(batch.completions, batch.rewards, algo, cfg.rollout.max_tokens)
+                totals = shaped_rewards(batch.completions, batch.rewards, algo, cfg.rollout.length_budget())
                 if algo.kl.coef and algo.kl.where == "reward":
                     with timer("reference"):
                         kl = algo.kl.coef * torch.tensor(trainer.reference_kl(candidate_samples(batch.prompts,
@@ -91,7 +91,7 @@ def make_batches(cfg, groups, inputs):
     return Batches(groups.rollouts, groups.rewards, inputs.train_prompts, sampler, spec,
                    want=cfg.data.prompts_per_step, run_seed=cfg.run.seed, algo=cfg.algorithm, rollout_cfg=r,
                    max_failure_fraction=cfg.reward.max_failure_fraction, primary=primary_key(cfg.eval, cfg.reward),
-                   total_steps=cfg.trainer.total_steps)
+                   total_steps=cfg.trainer.total_steps, episodes=groups.episodes)
 
 
 def begin(cfg, run, saver, groups, inputs) -> int:

@@ -39,18 +39,18 @@ def keep_informative_groups(prompts, completions: list[Completion], rewards: lis
 
 def shaped_rewards(completions: list[Completion], rewards: list[SampleReward], algo, max_tokens: int) -> torch.Tensor:
     """The verifiers' totals plus DAPO's overlong penalty when `algo.overlong` is on
-    (`max_tokens`: `rollout.max_tokens`)."""
+    (`max_tokens`: `RolloutConfig.length_budget()`; an episode's length is its sampled tokens)."""
     totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
     ol = algo.overlong
     if ol.enabled:
-        lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+        lengths = torch.tensor([c.num_sampled for c in completions], dtype=torch.float32)
         totals = totals + ol.weight * algos.overlong_penalty(lengths, max_tokens, ol.cache_len)
     return totals
 
 
 def candidate_samples(prompts, completions: list[Completion]) -> list[TrainSample]:
     """Every completion as a TrainSample with a zero advantage (for reference-KL passes)."""
-    return [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs) for c in completions]
+    return [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs, c.mask) for c in completions]
 
 
 def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, algo):
@@ -61,7 +61,7 @@ def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, 
     advantages = algos.ADVANTAGES[algo.advantage](totals, groups, eps=algo.advantage_eps)
     uniform = algos.uniform_groups(totals, groups)
     keep = ~uniform if algo.skip_uniform_groups else torch.ones_like(uniform)
-    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs)
+    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs, c.mask)
                for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k and c.token_ids]
     stats = {"groups/uniform_fraction": uniform.float().mean().item() if len(uniform) else 0.0,
              "samples/trained": len(samples),
@@ -78,11 +78,12 @@ def mean_staleness(completions: list[Completion], trainer_version: int) -> float
 
 def batch_metrics(completions: list[Completion], rewards: list[SampleReward], primary: str) -> dict:
     """Reward, accuracy and length statistics of everything generated this step (`primary`: the
-    verifier whose score >= 1 means correct)."""
+    verifier whose score >= 1 means correct), and `multi_turn/*` for episodes."""
     from rlvr.reward.worker import reward_metrics
+    from rlvr.rollout.episodes import episode_metrics
 
     totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
-    lengths = torch.tensor([len(c.token_ids) for c in completions], dtype=torch.float32)
+    lengths = torch.tensor([c.num_sampled for c in completions], dtype=torch.float32)  # episodes: sampled tokens
     n = max(1, len(rewards))
     return {
         "reward/mean": totals.mean().item(),
@@ -93,6 +94,7 @@ def batch_metrics(completions: list[Completion], rewards: list[SampleReward], pr
         "response/clipped_fraction": sum(c.finish_reason == "length" for c in completions) / n,
         "tokens/generated": int(lengths.sum().item()),
         **reward_metrics(rewards),
+        **episode_metrics(completions),
     }
 
 

@@ -46,13 +46,18 @@ def train(cfg: Config) -> dict:
 
 @dataclass
 class Inputs:
-    """What the loop starts from, prepared locally: the model folder and the prompts."""
+    """What the loop starts from, prepared locally: the model folder and the prompts (and for
+    multi-turn episodes: the tokenizer, the tools' schemas and the environment)."""
 
     model_path: str
     train_prompts: list
     eval_prompts: list
     eval_sets: list
     skipped: dict = field(default_factory=dict)  # data/skipped_too_long counts (step 0's metrics row)
+    tokenizer: object = None
+    max_len: int | None = None
+    tools: list | None = None  # the tools' schemas, as the chat template gets them
+    make_env: object = None  # multi-turn: builds an environment object (one per episode)
 
 
 def prepare(cfg: Config) -> Inputs:
@@ -60,22 +65,52 @@ def prepare(cfg: Config) -> Inputs:
     prompts, too-long ones dropped."""
     from transformers import AutoTokenizer
 
-    from rlvr.config import BUILTIN_TINY_MODEL
     from rlvr.data.prompts import drop_prompts_too_long, load_train_and_eval, model_max_len
     from rlvr.eval.sets import prepare_sets
 
-    model_path = os.path.expanduser(cfg.model.path)
-    if cfg.model.path == BUILTIN_TINY_MODEL:
+    model_path = model_folder(cfg.model, cfg.data, cfg.logging.progress)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    tools, make_env = multi_turn_parts(cfg.rollout.multi_turn) if cfg.rollout.multi_turn.enabled else (None, None)
+    start = (lambda row: make_env().reset(row, cfg.data.system_prompt)) if make_env is not None else None
+    train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer, tools, start)
+    max_len = model_max_len(model_path, cfg.rollout.engine_kwargs)
+    room = cfg.rollout.multi_turn.max_total_tokens if make_env is not None else None  # an episode's whole length
+    fits = min(max_len, room) if max_len and room else (max_len or room)
+    train_prompts, eval_prompts, skipped = drop_prompts_too_long(train_prompts, eval_prompts, fits, cfg.data,
+                                                                 cfg.rollout.max_tokens, cfg.eval.max_tokens)
+    sets = prepare_sets(cfg.eval, cfg.data, cfg.rollout, cfg.run.seed, tokenizer, max_len, tools, start)
+    return Inputs(model_path, train_prompts, eval_prompts[: cfg.eval.num_prompts], sets, skipped, tokenizer, max_len,
+                  tools, make_env)
+
+
+def model_folder(model_cfg, data_cfg, progress: bool = True) -> str:
+    """The model the run starts from: a built-in one (built once and cached), a local folder or a hub id."""
+    from rlvr.config.model import BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS
+
+    if model_cfg.path == BUILTIN_TINY_MODEL:
         from rlvr.models.tiny import ensure_tiny_model
 
-        model_path = ensure_tiny_model(cfg.model, cfg.data.arithmetic, progress=cfg.logging.progress)
-    tokenizer = AutoTokenizer.from_pretrained(model_path)
-    train_prompts, eval_prompts = load_train_and_eval(cfg.data, tokenizer)
-    max_len = model_max_len(model_path, cfg.rollout.engine_kwargs)
-    train_prompts, eval_prompts, skipped = drop_prompts_too_long(train_prompts, eval_prompts, max_len, cfg.data,
-                                                                 cfg.rollout.max_tokens, cfg.eval.max_tokens)
-    sets = prepare_sets(cfg.eval, cfg.data, cfg.rollout, cfg.run.seed, tokenizer, max_len)
-    return Inputs(model_path, train_prompts, eval_prompts[: cfg.eval.num_prompts], sets, skipped)
+        return ensure_tiny_model(model_cfg, data_cfg.arithmetic, progress=progress)
+    if model_cfg.path == BUILTIN_TINY_TOOLS:
+        from rlvr.models.tiny_tools import ensure_tiny_tools_model
+
+        return ensure_tiny_tools_model(model_cfg, data_cfg.tool_arithmetic, progress=progress)
+    return os.path.expanduser(model_cfg.path)
+
+
+def multi_turn_parts(mt) -> tuple[list[dict], object]:
+    """The tools' schemas (read in a tool worker's child process, as every use of a tool's code
+    is) and what builds the environment (`rollout.multi_turn.env`; environments run here in
+    the driver, one object per episode)."""
+    from rlvr.tools.env import env_factory
+    from rlvr.tools.worker import ToolWorker
+
+    worker = ToolWorker(list(mt.tools), mt.tool_timeout_s, mt.max_observation_chars, procs=1)
+    try:
+        schemas = worker.schemas
+    finally:
+        worker.shutdown()
+    return schemas, env_factory(mt.env, mt.env_options)
 
 
 @dataclass
@@ -88,10 +123,13 @@ class Groups:
     sync: object = None
     evaluator: object = None
     pg: object = None
+    tools: object = None  # multi-turn: the tool workers
+    episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
-                "faults/trainer_restarts": self.trainer.restarts}
+                "faults/trainer_restarts": self.trainer.restarts,
+                **({"faults/tool_restarts": self.tools.restarts} if self.tools is not None else {})}
 
     def places(self) -> dict:
         return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places()}
@@ -100,7 +138,7 @@ class Groups:
         """Stop what started (the cluster may outlive the run)."""
         from ray.util.placement_group import remove_placement_group
 
-        for group in (self.evaluator, self.rewards, self.rollouts, self.trainer):
+        for group in (self.evaluator, self.tools, self.rewards, self.rollouts, self.trainer):
             if group is not None:
                 group.stop()
         if self.pg is not None:
@@ -131,9 +169,17 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, timeout_s=timeout)
     bar.update()
     groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout)
+    if r.multi_turn.enabled:
+        from rlvr.data.prompts import template_kwargs
+        from rlvr.rollout.episodes import EpisodeRunner
+        from rlvr.tools.group import ToolGroup
+
+        groups.tools = ToolGroup(r.multi_turn, timeout_s=timeout)
+        groups.episodes = EpisodeRunner(r.multi_turn, inputs.make_env, groups.tools, inputs.tokenizer,
+                                        template_kwargs(cfg.data, inputs.tools), inputs.max_len)
     groups.evaluator = Evaluator(cfg.eval, cfg.reward, r, groups.rollouts, groups.rewards, inputs.eval_prompts,
                                  inputs.eval_sets, total_steps=t.total_steps, progress=cfg.logging.progress,
-                                 timeout_s=timeout)
+                                 timeout_s=timeout, episodes=groups.episodes)
     bar.update()
     bar.close()
     groups.sync = WeightSync(cfg.sync, groups.trainer, groups.rollouts, cfg.sync.dir or os.path.join(run_dir, "sync"),

@@ -141,9 +141,33 @@ def _torch_threads(n: int):
         torch.set_num_threads(before)
 
 
-def build_tiny_model(out_dir: str, tiny_cfg: TinyModelConfig, data_cfg_arithmetic: ArithmeticConfig,
-                     progress: bool = True) -> str:
-    """Build tokenizer + model (+ SFT warm start) into `out_dir`, atomically; return its path.
+class ArithmeticTask:
+    """What the default tiny model is built for: the built-in addition task (`builtin:arithmetic`).
+    A task gives the builder its tokenizer, its SFT data and probe, and its cache key; the tool
+    task (`rlvr.models.tiny_tools`) is the other one."""
+
+    prefix = "tiny"
+
+    def __init__(self, arithmetic: ArithmeticConfig):
+        self.cfg = arithmetic
+
+    def key(self) -> dict:
+        return {"arithmetic": asdict(self.cfg)}
+
+    def tokenizer(self, out_dir: str | None = None):
+        return build_tokenizer(out_dir)
+
+    def sft_data(self, tokenizer):
+        """(input_ids, labels, probe): right-padded train tensors, labels -100 but on what the model
+        must write, and `probe(model) -> accuracy` on a fixed sample of train prompts."""
+        input_ids, labels, prompts = _sft_data(tokenizer, self.cfg)
+        answer_tokens = len(str(2 * self.cfg.max_operand)) + 1  # longest sum + eos
+        return input_ids, labels, lambda model: _probe_accuracy(model, tokenizer, prompts, answer_tokens)
+
+
+def build_tiny_model(out_dir: str, tiny_cfg: TinyModelConfig, task, progress: bool = True) -> str:
+    """Build tokenizer + model (+ SFT warm start) for `task` (an `ArithmeticTask`, or an
+    `ArithmeticConfig` meaning one) into `out_dir`, atomically; return its path.
 
     The folder is written in a temp dir beside `out_dir` and renamed into place;
     an existing `out_dir` is replaced.
@@ -151,6 +175,7 @@ def build_tiny_model(out_dir: str, tiny_cfg: TinyModelConfig, data_cfg_arithmeti
     import torch
     from transformers import GenerationConfig, Qwen2ForCausalLM
 
+    task = ArithmeticTask(task) if isinstance(task, ArithmeticConfig) else task
     out_dir = os.path.abspath(os.path.expanduser(out_dir))
     parent = os.path.dirname(out_dir)
     os.makedirs(parent, exist_ok=True)
@@ -158,17 +183,17 @@ def build_tiny_model(out_dir: str, tiny_cfg: TinyModelConfig, data_cfg_arithmeti
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the built folder is an ordinary one
         start = time.perf_counter()
-        tokenizer = build_tokenizer(tmp)
+        tokenizer = task.tokenizer(tmp)
         config = _model_config(tokenizer, tiny_cfg)
         with _torch_threads(BUILD_THREADS), torch.random.fork_rng():  # leave the caller's RNG alone
             torch.manual_seed(tiny_cfg.seed)
             model = Qwen2ForCausalLM(config)
-            sft_stats = _sft_warm_start(model, tokenizer, tiny_cfg, data_cfg_arithmetic, progress)
+            sft_stats = _sft_warm_start(model, tiny_cfg, *task.sft_data(tokenizer), progress)
         model.save_pretrained(tmp, safe_serialization=True)
         GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
                          bos_token_id=None).save_pretrained(tmp)
-        info = {"builder_version": BUILDER_VERSION, "tiny": asdict(tiny_cfg),
-                "arithmetic": asdict(data_cfg_arithmetic), "build_seconds": round(time.perf_counter() - start, 1),
+        info = {"builder_version": BUILDER_VERSION, "tiny": asdict(tiny_cfg), **task.key(),
+                "build_seconds": round(time.perf_counter() - start, 1),
                 "num_parameters": sum(p.numel() for p in model.parameters()), **sft_stats}
         with open(os.path.join(tmp, "rlvr_tiny.json"), "w") as f:
             json.dump(info, f, indent=2)
@@ -218,9 +243,7 @@ def _batches(num_rows: int, batch_size: int, seed: int):
 
 
 def _probe_accuracy(model, tokenizer, probe, max_new_tokens: int) -> float:
-    model.eval()
     texts = greedy_generate(model, tokenizer, [p.token_ids for p in probe], max_new_tokens)
-    model.train()
     return sum(t.strip() == p.answer for t, p in zip(texts, probe)) / len(probe)
 
 
@@ -258,8 +281,7 @@ def _train_step(model, opt, params, x, y) -> tuple[float, float]:
     return loss.item(), exact.float().mean().item()
 
 
-def _sft_warm_start(model, tokenizer, tiny_cfg: TinyModelConfig, arithmetic: ArithmeticConfig,
-                    progress: bool) -> dict:
+def _sft_warm_start(model, tiny_cfg: TinyModelConfig, input_ids, labels, probe, progress: bool) -> dict:
     """A short, deterministic supervised warm start; returns its statistics.
 
     Stops at a target accuracy, not after a step count: learning addition has a
@@ -288,8 +310,6 @@ def _sft_warm_start(model, tokenizer, tiny_cfg: TinyModelConfig, arithmetic: Ari
 
     if tiny_cfg.sft_steps <= 0:
         return {"sft_steps_taken": 0}
-    input_ids, labels, probe = _sft_data(tokenizer, arithmetic)
-    answer_tokens = len(str(2 * arithmetic.max_operand)) + 1  # longest sum + eos
     params = list(model.parameters())
     opt = torch.optim.AdamW(params, lr=tiny_cfg.sft_lr, weight_decay=0.0, betas=(0.9, 0.98))
     warmup = max(1, tiny_cfg.sft_warmup_steps)
@@ -313,7 +333,9 @@ def _sft_warm_start(model, tokenizer, tiny_cfg: TinyModelConfig, arithmetic: Ari
         near = sum(batch_accs[-10:]) / len(batch_accs[-10:]) >= target / 2
         if target > 0 and near and step % max(1, tiny_cfg.sft_eval_every) == 0:
             with _swapped_in(params, ema):
-                probe_acc = _probe_accuracy(model, tokenizer, probe, answer_tokens)
+                model.eval()
+                probe_acc = probe(model)
+                model.train()
             bar.set_postfix(loss=f"{loss:.3f}", probe_acc=f"{probe_acc:.2f}", refresh=False)
             if probe_acc >= target:
                 break
@@ -344,10 +366,17 @@ def greedy_accuracy(model_dir: str, prompts, max_new_tokens: int = 6, batch_size
 def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
                     batch_size: int = 256) -> list[str]:
     """Batched greedy decoding with left padding; returns each completion's text before eos."""
+    return [tokenizer.decode(ids, skip_special_tokens=True)
+            for ids in greedy_tokens(model, tokenizer, prompt_ids, max_new_tokens, batch_size)]
+
+
+def greedy_tokens(model, tokenizer, prompt_ids: list[list[int]], max_new_tokens: int,
+                  batch_size: int = 256) -> list[list[int]]:
+    """Batched greedy decoding with left padding; returns each completion's token ids before eos."""
     import torch
 
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
-    out: list[str] = []
+    out: list[list[int]] = []
     for i in range(0, len(prompt_ids), batch_size):
         chunk = prompt_ids[i:i + batch_size]
         width = max(len(p) for p in chunk)
@@ -357,32 +386,33 @@ def greedy_generate(model, tokenizer, prompt_ids: list[list[int]], max_new_token
             gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
                                  do_sample=False, eos_token_id=eos, pad_token_id=pad)
         for row in gen[:, width:].tolist():
-            row = row[:row.index(eos)] if eos in row else row
-            out.append(tokenizer.decode(row, skip_special_tokens=True))
+            out.append(row[:row.index(eos)] if eos in row else row)
     return out
 
 
-def tiny_model_key(tiny_cfg: TinyModelConfig, arithmetic: ArithmeticConfig) -> str:
+def tiny_model_key(tiny_cfg: TinyModelConfig, task) -> str:
     """Cache folder name: a hash of everything that decides the built weights."""
-    blob = json.dumps({"v": BUILDER_VERSION, "tiny": asdict(tiny_cfg), "arithmetic": asdict(arithmetic)},
-                      sort_keys=True)
-    return "tiny-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
+    task = ArithmeticTask(task) if isinstance(task, ArithmeticConfig) else task
+    blob = json.dumps({"v": BUILDER_VERSION, "tiny": asdict(tiny_cfg), **task.key()}, sort_keys=True)
+    return f"{task.prefix}-" + hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def ensure_tiny_model(model_cfg: ModelConfig, arithmetic: ArithmeticConfig, progress: bool = True) -> str:
-    """Return the cached tiny model folder for these configs, building it once if absent."""
+def ensure_tiny_model(model_cfg: ModelConfig, task, progress: bool = True) -> str:
+    """Return the cached tiny model folder for these configs (`task`: an `ArithmeticTask` or the
+    `ArithmeticConfig` of one, or the tool task), building it once if absent."""
     import fcntl
 
+    task = ArithmeticTask(task) if isinstance(task, ArithmeticConfig) else task
     cache_dir = os.path.abspath(os.path.expanduser(model_cfg.cache_dir))
     os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, tiny_model_key(model_cfg.tiny, arithmetic))
+    path = os.path.join(cache_dir, tiny_model_key(model_cfg.tiny, task))
     if os.path.isfile(os.path.join(path, "rlvr_tiny.json")):
         return path
     with open(path + ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then re-check
         try:
             if not os.path.isfile(os.path.join(path, "rlvr_tiny.json")):
-                build_tiny_model(path, model_cfg.tiny, arithmetic, progress=progress)
+                build_tiny_model(path, model_cfg.tiny, task, progress=progress)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return path

@@ -7,24 +7,14 @@ once and scores samples one (sample, verifier) pair at a time in its main thread
 which math-verify's `signal.alarm` timeouts need. The parent sends a whole batch
 in one message and reads the results back one by one as they are produced.
 
-Why a child process and not a thread: some inputs (`\\boxed{9^{9^{9^{9}}}}`) hold
-the GIL inside a C bigint power forever, where no alarm or thread can interrupt
-them. The only sure stop is to kill the process. So the parent waits for each
-result at most `timeout_s + GRACE_S`; on expiry it SIGKILLs the child (with its
-process group, so helpers a verifier started go too), records a
-timeout failure for that pair, starts a new child and resends the rest of the
-batch. A child that dies on its own (os._exit, segfault) fails the pair in flight
-the same way. Exceptions, NaN/inf and non-numeric returns are caught in the
-child and come back as failures. A failed pair gets its verifier's
-`failure_score` and is listed in `SampleReward.failures`, never crashing a run.
-
-The child is started with `subprocess` (`python -c`), not `multiprocessing`:
-Ray workers are threaded (no fork), and spawn/forkserver would re-import the
-Ray worker's `__main__` script in the child. It gets the parent's `sys.path`
-through PYTHONPATH, its own session (no terminal Ctrl-C), and on Linux dies with
-its parent (PR_SET_PDEATHSIG), so a hung child never outlives a killed actor.
-(The kernel ties that signal to the thread that started the child; a sync Ray
-actor runs every method on one long-lived thread, so this holds there.)
+The child process, its hard kill and restart are `rlvr.cluster.isolated` (shared with the
+tools of multi-turn rollouts): the parent waits for each result at most `timeout_s +
+GRACE_S`; on expiry it SIGKILLs the child (with its process group), records a timeout
+failure for that pair, starts a new child and resends the rest of the batch. A child that
+dies on its own (os._exit, segfault) fails the pair in flight the same way. Exceptions,
+NaN/inf and non-numeric returns are caught in the child and come back as failures. A
+failed pair gets its verifier's `failure_score` and is listed in `SampleReward.failures`,
+never crashing a run.
 
 Measured on the 2-core CI machine kind (busy): child start 0.1 s with `format`
 only, 0.6 s with `math` (sympy import), paid once and again after each kill;
@@ -51,24 +41,16 @@ Result keys: each configured verifier is reported under its `name`, or
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import inspect
-import os
-import signal
-import subprocess
-import sys
-import time
-from multiprocessing.connection import Connection
 
+from rlvr.cluster.isolated import GRACE_S, IsolatedChild, SetupError, call, kill_group, raised, serve
 from rlvr.config.reward import VerifierItem
 from rlvr.types import RewardInput, SampleReward, Score
 
-GRACE_S = 0.5  # added to each verifier's timeout_s before the hard kill
-STARTUP_TIMEOUT_S = 120.0  # importing a verifier (sympy, torch ...) on a loaded machine
+__all__ = ["GRACE_S", "RewardWorker", "failure_kind", "failure_report", "reward_metrics"]
 
 
-class RewardWorker:
+class RewardWorker(IsolatedChild):
     """Scores batches with every configured verifier, isolating each in a child process.
 
     `verifiers`: the recipe's `reward.verifiers` items, `{name, weight=1.0,
@@ -82,10 +64,17 @@ class RewardWorker:
             failure_score=default_failure_score if item.failure_score is None else float(item.failure_score))
             for item in VerifierItem.parse(list(verifiers))]
         self.keys = [s.key for s in self.specs]
-        self.batch_sizes: list[int] = []  # per verifier: 0 = one sample per call; n = batched, up to n per call
-        self.restarts = 0
-        self._proc: subprocess.Popen | None = None
-        self._start_child()
+        super().__init__([(s.key, s.name, s.options) for s in self.specs])
+
+    entry = "rlvr.reward.worker:_child_main"
+    label = "reward worker"
+    what = "verifier process"
+    plugins = "the verifiers"
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Per verifier: 0 = one sample per call; n = batched, up to n per call (the child's answer)."""
+        return list(self.ready_info)
 
     # ---- public API (Ray actor methods) ----
 
@@ -95,93 +84,19 @@ class RewardWorker:
         calls = plan_calls(len(inputs), self.batch_sizes)
         try:
             while calls:
-                if self._proc is None or self._proc.poll() is not None:
-                    self._restart()  # died while idle: nothing was in flight
+                self._ensure_running()
                 self._send(("score", [(k, [(i, inputs[i]) for i in idx]) for k, idx in calls]))
                 calls = self._collect(calls, results)
         except BaseException:
             if self._proc is not None:  # it may still be busy with this batch: never reuse it
-                _kill(self._proc)
+                kill_group(self._proc)
             raise
         return [self._combine(r) for r in results]
 
     def ping(self) -> dict:
         """Liveness and bookkeeping: child pid, restarts so far, result keys."""
-        alive = self._proc is not None and self._proc.poll() is None
-        return {"pid": self._proc.pid if alive else None, "restarts": self.restarts,
+        return {"pid": self.pid(), "restarts": self.restarts,
                 "startup_s": self.startup_s, "keys": list(self.keys), "batch_sizes": list(self.batch_sizes)}
-
-    def shutdown(self) -> None:
-        """Stop the child (politely, then by force). Safe to call twice."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        try:
-            self._tasks.send(("stop",))
-            proc.wait(timeout=2)
-        except Exception:
-            pass
-        _kill(proc)
-        self._close_pipes()
-
-    def __del__(self):
-        try:
-            self.shutdown()
-        except Exception:
-            pass
-
-    # ---- child process management ----
-
-    def _start_child(self) -> None:
-        t0 = time.perf_counter()
-        task_r, task_w = os.pipe()
-        result_r, result_w = os.pipe()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
-        code = "from rlvr.reward.worker import _child_main; _child_main()"
-        self._proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(task_r), str(result_w), str(os.getpid())],
-            pass_fds=(task_r, result_w), env=env, stdin=subprocess.DEVNULL, start_new_session=True)
-        os.close(task_r)
-        os.close(result_w)
-        self._tasks = Connection(task_w, readable=False)
-        self._results = Connection(result_r, writable=False)
-        self._send(("init", [(s.key, s.name, s.options) for s in self.specs]))
-        status, reply = self._recv(STARTUP_TIMEOUT_S)
-        if status != "ok" or reply[0] != "ready":
-            detail = reply[1] if status == "ok" else f"the verifier process {status} while starting"
-            self.shutdown()
-            raise RuntimeError(f"reward worker: could not load the verifiers: {detail}")
-        self.batch_sizes = list(reply[2])
-        self.startup_s = time.perf_counter() - t0
-
-    def _restart(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            _kill(proc)
-        self._close_pipes()
-        self.restarts += 1
-        self._start_child()
-
-    def _close_pipes(self) -> None:
-        for conn in (getattr(self, "_tasks", None), getattr(self, "_results", None)):
-            if conn is not None:
-                conn.close()
-        self._tasks = self._results = None
-
-    def _send(self, message) -> None:
-        try:
-            self._tasks.send(message)
-        except (BrokenPipeError, OSError):
-            pass  # the child died; the following receive reports it
-
-    def _recv(self, timeout_s: float) -> tuple[str, object]:
-        """("ok", message), ("died", None) or ("timed out", None) after timeout_s."""
-        try:
-            if self._results.poll(max(timeout_s, 0.0)):
-                return "ok", self._results.recv()
-        except (EOFError, OSError):
-            return "died", None
-        return "timed out", None
 
     # ---- scoring ----
 
@@ -195,7 +110,7 @@ class RewardWorker:
             for i in idx:
                 status, message = self._recv(spec.timeout_s + GRACE_S)
                 if status != "ok":
-                    reason = self._failure_reason(status, spec)
+                    reason = self._failure_reason(status, spec.timeout_s)
                     for j in idx:
                         results[j].setdefault(k, Score(spec.failure_score, failure=reason))
                     self._restart()
@@ -205,21 +120,6 @@ class RewardWorker:
                     raise RuntimeError(f"reward worker: protocol error, expected {(i, k)} got {(got_i, got_k)}")
                 results[i][k] = Score(value, parts, failure)
         return []
-
-    def _failure_reason(self, status: str, spec: VerifierItem) -> str:
-        """Why no result came: the child hung (we kill it) or died by itself."""
-        if status == "timed out":
-            return f"timeout: no answer after {spec.timeout_s:g} s (verifier process killed)"
-        try:
-            code = self._proc.wait(timeout=5)  # its pipe closed: it is exiting
-        except subprocess.TimeoutExpired:
-            return "exception: verifier process closed its pipe and stopped answering"
-        if code < 0:
-            try:
-                return f"exception: verifier process died with signal {signal.Signals(-code).name}"
-            except ValueError:
-                return f"exception: verifier process died with signal {-code}"
-        return f"exception: verifier process exited with code {code}"
 
     def _combine(self, scores: dict[int, Score]) -> SampleReward:
         used: dict[str, float] = {}
@@ -316,80 +216,55 @@ def batch_size_of(verifier) -> int:
     return size
 
 
-def _kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the child and anything it started (it leads its own process group)."""
-    if proc.poll() is None:  # not reaped yet, so its pid (= its group id) is still ours
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            proc.kill()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        pass
-
-
 # ---- the child process ----
 
 
 def _child_main() -> None:
     """Entry point of the child: load the verifiers, then score batches until told to stop."""
-    task_fd, result_fd, parent_pid = (int(a) for a in sys.argv[1:4])
-    _die_with_parent(parent_pid)
-    tasks = Connection(task_fd, writable=False)
-    results = Connection(result_fd, readable=False)
+    serve(_load_verifiers, _score)
+
+
+def _load_verifiers(specs) -> tuple[list, list[int]]:
     from rlvr.plugins import load_verifier
 
-    _, specs = tasks.recv()
     fns, sizes = [], []
     for key, name, options in specs:
         try:
             fns.append(load_verifier(name, options))
             sizes.append(batch_size_of(fns[-1]))
         except BaseException as e:
-            results.send(("error", f"{key}: {type(e).__name__}: {e}"))
-            return
-    results.send(("ready", os.getpid(), sizes))
-    while True:
-        try:
-            message = tasks.recv()
-        except EOFError:  # the parent is gone
-            return
-        if message[0] == "stop":
-            return
-        for k, items in message[1]:
-            samples = [sample for _, sample in items]
-            outcomes = _run_batch(fns[k], samples) if sizes[k] else [_run_one(fns[k], samples[0])]
-            for (i, _), outcome in zip(items, outcomes):
-                results.send((i, k) + outcome)
+            raise SetupError(f"{key}: {type(e).__name__}: {e}") from None
+    return (fns, sizes), sizes
+
+
+def _score(state, calls, send) -> None:
+    fns, sizes = state
+    for k, items in calls:
+        samples = [sample for _, sample in items]
+        outcomes = _run_batch(fns[k], samples) if sizes[k] else [_run_one(fns[k], samples[0])]
+        for (i, _), outcome in zip(items, outcomes):
+            send((i, k) + outcome)
 
 
 def _run_one(fn, sample: RewardInput) -> tuple[float, dict, str | None]:
     """Call one verifier on one sample; every problem becomes a failure reason, never an exception."""
     try:
-        return _outcome(_call(fn, sample))
+        return _outcome(call(fn, sample))
     except BaseException as e:  # SystemExit and math-verify's TimeoutException too
-        return _raised(e)
+        return 0.0, {}, raised(e)
 
 
 def _run_batch(fn, samples: list[RewardInput]) -> list[tuple[float, dict, str | None]]:
     """Call a batched verifier once on `samples`; a failure of the call fails each sample."""
     try:
-        results = _call(fn, samples)
+        results = call(fn, samples)
         if not isinstance(results, (list, tuple)) or len(results) != len(samples):
             got = f"{len(results)} results" if isinstance(results, (list, tuple)) else type(results).__name__
             reason = f"invalid: batched verifier returned {got} for {len(samples)} samples"
             return [(0.0, {}, reason)] * len(samples)
         return [_outcome(r) for r in results]
     except BaseException as e:
-        return [_raised(e)] * len(samples)
-
-
-def _call(fn, arg):
-    result = fn(arg)
-    if inspect.isawaitable(result):  # an `async def` verifier (an LLM judge, a remote service)
-        result = asyncio.run(_awaited(result))
-    return result
+        return [(0.0, {}, raised(e))] * len(samples)
 
 
 def _outcome(result) -> tuple[float, dict, str | None]:
@@ -405,23 +280,15 @@ def _outcome(result) -> tuple[float, dict, str | None]:
     return float(score.value), parts, failure
 
 
-def _raised(e: BaseException) -> tuple[float, dict, str]:
-    kind = "timeout" if "timeout" in type(e).__name__.lower() else "exception"
-    text = f"{kind}: {type(e).__name__}: {e}"
-    return 0.0, {}, text if len(text) <= 500 else text[:497] + "..."
+class LocalRewards:
+    """A `RewardWorker` in this process behind the reward group's `submit` / `collect` (`rlvr eval`,
+    `rlvr sample`, tests)."""
 
+    def __init__(self, worker: RewardWorker):
+        self.worker = worker
 
-async def _awaited(awaitable):
-    return await awaitable
+    def submit(self, prompts, completions) -> list[RewardInput]:
+        return [RewardInput.of(prompts[c.prompt_index], c) for c in completions]
 
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGKILL us when the parent dies, even mid-hang."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        return
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
+    def collect(self, inputs: list[RewardInput], timeout_s: float | None = None) -> list[SampleReward]:
+        return self.worker.score(inputs)

@@ -23,15 +23,14 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from typing import Any, Iterator, Sequence, TypeVar
+from typing import Any, Iterator, Sequence
 
 from rlvr.cluster.env import omp_env
 from rlvr.cluster.remote import RemoteCallError, dead, one_line, places, wait_all
+from rlvr.cluster.workers import split_evenly
 from rlvr.config.model import lora_sync_mode
 from rlvr.rollout import engine_class
 from rlvr.types import Completion, Prompt, SampleReward, SamplingSpec
-
-T = TypeVar("T")
 
 
 class RolloutGroup:
@@ -176,13 +175,16 @@ class RolloutGroup:
 
 
 def generate_and_score(rollouts, rewards, prompts: list[Prompt], spec: SamplingSpec, chunks_per_engine: int,
-                       timer) -> tuple[list[Completion], list[SampleReward]]:
+                       timer, episodes=None) -> tuple[list[Completion], list[SampleReward]]:
     """Generate `prompts` on `rollouts` and send each chunk to `rewards` (a `RewardGroup`, or
     anything with its `submit` / `collect`) the moment it comes back, so scoring overlaps the
     generation still running. `timing/generate` ends when the last chunk is generated;
     `timing/reward` is the scoring left after that (what the step waits for). Returns
     (completions, rewards) in prompt order. The one place generation and scoring meet:
-    training batches, evaluations and `rlvr eval` all go through it."""
+    training batches, evaluations and `rlvr eval` all go through it. With `episodes` (an
+    `rlvr.rollout.episodes.EpisodeRunner`) each prompt starts multi-turn episodes instead."""
+    if episodes is not None:
+        return episodes.play_and_score(rollouts, rewards, prompts, spec, chunks_per_engine, timer)
     with timer("generate"):
         done = [(j, chunk, completions, rewards.submit(chunk, completions))
                 for j, chunk, completions in rollouts.stream(prompts, spec, chunks_per_engine)]
@@ -190,31 +192,6 @@ def generate_and_score(rollouts, rewards, prompts: list[Prompt], spec: SamplingS
     with timer("reward"):
         scored = [r for _, _, _, pending in done for r in rewards.collect(pending)]
     return merge_shards([c for _, _, c, _ in done], [chunk for _, chunk, _, _ in done]), scored
-
-
-def split_evenly(items: Sequence[T], k: int, group_size: int = 1) -> list[list[T]]:
-    """Split `items` into `k` contiguous slices whose sizes differ by at most one group.
-
-    Runs of `group_size` consecutive items (a prompt's samples, say) are never
-    split. Trailing slices are empty when there are fewer groups than `k`.
-
-    >>> split_evenly(list(range(7)), 3)
-    [[0, 1, 2], [3, 4], [5, 6]]
-    >>> split_evenly(list("aabbcc"), 2, group_size=2)
-    [['a', 'a', 'b', 'b'], ['c', 'c']]
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if group_size < 1 or len(items) % group_size:
-        raise ValueError(f"{len(items)} items do not form whole groups of {group_size}")
-    groups = len(items) // group_size
-    base, extra = divmod(groups, k)
-    slices, start = [], 0
-    for i in range(k):
-        end = start + (base + (1 if i < extra else 0)) * group_size
-        slices.append(list(items[start:end]))
-        start = end
-    return slices
 
 
 def merge_shards(shard_results: list[list[Completion]], shards: list[list]) -> list[Completion]:

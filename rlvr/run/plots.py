@@ -8,6 +8,8 @@ reader never sees half a PNG:
     accuracy.png         held-out eval accuracy, and the train batch's accuracy
     kl.png               KL to the reference (train/kl) and to the sampling policy (train/approx_kl)
     response_length.png  mean (and max) completion length in tokens
+    tools.png            multi-turn runs: the share of episodes with a valid tool call (held-out
+                         and train) and the share truncated
     timings.png          seconds per step, stacked by phase (timing/*), and the step's wall time
                          (eval runs outside it; with async rollouts generate/reward overlap it)
 
@@ -23,7 +25,7 @@ import os
 from rlvr.run.files import atomic_write
 from rlvr.run.metrics import read_metrics
 
-PHASES = ("generate", "reward", "train", "sync", "verify", "eval", "checkpoint")  # first, in this order
+PHASES = ("generate", "tools", "reward", "train", "sync", "verify", "eval", "checkpoint")  # first, in this order
 # (file stem, title, y label, [(metric, legend label)], optional band: (mean key, std key))
 LINE_CHARTS = [
     ("reward", "reward", "reward", [("reward/mean", "train reward (mean)")], ("reward/mean", "reward/std")),
@@ -31,6 +33,9 @@ LINE_CHARTS = [
     ("kl", "KL", "KL", [("train/kl", "to the reference"), ("train/approx_kl", "to the sampling policy")], None),
     ("response_length", "response length", "tokens",
      [("response_length/mean", "mean"), ("response_length/max", "max")], None),
+    ("tools", "tool calls (multi-turn)", "share of episodes",
+     [("eval/multi_turn/valid_tool_call", "held-out: a valid tool call"),
+      ("multi_turn/valid_tool_call", "train: a valid tool call"), ("multi_turn/truncated", "train: truncated")], None),
 ]
 
 

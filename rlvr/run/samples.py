@@ -1,6 +1,7 @@
 """`samples/step_NNNNNN.jsonl`: the first `logging.samples_per_step` samples of each step
-(prompt, completion, answer, reward and its breakdown, advantage, length), for the
-dashboard's sample browser and for people reading the run folder."""
+(prompt, completion, answer, reward and its breakdown, advantage, length; for a multi-turn
+episode its whole conversation, `messages`, turn by turn with roles, tool calls and their
+results), for the dashboard's sample browser and for people reading the run folder."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ def sample_records(step: int, prompts, completions, rewards, advantages: list[fl
         p = prompts[c.prompt_index]
         rows.append({"step": step, "prompt": p.text, "completion": c.text, "answer": p.answer,
                      "reward": r.total, "scores": r.scores, "failures": r.failures, "parts": r.parts,
-                     "advantage": a, "length": len(c.token_ids), "finish_reason": c.finish_reason,
-                     "weight_version": c.weight_version})
+                     "advantage": a, "length": c.num_sampled, "finish_reason": c.finish_reason,
+                     "weight_version": c.weight_version,
+                     **({"messages": c.episode["messages"], "turns": c.episode["turns"],
+                         "tool_calls": c.episode["tool_calls"], "truncated": c.episode["truncated"]}
+                        if c.episode is not None else {})})
     return rows
 
 

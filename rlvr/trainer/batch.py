@@ -28,18 +28,23 @@ from rlvr.types import TrainSample
 
 
 def _completions(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
-    """What both layouts hold per completion: targets (the completion tokens),
-    completion_mask, rollout_logprobs [B, T] right-padded, advantages [B]."""
+    """What both layouts hold per completion: targets (the completion tokens), completion_mask
+    (the tokens that carry loss: all of them, or a multi-turn episode's sampled ones),
+    completion_tokens (every token there, observations included: what attention sees),
+    rollout_logprobs [B, T] right-padded, advantages [B]."""
     T = max(max(len(s.completion_ids) for s in samples), 1)
     targets = torch.full((len(samples), T), pad_id, dtype=torch.long)
     completion_mask = torch.zeros((len(samples), T), dtype=torch.float32)
+    completion_tokens = torch.zeros((len(samples), T), dtype=torch.long)
     rollout_logprobs = torch.zeros((len(samples), T), dtype=torch.float32)
     for i, s in enumerate(samples):
         c = len(s.completion_ids)
         targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        completion_mask[i, :c] = 1.0
+        completion_mask[i, :c] = 1.0 if s.loss_mask is None else torch.tensor(s.loss_mask[:c], dtype=torch.float32)
+        completion_tokens[i, :c] = 1
         rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
-    return {"targets": targets, "completion_mask": completion_mask, "rollout_logprobs": rollout_logprobs,
+    return {"targets": targets, "completion_mask": completion_mask, "completion_tokens": completion_tokens,
+            "rollout_logprobs": rollout_logprobs,
             "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32)}
 
 
@@ -100,7 +105,7 @@ def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False
         "prompt_mask": prompt_mask,
         "prompt_positions": (prompt_mask.cumsum(-1) - 1).clamp(min=0),
         "prompt_row": row,
-        "attention_mask": torch.cat([prompt_mask[row], (completions["completion_mask"] > 0).long()], dim=1),
+        "attention_mask": torch.cat([prompt_mask[row], completions["completion_tokens"]], dim=1),
         "position_ids": prompt_mask.sum(-1)[row, None] + torch.arange(T),
         **completions,
     }

@@ -83,7 +83,7 @@ class TrainerGroup:
         if not samples:
             return {"loss": 0.0, "grad_norm": 0.0}
         shards = shard_for_ranks(samples, len(self._ranks))
-        denominator = algos.normaliser([len(s.completion_ids) for s in samples], self.algo.aggregation)
+        denominator = algos.normaliser([s.num_loss_tokens for s in samples], self.algo.aggregation)
         micro = num_micro_batches(shards, self.cfg.micro_batch_size)
         return reduce_train_stats(self._all("train_step", [(s, denominator, micro) for s in shards]))
 

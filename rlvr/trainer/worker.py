@@ -100,19 +100,7 @@ class TrainerWorker:
     # ------------------------------------------------------------------ training
 
     def _logits(self, model, batch):
-        """Logits at the completion positions, [B, T, V] (the LM head runs on those columns only)."""
-        if "prompt_row" in batch:
-            return shared_prompt_logits(model, batch, self.device)
-        P, T = int(batch["prompt_len"]), batch["targets"].shape[1]
-        out = model(
-            input_ids=batch["input_ids"].to(self.device),
-            attention_mask=batch["attention_mask"].to(self.device),
-            position_ids=batch["position_ids"].to(self.device),
-            logits_to_keep=T + 1,  # columns P-1 .. L-1; the last one predicts nothing
-        )
-        logits = out.logits[:, :-1, :]
-        assert logits.shape[1] == T and batch["input_ids"].shape[1] == P + T
-        return logits
+        return completion_logits(model, batch, self.device)
 
     def _logprobs(self, batch):
         """Current-policy log-probs of the completion tokens, [B, T]."""
@@ -359,6 +347,23 @@ class TrainerWorker:
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def completion_logits(model, batch, device):
+    """Logits at the completion positions, [B, T, V], of a `collate` or `collate_shared` batch
+    (the LM head runs on those columns only)."""
+    if "prompt_row" in batch:
+        return shared_prompt_logits(model, batch, device)
+    P, T = int(batch["prompt_len"]), batch["targets"].shape[1]
+    out = model(
+        input_ids=batch["input_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        logits_to_keep=T + 1,  # columns P-1 .. L-1; the last one predicts nothing
+    )
+    logits = out.logits[:, :-1, :]
+    assert logits.shape[1] == T and batch["input_ids"].shape[1] == P + T
+    return logits
 
 
 def shared_prompt_logits(model, batch, device):

@@ -13,14 +13,15 @@ from rlvr.run.metrics import read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
+TOOLS_RECIPE = os.path.join(REPO, "recipes", "tiny-tools-cpu.yaml")
 CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
 
 
-def run_short(tmp_path, name: str, overrides: list[str]) -> dict:
-    """`rlvr train` of the default recipe in this process (the tests' Ray cluster), quiet."""
+def run_short(tmp_path, name: str, overrides: list[str], recipe: str = RECIPE) -> dict:
+    """`rlvr train` of a recipe (the default one unless told) in this process (the tests' Ray cluster), quiet."""
     from rlvr.loop.train import train
 
-    cfg = load_recipe(RECIPE, [f"run.output_dir={tmp_path}", f"run.name={name}", f"model.cache_dir={CACHE}",
+    cfg = load_recipe(recipe, [f"run.output_dir={tmp_path}", f"run.name={name}", f"model.cache_dir={CACHE}",
                                "logging.progress=false", *overrides])
     return train(cfg)
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from rlvr.config import RolloutConfig
-from rlvr.rollout.group import RolloutGroup, split_evenly
+from rlvr.cluster.workers import split_evenly
+from rlvr.rollout.group import RolloutGroup
 from rlvr.types import SamplingSpec
 from tests.helpers.stack import forward_logprobs, greedy_tokens, hf_greedy
 

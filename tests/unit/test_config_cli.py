@@ -115,3 +115,35 @@ def test_bad_placement_and_sync_settings_name_the_key(overrides, key):
     with pytest.raises(RecipeError) as e:
         load_recipe(RECIPE, overrides)
     assert e.value.key == key
+
+
+TOOLS_RECIPE = os.path.join(REPO, "recipes", "tiny-tools-cpu.yaml")
+
+
+def test_tools_recipe_loads():
+    cfg = load_recipe(TOOLS_RECIPE, [])
+    mt = cfg.rollout.multi_turn
+    assert mt.enabled and mt.tools == [{"name": "calc"}] and mt.parser == "hermes" and mt.env == "tools"
+    assert cfg.model.path == "builtin:tiny-tools" and cfg.data.train_path == "builtin:tool-arithmetic"
+    names = load_recipe(TOOLS_RECIPE, ["rollout.multi_turn.tools=[calc, {name: python, timeout_s: 3}]"])
+    assert [t.name for t in names.rollout.multi_turn.tool_items()] == ["calc", "python"]
+
+
+@pytest.mark.parametrize("overrides, key", [
+    (["rollout.multi_turn.max_turns=0"], "rollout.multi_turn.max_turns"),
+    (["rollout.multi_turn.parser=xml"], "rollout.multi_turn.parser"),
+    (["rollout.multi_turn.on_tool_error=ignore"], "rollout.multi_turn.on_tool_error"),
+    (["rollout.multi_turn.tools=[{name: no_such_tool}]"], "rollout.multi_turn.tools[0].name"),
+    (["rollout.multi_turn.tools=[{name: calc}, {name: calc}]"], "rollout.multi_turn.tools[1].name"),
+    (["rollout.multi_turn.tools=[{name: calc, timeout_s: -1}]"], "rollout.multi_turn.tools[0].timeout_s"),
+    (["rollout.multi_turn.tools=[1]"], "rollout.multi_turn.tools[0]"),
+    (["rollout.multi_turn.env=no_such_env"], "rollout.multi_turn.env"),
+    (["rollout.multi_turn.env=not a path"], "rollout.multi_turn.env"),
+    (["rollout.multi_turn.tool_procs=0"], "rollout.multi_turn.tool_procs"),
+    (["rollout.multi_turn.max_observation_chars=10"], "rollout.multi_turn.max_observation_chars"),
+    (["data.tool_arithmetic.direct_fraction=1"], "data.tool_arithmetic.direct_fraction"),
+])
+def test_bad_multi_turn_settings_name_the_key(overrides, key):
+    with pytest.raises(RecipeError) as e:
+        load_recipe(TOOLS_RECIPE, overrides)
+    assert e.value.key == key

@@ -12,6 +12,9 @@ const CHART_DEFS = [
   { title: "loss", keys: ["loss"] },
   { title: "kl", keys: ["kl"], optional: true },
   { title: "response_length/mean", keys: ["response_length/mean"] },
+  { title: "multi_turn/valid_tool_call", keys: ["multi_turn/valid_tool_call", "eval/multi_turn/valid_tool_call"],
+    optional: true },
+  { title: "multi_turn/turns", keys: ["multi_turn/turns"], optional: true },
   { title: "phase timings (s)", prefix: "timing/" },
 ];
 
@@ -214,6 +217,23 @@ function pre(text) {
   return cell;
 }
 
+// A multi-turn episode's turns after the prompt (assistant turns, tool results), one block each
+// with its role; a single-turn sample's completion as it is.
+function completionCell(s) {
+  if (!Array.isArray(s.messages)) return pre(s.completion);
+  const cell = el("td", null, "episode");
+  const start = s.messages.findIndex((m) => m && m.role === "assistant");
+  for (const m of s.messages.slice(start < 0 ? s.messages.length : start)) {
+    const role = String((m && m.role) || "?");
+    const turn = el("div", null, `turn turn-${role.replace(/[^a-z]/g, "")}`);
+    turn.append(el("span", role + (m.name ? ` (${m.name})` : ""), "role"), el("pre", (m && m.content) ?? ""));
+    cell.append(turn);
+  }
+  const notes = [`${s.turns} turns`, `${s.tool_calls} tool calls`].concat(s.truncated ? ["truncated"] : []);
+  cell.append(el("div", notes.join(" · "), "muted"));
+  return cell;
+}
+
 function mapping(obj) {
   const entries = Object.entries(obj || {});
   return entries.length ? entries.map(([k, v]) => `${k}: ${typeof v === "number" ? formatNumber(v) : v}`).join("\n") : "";
@@ -238,7 +258,7 @@ async function refreshSamples() {
     const failures = mapping(s.failures);
     const fail = pre(failures);
     if (failures) fail.className = "fail";
-    row.append(pre(s.prompt), pre(s.completion), pre(s.answer), el("td", formatNumber(s.reward), "num"),
+    row.append(pre(s.prompt), completionCell(s), pre(s.answer), el("td", formatNumber(s.reward), "num"),
                pre(mapping(s.scores)), fail, el("td", formatNumber(s.advantage), "num"),
                el("td", s.length ?? "–", "num"), el("td", s.finish_reason ?? "–"));
     tbody.append(row);
