@@ -4,7 +4,8 @@ A recipe names a plugin either by a registered name (`math`, `format`, or one a 
 package registers in the plugin kind's entry-point group) or by a literal
 "package.module:attr" path. Built-ins are registered exactly like plugins (see
 pyproject.toml), so there is one lookup path and no special case beside it. Kinds (their
-entry-point groups): verifiers, `rlvr.rewards`; tools, `rlvr.tools`; environments, `rlvr.envs`.
+entry-point groups): verifiers, `rlvr.rewards`; tools, `rlvr.tools`; environments, `rlvr.envs`;
+agents, `rlvr.agents`.
 
 `resolve_verifier_name` runs during recipe validation, which must stay well under a
 second, so it reads package metadata only and never imports the plugin module: a typo in
@@ -21,6 +22,7 @@ from importlib.metadata import entry_points
 REWARDS = "rlvr.rewards"  # the entry-point group of verifiers
 TOOLS = "rlvr.tools"  # tools a model calls in multi-turn episodes
 ENVS = "rlvr.envs"  # environments that run multi-turn episodes
+AGENTS = "rlvr.agents"  # agents trained through the OpenAI-compatible endpoint (`rollout.agent`)
 
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _TARGET = re.compile(rf"{_DOTTED}:{_DOTTED}")
@@ -114,3 +116,12 @@ def resolve_env_name(name: str) -> str:
     """
     return resolve(name, ENVS, "environment")
 
+
+
+def resolve_agent_name(name: str) -> str:
+    """The "module:attr" target of an agent (`rollout.agent`): a registered name or a path.
+
+    >>> resolve_agent_name("my_pkg.agent:rollout")
+    'my_pkg.agent:rollout'
+    """
+    return resolve(name, AGENTS, "agent")

@@ -49,11 +49,33 @@ class Completion:
     # their logprobs are 0); text is the final answer; episode holds the conversation and its counts
     mask: list[int] | None = None
     episode: dict | None = None
+    # agent episodes (rlvr.agent): the captured engine calls as training sequences, each
+    # {"prompt_ids", "token_ids", "logprobs", "mask", "weight_version"}; token_ids above are then empty
+    segments: list[dict] | None = None
 
     @property
     def num_sampled(self) -> int:
         """The tokens the model wrote (an episode's observations not counted)."""
+        if self.segments is not None:
+            return int(sum(sum(s["mask"]) for s in self.segments))
         return len(self.token_ids) if self.mask is None else int(sum(self.mask))
+
+    def pieces(self, prompt_ids: list[int]) -> list[tuple[list[int], list[int], list[float], list[int] | None]]:
+        """What the trainer trains on, as (prompt ids, completion ids, sampling log-probs, loss mask):
+        this completion after `prompt_ids` (its prompt's), or an agent episode's segments."""
+        if self.segments is None:
+            return [(prompt_ids, self.token_ids, self.logprobs, self.mask)]
+        return [(s["prompt_ids"], s["token_ids"], s["logprobs"], s["mask"]) for s in self.segments]
+
+
+@dataclass
+class AgentResult:
+    """What an agent's `rollout(client, row)` may return instead of a plain reward (`rlvr.agent`):
+    its reward (None: the verifiers' only) and the final answer the verifiers score (None: the
+    episode's last assistant message)."""
+
+    reward: float | None = None
+    final: str | None = None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The agent endpoint: an OpenAI-compatible API served from a run's rollout engines, so that
-users' agent code (the `openai` client, LangGraph, smolagents, ...) runs against it unmodified.
-`protocol` reads the requests and builds the responses (pure JSON, no I/O), with `messages`
-(chat messages and tools, template-ready) and `checks` (JSON values, OpenAI errors)."""
+"""Train any agent: an OpenAI-compatible endpoint served from the rollout engines
+(`rlvr.agent.endpoint`, request fields in `rlvr.agent.protocol`), every call of an episode
+captured token-exactly (`rlvr.agent.board`), agents run in worker actors or outside the run
+(`rlvr.agent.workers`), and a batch's episodes scored and turned into samples
+(`rlvr.agent.runner`). Nothing is imported here: importing `rlvr` stays cheap."""

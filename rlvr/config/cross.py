@@ -24,6 +24,21 @@ def check_across(cfg) -> None:
         one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", verifier_keys(list(cfg.reward.verifiers)))
     _check_lora(lora, t, r)
     _check_placement(cfg)
+    _check_agent(cfg)
+
+
+def _check_agent(cfg) -> None:
+    r = cfg.rollout
+    if r.agent is None:
+        return
+    require(not (cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward"), "algorithm.kl.where",
+            "'reward' is not supported with rollout.agent (an episode is several sequences): use 'loss'")
+    if r.agent_host not in ("127.0.0.1", "localhost", "::1"):
+        from rlvr.service.server import resolve_token
+
+        require(resolve_token(cfg.service.token_env, cfg.service.token_file) is not None, "rollout.agent_host",
+                f"{r.agent_host!r} is beyond loopback: the endpoint needs a token (set {cfg.service.token_env} "
+                "or service.token_file)")
 
 
 def _check_lora(lora, t, r) -> None:

@@ -107,6 +107,33 @@ class RolloutConfig:
     # 1 (default): one call per engine (overlap only across engines). Raise it for slow verifiers.
     chunks_per_engine: int = 1
     multi_turn: MultiTurnConfig = field(default_factory=MultiTurnConfig)  # tool-using episodes
+    # Train any agent (rlvr.agent): `module:attr` (or a name registered in `rlvr.agents`) of
+    # `async def rollout(client, row)`, run in agent workers against the OpenAI-compatible
+    # endpoint; or "external": outside processes take episodes over HTTP. None: off.
+    agent: Optional[str] = None
+    agent_workers: int = 1  # agent worker actors (in-process agents)
+    agent_concurrency: int = 64  # episodes each agent worker runs at once
+    agent_timeout_s: float = 300.0  # an episode without a reward by then is dropped (counted)
+    agent_reward_weight: float = 1.0  # the agent's own reward is added to the verifiers' with this weight
+    agent_host: str = "127.0.0.1"  # where the endpoint listens; beyond loopback it needs the service token
+    agent_port: int = 0  # 0: any free port (its URL is in status.json and on the console)
+
+    def check_agent(self) -> None:
+        if self.agent is None:
+            return
+        require(not self.multi_turn.enabled, "rollout.agent",
+                "an agent runs its own turns: turn rollout.multi_turn.enabled off (or rollout.agent off)")
+        if self.agent != "external":
+            from rlvr.plugins import resolve_agent_name  # package metadata only
+
+            try:
+                resolve_agent_name(self.agent)
+            except LookupError as e:
+                raise RecipeError("rollout.agent", f"{e} (or 'external' for agents outside the run)") from None
+        require(self.agent_workers >= 1, "rollout.agent_workers", "must be >= 1")
+        require(1 <= self.agent_concurrency <= 4096, "rollout.agent_concurrency", "must be in [1, 4096]")
+        require(self.agent_timeout_s > 0, "rollout.agent_timeout_s", "must be > 0")
+        require(0 <= self.agent_port <= 65535, "rollout.agent_port", "must be a TCP port (0: any free port)")
 
     def length_budget(self) -> int:
         """The most tokens the model may write for one sample: `max_tokens`, or for multi-turn
@@ -124,6 +151,7 @@ class RolloutConfig:
         require(self.max_staleness in (0, 1), "rollout.max_staleness", f"must be one of [0, 1], got {self.max_staleness!r}")
         require(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
         self.multi_turn.check()
+        self.check_agent()
         if self.gpus_per_engine:
             require(self.gpus_per_engine >= self.tensor_parallel_size, "rollout.gpus_per_engine",
                     f"an engine with tensor_parallel_size={self.tensor_parallel_size} needs that many GPUs")

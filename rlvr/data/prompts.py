@@ -127,12 +127,13 @@ def load_train_and_eval(data_cfg: DataConfig, tokenizer, tools: list[dict] | Non
 
 
 def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int, source: str,
-                  tokens_key: str = "rollout.max_tokens") -> tuple[list[Prompt], int]:
+                  tokens_key: str = "rollout.max_tokens", limit: str = "") -> tuple[list[Prompt], int]:
     """The prompts whose tokens plus `max_new_tokens` fit in `max_model_len`, and how many did not.
 
     `max_model_len` is the model's (its config's `max_position_embeddings`, or the engine's
     `max_model_len` if smaller); `source` (the dataset path) and `tokens_key` (the recipe key
-    that set `max_new_tokens`) name the culprits when no prompt fits, which is a `DatasetError`.
+    that set `max_new_tokens`) name the culprits when no prompt fits, which is a `DatasetError`;
+    `limit` says what else bounds the length (multi-turn: " (or rollout.multi_turn.max_total_tokens)").
 
     >>> ps = [Prompt("a", [1] * 10, "1"), Prompt("b", [1] * 20, "2")]
     >>> kept, skipped = drop_too_long(ps, max_new_tokens=8, max_model_len=24, source="t.jsonl")
@@ -146,7 +147,7 @@ def drop_too_long(prompts: list[Prompt], max_new_tokens: int, max_model_len: int
         room = (f"{tokens_key}={max_new_tokens} leaves no room for a prompt" if budget < 1 else
                 f"every prompt is longer than {budget} tokens (the shortest has {shortest})")
         raise DatasetError(source, f"all {len(prompts)} prompts are too long for the model's max length "
-                                   f"{max_model_len} (multi-turn: or rollout.multi_turn.max_total_tokens): {room}; "
+                                   f"{max_model_len}{limit}: {room}; "
                                    f"lower {tokens_key} or shorten the prompts")
     return kept, len(prompts) - len(kept)
 
@@ -161,21 +162,22 @@ def model_max_len(model_path: str, engine_kwargs: dict) -> int | None:
 
 
 def drop_prompts_too_long(train: list[Prompt], held_out: list[Prompt], max_len: int | None, data_cfg: DataConfig,
-                          max_tokens: int, eval_max_tokens: int | None):
+                          max_tokens: int, eval_max_tokens: int | None, limit: str = ""):
     """Train and eval prompts with no room for the completion within `max_len` are skipped
     (counted in `data/skipped_too_long` and `data/eval_skipped_too_long`, with a warning); all
     of them too long is an error. `max_tokens` is `rollout.max_tokens`, `eval_max_tokens`
-    `eval.max_tokens`. Returns (train, eval, the two counts as metrics)."""
+    `eval.max_tokens`; `limit` as in `drop_too_long`. Returns (train, eval, the two counts as metrics)."""
     skipped = {"data/skipped_too_long": 0, "data/eval_skipped_too_long": 0}
     if max_len:
-        train, skipped["data/skipped_too_long"] = drop_too_long(train, max_tokens, max_len, data_cfg.train_path)
+        train, skipped["data/skipped_too_long"] = drop_too_long(train, max_tokens, max_len, data_cfg.train_path,
+                                                                limit=limit)
         held_out, skipped["data/eval_skipped_too_long"] = drop_too_long(
             held_out, eval_max_tokens or max_tokens, max_len, str(data_cfg.eval_path),
-            tokens_key="eval.max_tokens" if eval_max_tokens else "rollout.max_tokens")
+            tokens_key="eval.max_tokens" if eval_max_tokens else "rollout.max_tokens", limit=limit)
         for key, n in skipped.items():
             if n:
-                print(f"[rlvr] warning: skipped {n} prompt(s) too long for the model's max length {max_len} "
-                      f"(multi-turn: or rollout.multi_turn.max_total_tokens) with room for the completion ({key})",
+                print(f"[rlvr] warning: skipped {n} prompt(s) too long for the model's max length {max_len}{limit} "
+                      f"with room for the completion ({key})",
                       flush=True)
     return train, held_out, skipped
 

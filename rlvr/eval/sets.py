@@ -84,9 +84,11 @@ class Evaluator:
         out, t0 = {}, time.perf_counter()
         bar = phase_bar(self.progress, len(self.prompts) + sum(len(s.prompts) for s in self.sets), "eval", unit="prompt")
         if self.prompts:
+            counts: dict = {}  # agent episodes: how many were dropped (they count as wrong)
             completions, results = generate_and_score(self.rollouts, self.rewards, self.prompts, self.spec, self.chunks,
-                                                      Timer(), self.episodes)
-            out = {**main_metrics(results, completions, self.primary), "timing/eval": time.perf_counter() - t0}
+                                                      Timer(), self.episodes, counts)
+            out = {**main_metrics(results, completions, self.primary, int(counts.get("agent/dropped", 0))),
+                   "timing/eval": time.perf_counter() - t0}
             bar.update(len(self.prompts))
         for s in self.sets:
             t0 = time.perf_counter()
@@ -104,14 +106,16 @@ class Evaluator:
                 s.rewards.stop()
 
 
-def main_metrics(results, completions, primary: str) -> dict:
-    """eval/... of the main held-out set (greedy, one completion or episode per prompt)."""
+def main_metrics(results, completions, primary: str, dropped: int = 0) -> dict:
+    """eval/... of the main held-out set (greedy, one completion or episode per prompt);
+    `dropped` agent episodes (no reward in time) count as wrong."""
     from rlvr.rollout.episodes import episode_metrics
 
-    n = max(1, len(results))
+    n = max(1, len(results) + dropped)
     return {
         "eval/accuracy": sum(r.scores.get(primary, 0.0) >= 1.0 for r in results) / n,
-        "eval/reward": sum(r.total for r in results) / n,
+        "eval/reward": sum(r.total for r in results) / max(1, len(results)),
+        **({"eval/agent/dropped": float(dropped)} if dropped else {}),
         "eval/response_length": sum(c.num_sampled for c in completions) / max(1, len(completions)),
         "eval/failures": sum(bool(r.failures) for r in results),
         **{f"eval/{k}": v for k, v in episode_metrics(completions).items()},
@@ -126,7 +130,10 @@ def set_metrics(name: str, completions, results, keys: list[str], n: int) -> dic
     samples = [{"correct": r.scores.get(first, 0.0) >= 1.0 and first not in r.failures, "answer": final_answer(c.text),
                 "length": c.num_sampled, "scores": r.scores, "failures": r.failures}
                for c, r in zip(completions, results)]
-    groups = [samples[i:i + n] for i in range(0, len(samples), n)]
+    by_prompt: dict[int, list[dict]] = {}  # n per prompt (fewer where agent episodes were dropped)
+    for c, s in zip(completions, samples):
+        by_prompt.setdefault(c.prompt_index, []).append(s)
+    groups = list(by_prompt.values())
     if not groups:
         return {}
     summary = summarize(groups, keys)

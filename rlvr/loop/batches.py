@@ -25,6 +25,7 @@ from rlvr.rollout.group import generate_and_score
 from rlvr.run.metrics import Timer
 from rlvr.types import Completion, Prompt, SampleReward, SamplingSpec
 
+SUMMED = ("agent/episodes", "agent/dropped", "agent/failures/")  # counts that add up over DAPO's rounds
 BATCH_FILE = "rollout_batch.json"  # in a checkpoint of an async run: the batch generating when it was taken
 
 
@@ -84,12 +85,14 @@ class Batches:
         """Generate and score a step's batch. With DAPO's dynamic sampling, groups whose
         rewards are all equal are dropped and more prompts are sampled, for at most
         `max_rounds` extra rounds, until `want` groups are kept."""
-        kept, seen_c, seen_r, rounds, dropped = Batch([], [], []), [], [], 0, 0
+        kept, seen_c, seen_r, rounds, dropped, counts = Batch([], [], []), [], [], 0, 0, {}
         while True:
             prompts = [self.prompts[i] for i in self.sampler.next_batch(self.want)]
             spec = dataclasses.replace(self.spec, seed=step_seed(self.run_seed, step) + rounds * 1_000_003)
+            counts_now: dict = {}
             completions, rewards = generate_and_score(self.rollouts, self.rewards, prompts, spec, self.chunks, timer,
-                                                      self.episodes)
+                                                      self.episodes, counts_now)
+            counts = {k: v + (counts.get(k, 0.0) if k.startswith(SUMMED) else 0.0) for k, v in counts_now.items()}
             check_failures(rewards, completions, self.max_failure_fraction)
             rounds += 1
             seen_c, seen_r = seen_c + completions, seen_r + rewards
@@ -102,7 +105,7 @@ class Batches:
             kept.prompts, kept.completions, kept.rewards, dropped = kept.prompts + p, kept.completions + c, kept.rewards + r, dropped + d
             if len(kept.prompts) >= self.want or rounds > self.ds.max_rounds:
                 break
-        kept.metrics = batch_metrics(seen_c, seen_r, self.primary)  # everything generated, not just kept
+        kept.metrics = {**batch_metrics(seen_c, seen_r, self.primary), **counts}  # everything generated, not just kept
         if self.ds.enabled:
             kept.metrics.update({"dynamic_sampling/rounds": rounds, "dynamic_sampling/dropped_groups": dropped,
                                  "dynamic_sampling/kept_groups": len(kept.prompts)})

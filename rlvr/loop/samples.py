@@ -50,7 +50,7 @@ def shaped_rewards(completions: list[Completion], rewards: list[SampleReward], a
 
 def candidate_samples(prompts, completions: list[Completion]) -> list[TrainSample]:
     """Every completion as a TrainSample with a zero advantage (for reference-KL passes)."""
-    return [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs, c.mask) for c in completions]
+    return [TrainSample(p, t, 0.0, lp, m) for c in completions for p, t, lp, m in c.pieces(prompts[c.prompt_index].token_ids)]
 
 
 def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, algo):
@@ -61,8 +61,9 @@ def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, 
     advantages = algos.ADVANTAGES[algo.advantage](totals, groups, eps=algo.advantage_eps)
     uniform = algos.uniform_groups(totals, groups)
     keep = ~uniform if algo.skip_uniform_groups else torch.ones_like(uniform)
-    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, float(a), c.logprobs, c.mask)
-               for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k and c.token_ids]
+    samples = [TrainSample(p, t, float(a), lp, m)  # an agent episode's segments all get its advantage
+               for c, a, k in zip(completions, advantages.tolist(), keep.tolist()) if k
+               for p, t, lp, m in c.pieces(prompts[c.prompt_index].token_ids) if t]
     stats = {"groups/uniform_fraction": uniform.float().mean().item() if len(uniform) else 0.0,
              "samples/trained": len(samples),
              "advantage/abs_mean": advantages.abs().mean().item() if len(advantages) else 0.0}
@@ -82,8 +83,9 @@ def batch_metrics(completions: list[Completion], rewards: list[SampleReward], pr
     from rlvr.reward.worker import reward_metrics
     from rlvr.rollout.episodes import episode_metrics
 
-    totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
-    lengths = torch.tensor([c.num_sampled for c in completions], dtype=torch.float32)  # episodes: sampled tokens
+    # a batch can be empty: every agent episode of the step dropped (all statistics 0 then)
+    totals = torch.tensor([r.total for r in rewards] or [0.0], dtype=torch.float32)
+    lengths = torch.tensor([c.num_sampled for c in completions] or [0], dtype=torch.float32)  # episodes: sampled tokens
     n = max(1, len(rewards))
     return {
         "reward/mean": totals.mean().item(),

@@ -76,8 +76,9 @@ def prepare(cfg: Config) -> Inputs:
     max_len = model_max_len(model_path, cfg.rollout.engine_kwargs)
     room = cfg.rollout.multi_turn.max_total_tokens if make_env is not None else None  # an episode's whole length
     fits = min(max_len, room) if max_len and room else (max_len or room)
-    train_prompts, eval_prompts, skipped = drop_prompts_too_long(train_prompts, eval_prompts, fits, cfg.data,
-                                                                 cfg.rollout.max_tokens, cfg.eval.max_tokens)
+    train_prompts, eval_prompts, skipped = drop_prompts_too_long(
+        train_prompts, eval_prompts, fits, cfg.data, cfg.rollout.max_tokens, cfg.eval.max_tokens,
+        limit=" (or rollout.multi_turn.max_total_tokens)" if room else "")
     sets = prepare_sets(cfg.eval, cfg.data, cfg.rollout, cfg.run.seed, tokenizer, max_len, tools, start)
     return Inputs(model_path, train_prompts, eval_prompts[: cfg.eval.num_prompts], sets, skipped, tokenizer, max_len,
                   tools, make_env)
@@ -124,12 +125,14 @@ class Groups:
     evaluator: object = None
     pg: object = None
     tools: object = None  # multi-turn: the tool workers
-    episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses
+    episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses (agents: AgentRunner)
+    agent: object = None  # rollout.agent: the endpoint and the agent workers (rlvr.agent.service)
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
                 "faults/trainer_restarts": self.trainer.restarts,
-                **({"faults/tool_restarts": self.tools.restarts} if self.tools is not None else {})}
+                **({"faults/tool_restarts": self.tools.restarts} if self.tools is not None else {}),
+                **({"faults/agent_restarts": self.agent.restarts} if self.agent is not None else {})}
 
     def places(self) -> dict:
         return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places()}
@@ -138,7 +141,7 @@ class Groups:
         """Stop what started (the cluster may outlive the run)."""
         from ray.util.placement_group import remove_placement_group
 
-        for group in (self.evaluator, self.tools, self.rewards, self.rollouts, self.trainer):
+        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.rollouts, self.trainer):
             if group is not None:
                 group.stop()
         if self.pg is not None:
@@ -177,6 +180,13 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
         groups.tools = ToolGroup(r.multi_turn, timeout_s=timeout)
         groups.episodes = EpisodeRunner(r.multi_turn, inputs.make_env, groups.tools, inputs.tokenizer,
                                         template_kwargs(cfg.data, inputs.tools), inputs.max_len)
+    if r.agent is not None:
+        from rlvr.agent.service import start_agent_service
+        from rlvr.data.prompts import template_kwargs
+
+        groups.agent, groups.episodes = start_agent_service(
+            r, cfg.service, groups.rollouts, inputs.tokenizer, model_name=cfg.model.path, max_len=inputs.max_len,
+            template_kwargs=template_kwargs(cfg.data), timeout_s=timeout)
     groups.evaluator = Evaluator(cfg.eval, cfg.reward, r, groups.rollouts, groups.rewards, inputs.eval_prompts,
                                  inputs.eval_sets, total_steps=t.total_steps, progress=cfg.logging.progress,
                                  timeout_s=timeout, episodes=groups.episodes)
@@ -210,7 +220,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     groups = Groups()
     try:
         start_groups(cfg, inputs, run_dir, groups)
-        status.update(placement=groups.places())
+        status.update(placement=groups.places(), **({"agent_url": groups.agent.url} if groups.agent else {}))
         return run_loop(cfg, run_dir, status, groups, inputs)
     finally:
         restore_signals()

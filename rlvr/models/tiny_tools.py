@@ -11,7 +11,8 @@ default). A 0.6M-parameter model cannot multiply, but it can copy: the episode i
 
 in the Qwen2.5 / Hermes tool-call format, rendered by a chat template that takes `tools=`
 as Qwen's does (`TOOLS_TEMPLATE`: the tools' JSON schemas in the system turn, `tool`
-messages as `<tool_response>` in a user turn). Tokenizer: the same byte-level BPE recipe
+messages as `<tool_response>` in a user turn, an assistant message's `tool_calls` as Qwen2.5 writes
+them, for agents that send their history back through the OpenAI-compatible endpoint). Tokenizer: the same byte-level BPE recipe
 as `builtin:tiny` (digits one token each), trained on generated episodes of this task. Its
 words are split as Qwen2's are: transformers loads any Qwen2-architecture folder's tokenizer
 as `Qwen2Tokenizer`, which applies Qwen2's own split (measured: a tokenizer that merged
@@ -54,6 +55,14 @@ TOOLS_TEMPLATE = (
     "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{- '<|im_start|>user' }}{%- endif %}"
     "{{- '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
     "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{- '<|im_end|>\\n' }}{%- endif %}"
+    "{%- elif message['role'] == 'assistant' and message.get('tool_calls') %}"
+    "{{- '<|im_start|>assistant' }}"
+    "{%- if message['content'] %}{{- '\\n' + message['content'] }}{%- endif %}"
+    "{%- for call in message['tool_calls'] %}"
+    "{%- if call['function'] is defined %}{%- set call = call['function'] %}{%- endif %}"
+    "{{- '\\n<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' + call['arguments'] | tojson + '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{{- '<|im_end|>\\n' }}"
     "{%- else %}"
     "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{%- endif %}"

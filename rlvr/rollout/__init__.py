@@ -6,6 +6,8 @@ runs each one in its own Ray actor and is what the loop talks to):
     engine = Engine(model_path, cfg: RolloutConfig, seed, dtype="float32")
     engine.generate(prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]
         # spec.n samples per prompt, grouped by prompt in order; per-token sampling logprobs
+    engine.generate_requests(requests: list[(prompt_ids, SamplingSpec)]) -> list[list[Completion]]
+        # independent requests, each with its own sampling (the agent endpoint's batches)
     engine.ping() -> bool
     # weight sync (rlvr.sync.engine.WeightSyncMixin; engines implement _load_weights):
     engine.update_weights(state: dict[str, Tensor], version: int) -> float  # seconds

@@ -236,7 +236,7 @@ class EpisodeRunner:
             e.observation_tokens += len(tokens)
 
     def play_and_score(self, rollouts, rewards, prompts: list[Prompt], spec: SamplingSpec, chunks_per_engine: int,
-                       timer):
+                       timer, metrics: dict | None = None):
         """The episodes of `prompts`, then their rewards: the verifiers score each final answer
         (the whole conversation is in the sample's `metadata["messages"]`), the environment
         may add a reward of its own (`env_reward_weight`), and a truncated episode gets
@@ -273,7 +273,7 @@ def episode_metrics(completions: list[Completion]) -> dict:
     """`multi_turn/*` of a batch of episodes: mean turns, tool calls and observation tokens per
     episode, the share with a valid tool call (one that ran without a failure) and the share
     truncated, and each kind of tool failure counted."""
-    episodes = [c.episode for c in completions if c.episode is not None]
+    episodes = [c.episode for c in completions if c.episode is not None and "agent" not in c.episode]
     if not episodes:
         return {}
     n = len(episodes)

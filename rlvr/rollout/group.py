@@ -175,16 +175,18 @@ class RolloutGroup:
 
 
 def generate_and_score(rollouts, rewards, prompts: list[Prompt], spec: SamplingSpec, chunks_per_engine: int,
-                       timer, episodes=None) -> tuple[list[Completion], list[SampleReward]]:
+                       timer, episodes=None, metrics: dict | None = None) -> tuple[list[Completion], list[SampleReward]]:
     """Generate `prompts` on `rollouts` and send each chunk to `rewards` (a `RewardGroup`, or
     anything with its `submit` / `collect`) the moment it comes back, so scoring overlaps the
     generation still running. `timing/generate` ends when the last chunk is generated;
     `timing/reward` is the scoring left after that (what the step waits for). Returns
     (completions, rewards) in prompt order. The one place generation and scoring meet:
     training batches, evaluations and `rlvr eval` all go through it. With `episodes` (an
-    `rlvr.rollout.episodes.EpisodeRunner`) each prompt starts multi-turn episodes instead."""
+    `rlvr.rollout.episodes.EpisodeRunner`, or `rlvr.agent.runner.AgentRunner`) each prompt starts
+    episodes instead; `metrics`, when given, receives their batch-level counts (agent episodes
+    dropped)."""
     if episodes is not None:
-        return episodes.play_and_score(rollouts, rewards, prompts, spec, chunks_per_engine, timer)
+        return episodes.play_and_score(rollouts, rewards, prompts, spec, chunks_per_engine, timer, metrics)
     with timer("generate"):
         done = [(j, chunk, completions, rewards.submit(chunk, completions))
                 for j, chunk, completions in rollouts.stream(prompts, spec, chunks_per_engine)]

@@ -68,6 +68,10 @@ class HFEngine(WeightSyncMixin):
             completions.extend(self._generate_batch(rows[start:start + MAX_BATCH_ROWS], spec))
         return completions
 
+    def generate_requests(self, requests: list[tuple[list[int], SamplingSpec]]) -> list[list[Completion]]:
+        """Independent requests, each with its own sampling: the completions of each, one by one."""
+        return [self.generate([prompt], spec) for prompt, spec in requests]
+
     def _generate_batch(self, rows: list[tuple[int, list[int]]], spec: SamplingSpec) -> list[Completion]:
         width = max(len(ids) for _, ids in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)

@@ -119,7 +119,19 @@ class VLLMEngine(WeightSyncMixin):
 
     def generate(self, prompts: list[list[int]], spec: SamplingSpec) -> list[Completion]:
         """`spec.n` completions per prompt, grouped by prompt in prompt order."""
-        params = [self._sampling_params(spec, i) for i in range(len(prompts))]
+        return self._generate(prompts, [self._sampling_params(spec, i) for i in range(len(prompts))])
+
+    def generate_requests(self, requests: list[tuple[list[int], SamplingSpec]]) -> list[list[Completion]]:
+        """Independent requests in one engine call, each with its own sampling (its seed as given):
+        the completions of each request (`rlvr.agent.dispatch` batches concurrent HTTP requests)."""
+        out = self._generate([p for p, _ in requests], [self._sampling_params(s, 0) for _, s in requests])
+        grouped: list[list[Completion]] = [[] for _ in requests]
+        for c in out:
+            grouped[c.prompt_index].append(c)
+            c.prompt_index = 0
+        return grouped
+
+    def _generate(self, prompts: list[list[int]], params: list) -> list[Completion]:
         requests = [{"prompt_token_ids": list(p)} for p in prompts]
         outputs = self.llm.generate(requests, params, use_tqdm=False, lora_request=self._lora_request)
         completions = []

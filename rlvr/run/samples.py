@@ -25,7 +25,8 @@ def sample_records(step: int, prompts, completions, rewards, advantages: list[fl
                      "weight_version": c.weight_version,
                      **({"messages": c.episode["messages"], "turns": c.episode["turns"],
                          "tool_calls": c.episode["tool_calls"], "truncated": c.episode["truncated"]}
-                        if c.episode is not None else {})})
+                        if c.episode is not None else {}),
+                     **({"agent": c.episode["agent"]} if c.episode is not None and "agent" in c.episode else {})})
     return rows
 
 

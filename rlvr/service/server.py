@@ -50,16 +50,19 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(runs_dir: str, token: str | None, own_process: bool):
-    """A uvicorn.Server for the app; in a driver's thread it leaves the process's logging alone."""
+def _server(app, own_process: bool):
+    """A uvicorn.Server for `app`; in a driver's thread it leaves the process's logging alone."""
     import uvicorn
 
+    logging = {"log_level": "info"} if own_process else {"log_level": "warning", "log_config": None}
+    config = uvicorn.Config(app, access_log=False, lifespan="off", timeout_graceful_shutdown=2, **logging)
+    return uvicorn.Server(config)
+
+
+def _status_app(runs_dir: str, token: str | None):
     from rlvr.service.app import create_app
 
-    logging = {"log_level": "info"} if own_process else {"log_level": "warning", "log_config": None}
-    config = uvicorn.Config(create_app(runs_dir, token), access_log=False, lifespan="off",
-                            timeout_graceful_shutdown=2, **logging)
-    return uvicorn.Server(config)
+    return create_app(runs_dir, token)
 
 
 @dataclass
@@ -86,17 +89,23 @@ class ServerHandle:
 def start_in_thread(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, token: str | None = None,
                     start_timeout: float = 30.0) -> ServerHandle:
     """Serve `runs_dir` from a daemon thread; returns once the server accepts connections."""
+    return start_app_in_thread(_status_app(runs_dir, token), host, port, "rlvr-service", start_timeout)
+
+
+def start_app_in_thread(app, host: str, port: int, name: str, start_timeout: float = 30.0) -> ServerHandle:
+    """Serve an ASGI `app` from a daemon thread (the status service, the agent endpoint);
+    returns once the server accepts connections."""
     sock = _bind(host, port)
     port = sock.getsockname()[1]
-    server = _server(runs_dir, token, own_process=False)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="rlvr-service", daemon=True)
+    server = _server(app, own_process=False)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name=name, daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             sock.close()
-            raise RuntimeError(f"the rlvr status service did not start on {host}:{port}")
+            raise RuntimeError(f"{name} did not start on {host}:{port}")
         time.sleep(0.01)
     return ServerHandle(url=_url(host, port), host=host, port=port, server=server, thread=thread, sock=sock)
 
@@ -106,7 +115,7 @@ def serve_forever(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, toke
     """Serve in this thread until SIGINT/SIGTERM; `on_ready(url)` is called once the socket is bound."""
     sock = _bind(host, port)
     port = sock.getsockname()[1]
-    server = _server(runs_dir, token, own_process=True)
+    server = _server(_status_app(runs_dir, token), own_process=True)
     if on_ready is not None:
         on_ready(_url(host, port))
     try:

@@ -40,6 +40,8 @@ def _from_json(raw: str, args_key: str) -> ToolCall:
         obj = json.loads(raw)
     except ValueError as e:
         return ToolCall(None, error=f"invalid: the tool call is not valid JSON ({e.msg} at column {e.colno})", raw=raw)
+    except RecursionError:
+        return ToolCall(None, error="invalid: the tool call's JSON is nested too deeply", raw=raw)
     if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"]:
         return ToolCall(None, error='invalid: a tool call needs a "name" string', raw=raw)
     arguments = obj.get(args_key, obj.get("arguments", {}))
