@@ -1,5 +1,5 @@
-"""Agents for the tests (`rollout.agent: tests.helpers.agents:<name>`): broken ones, and a chaotic
-one that mixes the built-in `calc` agent's episodes with every way an agent can fail."""
+"""Agents for the tests (`rollout.agent: tests.helpers.agents:<name>`): a broken one, and a chaotic
+one that mixes working episodes with every way an agent can fail."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import tempfile
 import time
 
-from rlvr.agent.examples import calc_agent
+from rlvr.agent.examples import CALC
 
 
 async def raises(client, row):
@@ -27,8 +27,9 @@ def first_time() -> bool:
 
 
 async def chaos(client, row):
-    """By the row's operand: most episodes are the calc agent's; the rest raise, hang past the
-    deadline, block the event loop, return garbage, or never call the endpoint."""
+    """By the row's operand: most episodes ask once with the calc tool and reward a tool call;
+    the rest raise, hang past the deadline, block the event loop (once), return garbage, or
+    never call the endpoint."""
     kind = int(row["metadata"].get("b", 0)) % 10 if isinstance(row.get("metadata"), dict) else 0
     if kind == 1:
         raise ValueError("boom")
@@ -40,4 +41,5 @@ async def chaos(client, row):
         return 1.0  # a reward, but no call was made: dropped
     if kind == 5 and first_time():
         time.sleep(3600)  # blocks its worker's event loop (once in a run): the worker is replaced
-    return await calc_agent(client, row)
+    reply = await client.chat.completions.create(model="policy", messages=row["messages"], tools=[CALC])
+    return 1.0 if reply.choices[0].message.tool_calls else 0.0  # its own reward: it wants the tool called

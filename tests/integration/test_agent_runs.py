@@ -5,9 +5,9 @@
   `rlvr:<episode>`) and posts rewards, the other takes three episodes, never posts and exits. The run
   trains on the first one's episodes; the second one's are dropped at the deadline and
   counted, and the run goes on;
-* untrusted agent code in process: an agent that raises, hangs past the deadline, blocks
-  its event loop, returns garbage or never calls the endpoint fails only its episodes (each
-  counted by kind); the blocked worker is replaced; the run completes.
+* untrusted agent code in process (engine and trainer colocated): an agent that raises, hangs
+  past the deadline, blocks its event loop, returns garbage or never calls the endpoint fails
+  only its episodes (each counted by kind); the blocked worker is replaced; the run completes.
 """
 
 from __future__ import annotations
@@ -137,7 +137,8 @@ def test_broken_agent_code_fails_only_its_episodes(ray_cluster, tools_model_dir,
         os.remove(BLOCK_FLAG)
     summary = run_short(tmp_path, "chaos", [*SMALL, "data.prompts_per_step=16", "trainer.total_steps=2",
                                             "rollout.agent=tests.helpers.agents:chaos", "rollout.agent_timeout_s=6",
-                                            "rollout.agent_workers=2"], recipe=AGENT_RECIPE)
+                                            "rollout.agent_workers=2", "cluster.placement=colocate"],
+                        recipe=AGENT_RECIPE)
     assert read_status(summary["run_dir"])["state"] == "completed"
     steps = [r for r in read_metrics(summary["run_dir"]) if r.get("step", 0) >= 1]
     total = {k: sum(r[k] for r in steps) for k in steps[0] if k.startswith("agent/failures/")}

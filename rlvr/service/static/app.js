@@ -217,8 +217,8 @@ function pre(text) {
   return cell;
 }
 
-// A multi-turn episode's turns after the prompt (assistant turns, tool results), one block each
-// with its role; a single-turn sample's completion as it is.
+// A multi-turn or agent episode's turns after the prompt (assistant turns with their tool calls,
+// tool results), one block each with its role; a single-turn sample's completion as it is.
 function completionCell(s) {
   if (!Array.isArray(s.messages)) return pre(s.completion);
   const cell = el("td", null, "episode");
@@ -226,10 +226,17 @@ function completionCell(s) {
   for (const m of s.messages.slice(start < 0 ? s.messages.length : start)) {
     const role = String((m && m.role) || "?");
     const turn = el("div", null, `turn turn-${role.replace(/[^a-z]/g, "")}`);
-    turn.append(el("span", role + (m.name ? ` (${m.name})` : ""), "role"), el("pre", (m && m.content) ?? ""));
+    const calls = Array.isArray(m && m.tool_calls) ? m.tool_calls.map((c) => {
+      const f = (c && c.function) || {};
+      return `-> ${f.name}(${typeof f.arguments === "string" ? f.arguments : JSON.stringify(f.arguments)})`;
+    }) : [];
+    const text = [(m && m.content) ?? ""].concat(calls).filter((t) => t !== "").join("\n");
+    turn.append(el("span", role + (m.name ? ` (${m.name})` : ""), "role"), el("pre", text));
     cell.append(turn);
   }
-  const notes = [`${s.turns} turns`, `${s.tool_calls} tool calls`].concat(s.truncated ? ["truncated"] : []);
+  const agent = s.agent && typeof s.agent === "object" ? s.agent : null;  // an agent episode: its calls
+  const notes = agent ? [`${agent.calls} calls`, `${agent.segments} sequences`, `${agent.latency_s} s`]
+    : [`${s.turns} turns`, `${s.tool_calls} tool calls`].concat(s.truncated ? ["truncated"] : []);
   cell.append(el("div", notes.join(" · "), "muted"));
   return cell;
 }
