@@ -96,12 +96,11 @@ def make_batches(cfg, groups, inputs):
 
 def begin(cfg, run, saver, groups, inputs) -> int:
     """Before step 1: the engines join the weight sync; then the checkpoint `checkpoint.resume`
-    names is restored, or the starting model is evaluated (step 0). Returns the step done."""
-    from rlvr.run.checkpoint import resume_point
-
+    names (`inputs.resume`, found and verified before any actor started) is restored, or the
+    starting model is evaluated (step 0). Returns the step done."""
     run.status.update(state="running", phase="sync setup", step=0)
     groups.sync.setup()
-    resume = resume_point(cfg.checkpoint.resume, saver.run_dir)
+    resume = inputs.resume
     saver.origin = resume
     if resume is not None:  # trainer state, the engines' weights, the prompt order, the metrics so far
         run.phase("resume")

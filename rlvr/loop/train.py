@@ -58,6 +58,7 @@ class Inputs:
     max_len: int | None = None
     tools: list | None = None  # the tools' schemas, as the chat template gets them
     make_env: object = None  # multi-turn: builds an environment object (one per episode)
+    resume: str | None = None  # the checkpoint to resume from (`checkpoint.resume`, verified)
 
 
 def prepare(cfg: Config) -> Inputs:
@@ -208,8 +209,11 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     from rlvr.loop.control import stop_gracefully_on_signals
     from rlvr.loop.loop import run_loop
 
+    from rlvr.run.checkpoint import resume_point
+
     status.update(phase="model")
     inputs = prepare(cfg)
+    inputs.resume = resume_point(cfg.checkpoint.resume, run_dir)  # a damaged checkpoint is skipped before any actor
     status.update(phase="actors")
     started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
                               custom_resources_needed(cfg.trainer, cfg.rollout))

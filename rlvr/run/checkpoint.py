@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 
 from rlvr.run.files import atomic_folder_write, replace_folder
@@ -78,6 +79,7 @@ def save_hf_checkpoint(path: str, base_model_path: str, state: dict, extra: dict
 
 MANIFEST = "manifest.json"
 STATE = "rlvr_state.json"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _sha256(path: str) -> str:
@@ -116,23 +118,74 @@ def finalize_checkpoint(tmp: str, path: str, run_state: dict, files: dict[str, s
 
 
 def check_checkpoint(path: str) -> str | None:
-    """None if `path` is a complete checkpoint whose files match its manifest, else why not."""
+    """None if `path` is a complete checkpoint whose files match its manifest, else why not
+    (one line; a checkpoint folder is not trusted: any malformed manifest or state is a reason,
+    never an exception). The manifest must list every file the folder holds (each trainer
+    shard included) with its size and sha256, the folder must hold trainer state, and the run
+    state must have a plain step count."""
     try:
-        with open(os.path.join(path, MANIFEST)) as f:
-            files = json.load(f)["files"]
-        with open(os.path.join(path, STATE)) as f:
-            json.load(f)
-    except (OSError, ValueError, KeyError) as e:
-        return f"no readable manifest or run state ({type(e).__name__}: {e})"
+        files = _manifest_files(path)
+        _read_state(path)
+        present = _files(path)
+    except (OSError, ValueError) as e:
+        return f"no readable manifest or run state ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+    unlisted = sorted(set(present) - set(files))
+    if unlisted:
+        return f"{unlisted[0]} is not in the manifest" + (f" (and {len(unlisted) - 1} more)" if len(unlisted) > 1 else "")
+    if STATE not in files or not any(name.startswith("trainer/") for name in files):
+        return "the manifest lists no run state or no trainer state"
     for name, expected in files.items():
         full = os.path.join(path, name)
-        if not os.path.isfile(full):
+        if not os.path.isfile(full) or os.path.islink(full):
             return f"{name} is missing"
         if os.path.getsize(full) != expected["bytes"]:
             return f"{name} has {os.path.getsize(full)} bytes, the manifest says {expected['bytes']}"
         if _sha256(full) != expected["sha256"]:
             return f"{name} does not match its checksum"
     return None
+
+
+def _manifest_files(path: str) -> dict[str, dict]:
+    """The manifest's {file: {"bytes", "sha256"}}, checked: ValueError naming what is wrong."""
+    manifest = _load_json(os.path.join(path, MANIFEST))
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError('the manifest is not {"files": {name: {"bytes", "sha256"}}}')
+    for name, entry in files.items():
+        parts = name.split("/")
+        if not name or name.startswith("/") or "\\" in name or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"the manifest names a file outside the checkpoint: {name[:80]!r}")
+        if not (isinstance(entry, dict) and type(entry.get("bytes")) is int and entry["bytes"] >= 0
+                and isinstance(entry.get("sha256"), str) and _HEX64.fullmatch(entry["sha256"])):
+            raise ValueError(f"the manifest's entry for {name[:80]!r} is not {{bytes: int, sha256: 64 hex digits}}")
+    return files
+
+
+def _load_json(path: str, max_bytes: int = 64 << 20):
+    """A checkpoint's JSON file: a regular file (a FIFO would block), of bounded size and nesting."""
+    if not os.path.isfile(path) or os.path.islink(path):
+        raise ValueError(f"{os.path.basename(path)} is missing or not a regular file")
+    if os.path.getsize(path) > max_bytes:
+        raise ValueError(f"{os.path.basename(path)} is over {max_bytes >> 20} MiB")
+    with open(path, "rb") as f:
+        try:
+            return json.loads(f.read())
+        except RecursionError:
+            raise ValueError(f"{os.path.basename(path)} is nested too deeply") from None
+
+
+def _read_state(path: str) -> dict:
+    """`rlvr_state.json`, checked: `step` and `weight_version` plain non-negative integers."""
+    state = _load_json(os.path.join(path, STATE))
+    if not isinstance(state, dict) or "step" not in state:
+        raise ValueError("the run state is not a JSON object with a step")
+    for key in ("step", "weight_version"):
+        value = state.get(key, 0)
+        if type(value) is not int or not 0 <= value < 2**53:
+            raise ValueError(f"the run state's {key} is {str(value)[:40]}, not a non-negative integer")
+    if not isinstance(state.get("sampler", {}), (dict, type(None))):
+        raise ValueError("the run state's sampler is not an object")
+    return state
 
 
 def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
@@ -145,9 +198,8 @@ def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
         if ".tmp" in name or ".old-" in name or not os.path.isdir(folder):
             continue
         try:
-            with open(os.path.join(folder, STATE)) as f:
-                out.append((int(json.load(f)["step"]), folder))
-        except (OSError, ValueError, KeyError, TypeError):
+            out.append((_read_state(folder)["step"], folder))
+        except (OSError, ValueError):
             out.append((-1, folder))  # unreadable: still listed, so resume can say why it skips it
     return sorted(out, key=lambda item: (item[0], os.path.basename(item[1]) == "final"), reverse=True)
 
@@ -155,7 +207,13 @@ def list_checkpoints(run_dir: str) -> list[tuple[int, str]]:
 def find_resume_point(run_dir: str, warn=print) -> str | None:
     """The newest valid checkpoint of the run; corrupt or partial ones are skipped with a
     warning naming them (`checkpoint.resume=auto`)."""
-    for _, folder in list_checkpoints(run_dir):
+    listed = list_checkpoints(run_dir)
+    for step, folder in listed:  # no readable step: sorted last, but said first (whatever else is found)
+        if step < 0:
+            warn(f"[rlvr] resume: skipping checkpoint {folder}: {check_checkpoint(folder)}")
+    for step, folder in listed:
+        if step < 0:
+            continue
         problem = check_checkpoint(folder)
         if problem is None:
             return folder

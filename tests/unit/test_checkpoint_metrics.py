@@ -107,3 +107,59 @@ def test_resumed_metrics_drop_the_steps_after_the_checkpoint(tmp_path):
     log.log({"step": 4})
     log.close()
     assert [r["step"] for r in read_metrics(str(tmp_path))] == [0, 1, 2, 3, 4]
+
+
+def _write(folder: str, name: str, text: str) -> None:
+    with open(os.path.join(folder, name), "w") as f:
+        f.write(text)
+
+
+def _manifest(folder: str) -> dict:
+    with open(os.path.join(folder, "manifest.json")) as f:
+        return json.load(f)
+
+
+# Each way a checkpoint folder can lie, and the reason resume gives for skipping it.
+CORRUPTIONS = {
+    "empty file list": (lambda c: _write(c, "manifest.json", '{"files": {}}'), "is not in the manifest"),
+    "manifest is a list": (lambda c: _write(c, "manifest.json", "[]"), "no readable manifest"),
+    "manifest is null": (lambda c: _write(c, "manifest.json", "null"), "no readable manifest"),
+    "files is a list": (lambda c: _write(c, "manifest.json", '{"files": []}'), "no readable manifest"),
+    "entry without sha256": (lambda c: _write(c, "manifest.json", json.dumps(
+        {"files": {k: {"bytes": v["bytes"]} for k, v in _manifest(c)["files"].items()}})), "no readable manifest"),
+    "bytes as a string": (lambda c: _write(c, "manifest.json", json.dumps(
+        {"files": {k: {**v, "bytes": str(v["bytes"])} for k, v in _manifest(c)["files"].items()}})),
+        "no readable manifest"),
+    "a name outside the folder": (lambda c: _write(c, "manifest.json", json.dumps(
+        {"files": {**_manifest(c)["files"], "../../etc/passwd": {"bytes": 1, "sha256": "0" * 64}}})),
+        "outside the checkpoint"),
+    "step 1e400": (lambda c: _write(c, "rlvr_state.json", '{"step": 1e400, "sampler": {}}'), "no readable"),
+    "garbage run state": (lambda c: _write(c, "rlvr_state.json", "\x00garbage"), "no readable"),
+    "run state is a list": (lambda c: _write(c, "rlvr_state.json", "[]"), "no readable"),
+    "deeply nested manifest": (lambda c: _write(c, "manifest.json", "[" * 100_000), "nested too deeply"),
+    "manifest is a FIFO": (lambda c: (os.remove(os.path.join(c, "manifest.json")),
+                                      os.mkfifo(os.path.join(c, "manifest.json"))), "not a regular file"),
+    "an unlisted trainer shard": (lambda c: _write(os.path.join(c, "trainer"), "rng_rank1.pt", "x"),
+                                  "trainer/rng_rank1.pt is not in the manifest"),
+    "no trainer state": (lambda c: (os.remove(os.path.join(c, "trainer", "rng_rank0.pt")), _write(
+        c, "manifest.json", json.dumps({"files": {k: v for k, v in _manifest(c)["files"].items()
+                                                  if not k.startswith("trainer/")}}))), "no trainer state"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CORRUPTIONS))
+def test_a_lying_checkpoint_is_skipped_with_a_warning_for_the_older_valid_one(tmp_path, corruption):
+    from rlvr.run.checkpoint import check_checkpoint, find_resume_point, list_checkpoints, resume_point
+
+    damage, reason = CORRUPTIONS[corruption]
+    run = str(tmp_path)
+    older, newer = _sealed(run, "step_000002", 2), _sealed(run, "step_000004", 4)
+    damage(newer)
+    problem = check_checkpoint(newer)
+    assert problem is not None and reason in problem and "\n" not in problem, problem
+    [os.path.basename(p) for _, p in list_checkpoints(run)]  # never raises
+    warnings = []
+    assert find_resume_point(run, warn=warnings.append) == older
+    assert len(warnings) == 1 and "step_000004" in warnings[0] and reason in warnings[0]
+    with pytest.raises(RuntimeError, match="not a usable checkpoint"):
+        resume_point(newer, run)  # named explicitly: refused, before any actor starts
