@@ -86,15 +86,31 @@ def _user_layers(path: str | None, overrides: list[str]):
             layers.append(OmegaConf.load(path))
         except Exception as e:  # yaml syntax errors
             raise RecipeError(path, f"not valid YAML: {_first_line(str(e))}") from None
-    for item in overrides:
-        if "=" not in item:
-            raise RecipeError(item, "override must look like dotted.key=value")
-    if overrides:
-        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    layers += [_override(item) for item in overrides]
     user = OmegaConf.merge(*layers) if layers else OmegaConf.create({})
     if OmegaConf.select(user, "sync.verify", default=None) is False:  # YAML 1.1 reads a bare `off` as false
         OmegaConf.update(user, "sync.verify", "off")
     return user
+
+
+def _override(item: str):
+    """One `dotted.key=value` override as a layer; a value YAML cannot read, or one with YAML
+    anchors or aliases (an override is one value: a "billion laughs" needs them), is a
+    RecipeError naming the key."""
+    import yaml
+    from omegaconf import OmegaConf
+
+    key, eq, value = item.partition("=")
+    if not eq or not key:
+        raise RecipeError(item[:80], "override must look like dotted.key=value")
+    try:
+        if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(value)):
+            raise RecipeError(key, "YAML anchors and aliases are not allowed in an override value")
+        return OmegaConf.from_dotlist([item])
+    except RecipeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - YAML's and OmegaConf's parse errors, surrogates
+        raise RecipeError(key, f"cannot read the value {value[:60]!r}: {_first_line(str(e))}") from None
 
 
 _CHOICE = re.compile(r"Invalid value '([^\n]*)', expected one of \[([^\]\n]*)\]")

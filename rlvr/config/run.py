@@ -23,7 +23,8 @@ class RunConfig:
     seed: int = 0
 
     def check(self) -> None:
-        require(bool(re.fullmatch(r"[A-Za-z0-9._-]+", self.name)), "run.name", "use letters, digits, '.', '_' or '-'")
+        require(bool(re.fullmatch(r"[A-Za-z0-9._-]+", self.name)) and self.name not in (".", ".."), "run.name",
+                "a plain folder name: letters, digits, '.', '_' or '-' (not '.' or '..')")
 
 
 @dataclass

@@ -147,3 +147,30 @@ def test_bad_multi_turn_settings_name_the_key(overrides, key):
     with pytest.raises(RecipeError) as e:
         load_recipe(TOOLS_RECIPE, overrides)
     assert e.value.key == key
+
+
+BOMB = "[&a [x,x,x,x,x,x,x,x,x], &b [*a,*a,*a,*a,*a,*a,*a,*a,*a], &c [*b,*b,*b,*b,*b,*b,*b,*b,*b], " \
+       "&d [*c,*c,*c,*c,*c,*c,*c,*c,*c], &e [*d,*d,*d,*d,*d,*d,*d,*d,*d], &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]]"
+
+
+@pytest.mark.parametrize("override,key", [
+    ("data.chat_template_kwargs.x=[1,2", "data.chat_template_kwargs.x"),  # not YAML
+    ("data.chat_template_kwargs.x=@@", "data.chat_template_kwargs.x"),
+    ("data.chat_template_kwargs.x=!!python/object:os.system x", "data.chat_template_kwargs.x"),
+    ("data.chat_template_kwargs.x=\udcff", "data.chat_template_kwargs.x"),  # a lone surrogate
+    (f"data.chat_template_kwargs.x={BOMB}", "data.chat_template_kwargs.x"),  # a billion laughs
+    ("=1", "=1"),
+    ("run.name=..", "run.name"),  # the run folder would be output_dir's parent
+    ("run.name=.", "run.name"),
+])
+def test_overrides_that_cannot_be_read_name_the_key(override, key):
+    with pytest.raises(RecipeError) as err:
+        load_recipe(RECIPE, [override])
+    assert err.value.key == key and "\n" not in str(err.value)
+
+
+def test_a_yaml_bomb_override_exits_2_with_one_line():
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "validate", RECIPE,
+                           f"data.chat_template_kwargs.x={BOMB}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1 and "anchors" in proc.stderr
