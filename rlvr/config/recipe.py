@@ -132,10 +132,15 @@ def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else text
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg: Config, redact_secrets: bool = True) -> str:
+    """The resolved recipe as YAML (what `rlvr validate` prints and `recipe.yaml` holds), with the
+    values of secret-looking keys replaced (`rlvr.config.redact`)."""
     from omegaconf import OmegaConf
 
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    from rlvr.config.redact import redact
+
+    data = to_dict(cfg)
+    return OmegaConf.to_yaml(OmegaConf.create(redact(data) if redact_secrets else data))
 
 
 def to_dict(cfg: Config) -> dict:

@@ -189,7 +189,11 @@ def _read_recipe(run_dir: str) -> dict | None:
             recipe = yaml.safe_load(f)
     except (FileNotFoundError, yaml.YAMLError):
         return None
-    return jsonable(recipe) if isinstance(recipe, dict) else None
+    if not isinstance(recipe, dict):
+        return None
+    from rlvr.config.redact import redact
+
+    return jsonable(redact(recipe))  # a folder written before secrets were redacted is served redacted
 
 
 def _pid_alive(pid: int) -> bool:

@@ -1,5 +1,6 @@
 """Recipes: typed schema, overrides, and bad input failing fast with one line naming the key."""
 
+import json
 import os
 import subprocess
 import sys
@@ -174,3 +175,28 @@ def test_a_yaml_bomb_override_exits_2_with_one_line():
                            f"data.chat_template_kwargs.x={BOMB}"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert len(proc.stderr.strip().splitlines()) == 1 and "anchors" in proc.stderr
+
+
+def test_secrets_never_reach_the_saved_recipe_or_the_api(tmp_path, monkeypatch):
+    """A token given through `${oc.env:...}` (resolved when the recipe loads) is replaced in what
+    `rlvr validate` prints / `recipe.yaml` holds, and in what the status API serves, also from a
+    run folder written before redaction existed."""
+    from rlvr.config import to_yaml
+    from rlvr.run.status import read_status
+
+    monkeypatch.setenv("PLANTED_SECRET", "s3cr3t-planted-value")
+    cfg = load_recipe(RECIPE, ['reward.verifiers=[{name: math}, {name: http, url: "http://u:pw-planted@127.0.0.1:9/x", '
+                               'weight: 0, headers: {Authorization: "Bearer ${oc.env:PLANTED_SECRET}"}}]',
+                               "data.chat_template_kwargs={hf_token: s3cr3t-planted-value}"])
+    assert cfg.reward.verifiers[1]["headers"]["Authorization"] == "Bearer s3cr3t-planted-value"  # the run uses it
+    saved = to_yaml(cfg)
+    assert "planted" not in saved and saved.count("<redacted>") == 3
+    assert "max_tokens: 6" in saved and "token_env: RLVR_TOKEN" in saved  # counts and sources are not secrets
+    run = tmp_path / "old-run"
+    run.mkdir()
+    (run / "recipe.yaml").write_text(to_yaml(cfg, redact_secrets=False))  # as older versions wrote it
+    assert "planted" not in json.dumps(read_status(str(run))["recipe"])
+    proc = subprocess.run([sys.executable, "-m", "rlvr.cli.main", "validate", RECIPE,
+                           "data.chat_template_kwargs={api_key: s3cr3t-planted-value}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "planted" not in proc.stdout + proc.stderr and "<redacted>" in proc.stdout
