@@ -29,8 +29,10 @@ The reader adds two of its own:
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -40,7 +42,7 @@ from rlvr.run.files import atomic_write_text, dumps, jsonable
 ACTIVE_STATES = ("pending", "running", "paused")
 FINAL_STATES = ("completed", "failed", "stopped")
 WRITTEN_STATES = ACTIVE_STATES + FINAL_STATES
-READER_STATES = ("stale", "unknown")
+READER_STATES = ("stale", "unknown", "unreadable")  # unreadable: a run folder the reader cannot make sense of
 
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
@@ -151,11 +153,26 @@ class RunStatus:
 
 # ---- reader side (the service, `rlvr status`) ----
 
+MAX_READ_BYTES = 4 << 20  # status.json and recipe.yaml: larger ones are not read
+
+
+def regular_file(path: str, max_bytes: int | None = None) -> bool:
+    """A plain file to read: not a symlink (that could point anywhere), a FIFO (that would block)
+    or a device, and not over `max_bytes`. Run folders are not trusted."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
+
+
 def _read_json(path: str) -> dict | None:
+    if not regular_file(path, MAX_READ_BYTES):
+        return None
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return jsonable(data) if isinstance(data, dict) else None
 
@@ -163,6 +180,8 @@ def _read_json(path: str) -> dict | None:
 def _last_metrics_row(run_dir: str) -> dict | None:
     """The last complete row of metrics.jsonl, reading only the file's tail."""
     path = os.path.join(run_dir, METRICS_FILE)
+    if not regular_file(path):
+        return None
     try:
         with open(path, "rb") as f:
             f.seek(0, os.SEEK_END)
@@ -174,7 +193,7 @@ def _last_metrics_row(run_dir: str) -> dict | None:
     for line in reversed(tail.splitlines()):
         try:
             row = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
         if isinstance(row, dict):
             return jsonable(row)
@@ -184,10 +203,16 @@ def _last_metrics_row(run_dir: str) -> dict | None:
 def _read_recipe(run_dir: str) -> dict | None:
     import yaml
 
+    path = os.path.join(run_dir, RECIPE_FILE)
+    if not regular_file(path, MAX_READ_BYTES):
+        return None
     try:
-        with open(os.path.join(run_dir, RECIPE_FILE), encoding="utf-8") as f:
-            recipe = yaml.safe_load(f)
-    except (FileNotFoundError, yaml.YAMLError):
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(text)):
+            return None  # rlvr never writes aliases; a "billion laughs" would cost seconds and GBs a request
+        recipe = yaml.safe_load(text)
+    except (OSError, ValueError, yaml.YAMLError, RecursionError):
         return None
     if not isinstance(recipe, dict):
         return None
@@ -199,7 +224,7 @@ def _read_recipe(run_dir: str) -> dict | None:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError, ValueError):  # gone, or no pid at all
         return False
     except PermissionError:
         return True  # exists, owned by someone else
@@ -207,7 +232,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def is_run_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, STATUS_FILE)) or os.path.isfile(os.path.join(path, METRICS_FILE))
+    """A real folder (not a symlink out of the runs folder) with a status.json or metrics.jsonl."""
+    return (os.path.isdir(path) and not os.path.islink(path)
+            and (regular_file(os.path.join(path, STATUS_FILE)) or regular_file(os.path.join(path, METRICS_FILE))))
 
 
 def resolve_run(runs_dir: str, run: str) -> str:
@@ -238,8 +265,9 @@ def _summary(run_dir: str, now: float) -> dict:
     out.update(status)
     reported = status.get("state")
     heartbeat = status.get("heartbeat")
-    limit = stale_after(status.get("heartbeat_s") or 5.0)
-    age = now - heartbeat if isinstance(heartbeat, (int, float)) else None
+    every = status.get("heartbeat_s")  # the file is not trusted: a wrong type reads as the default
+    limit = stale_after(every if _number(every) and 0 < every < 1e9 else 5.0)
+    age = now - heartbeat if _number(heartbeat) else None
     pid = status.get("pid")
     dead = (status.get("hostname") == socket.gethostname() and isinstance(pid, int) and pid > 0
             and not _pid_alive(pid))
@@ -251,11 +279,28 @@ def _summary(run_dir: str, now: float) -> dict:
     return out
 
 
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _guarded_summary(run_dir: str, now: float) -> dict:
+    """`_summary`, or for a folder it cannot make sense of, state `unreadable` and why: one bad
+    run folder never breaks the listing or the other runs."""
+    try:
+        return _summary(run_dir, now)
+    except Exception as e:  # noqa: BLE001 - whatever a hostile or broken folder holds
+        return {"run": os.path.basename(os.path.normpath(run_dir)), "state": "unreadable", "reported_state": None,
+                "error": f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"}
+
+
 def read_status(run_dir: str, now: float | None = None) -> dict:
     """Everything about one run: status.json fields, computed `state`, on-disk checkpoints, recipe."""
     now = time.time() if now is None else now
-    out = _summary(run_dir, now)
-    out["checkpoints"] = checkpoint_names(run_dir)
+    out = _guarded_summary(run_dir, now)
+    try:
+        out["checkpoints"] = checkpoint_names(run_dir)
+    except OSError:
+        out["checkpoints"] = []
     out["recipe"] = _read_recipe(run_dir)
     for key, empty in (("last_step_timings", {}), ("latest_metrics", {}), ("reward_failures", {}),
                        ("phase", None), ("error", None), ("ray_job_id", None), ("weight_version", None)):
@@ -275,9 +320,9 @@ def list_runs(runs_dir: str, now: float | None = None) -> list[dict]:
         path = os.path.join(runs_dir, name)
         if not (is_valid_run_name(name) and os.path.isdir(path) and is_run_dir(path)):
             continue
-        s = _summary(path, now)
+        s = _guarded_summary(path, now)
         started = s.get("started_at")
-        if not isinstance(started, (int, float)):
+        if not _number(started):
             started = os.path.getmtime(path)
         rows.append({"run": name, "state": s["state"], "step": s.get("step"),
                      "total_steps": s.get("total_steps"), "phase": s.get("phase"),

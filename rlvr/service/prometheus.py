@@ -80,6 +80,11 @@ class _Families:
         return "\n".join(lines) + "\n"
 
 
+def _mapping(value) -> dict:
+    """A status field that should be a mapping of names (a run folder is not trusted)."""
+    return {str(k): v for k, v in value.items()} if isinstance(value, dict) else {}
+
+
 def exposition(statuses: list[dict], all_states: list[str]) -> str:
     """The /metrics page: `rlvr_up`, run counts by state, and per active run its gauges.
 
@@ -107,15 +112,15 @@ def exposition(statuses: list[dict], all_states: list[str]) -> str:
     for s in statuses:
         if s.get("state") not in ("running", "paused"):
             continue
-        run = {"run": s["run"]}
+        run = {"run": str(s.get("run"))}
         out.add("rlvr_run_active", run, 1, help_text="1 for each running or paused run")
         out.add("rlvr_run_paused", run, s.get("state") == "paused", help_text="1 while the run is paused")
         for name, (key, help_text) in fixed.items():
             out.add(name, run, s.get(key), help_text=help_text)
-        for key, count in sorted((s.get("reward_failures") or {}).items()):
+        for key, count in sorted(_mapping(s.get("reward_failures")).items()):
             out.add("rlvr_reward_failures_total", {**run, "key": key}, count, kind="counter",
                     help_text="reward failures so far, by verifier/kind")
-        for key, value in (s.get("latest_metrics") or {}).items():
+        for key, value in _mapping(s.get("latest_metrics")).items():
             name = metric_name(key)
             if name in fixed or name in _RESERVED:
                 continue

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from rlvr.run.status import RunNotFound, RunStatus, list_runs, read_status, resolve_run
+from rlvr.run.status import (READER_STATES, WRITTEN_STATES, RunNotFound, RunStatus, list_runs, read_status,
+                             resolve_run)
 from rlvr.run.control import ACTIONS, process_start_ns, ControlInbox, request_control
 from rlvr.run.metrics import read_metrics
 from rlvr.run.samples import read_samples, write_samples
@@ -242,3 +243,60 @@ def test_doctests(module):
     """The pure helpers of the file contract, the /metrics text and `rlvr status`'s formatting."""
     result = doctest.testmod(importlib.import_module(module))
     assert result.attempted > 0 and result.failed == 0
+
+
+BAD_FOLDERS = {
+    "heartbeat_s is a string": lambda d: _edit_status(str(d), heartbeat_s="abc", state="running"),
+    "a pid no system has": lambda d: _edit_status(str(d), pid=10**30, state="running"),
+    "started_at is a list": lambda d: _edit_status(str(d), started_at=[1]),
+    "status.json is a FIFO": lambda d: (os.remove(d / "status.json"), os.mkfifo(d / "status.json"),
+                                        (d / "metrics.jsonl").write_text('{"step": 1}\n')),
+    "status.json nested too deep": lambda d: (d / "status.json").write_text("[" * 100_000),
+    "recipe.yaml is a billion laughs": lambda d: (d / "recipe.yaml").write_text(
+        "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n"
+        "d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]\nf: [*e,*e,*e,*e,*e,*e,*e,*e,*e]\n"),
+    "recipe.yaml links to a secret": lambda d: os.symlink("/etc/passwd", d / "recipe.yaml"),
+    "metrics.jsonl is a FIFO": lambda d: os.mkfifo(d / "metrics.jsonl"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(BAD_FOLDERS))
+def test_one_bad_run_folder_does_not_break_the_others(tmp_path, damage):
+    """A run folder is not trusted: whatever it holds, listing and reading every run answers
+    at once, the good run is intact, and the bad one is listed with a state (or not at all)."""
+    runs = tmp_path / "runs"
+    RunStatus(str(runs / "good"), "good", 3).update(state="running", step=2)
+    RunStatus(str(runs / "bad"), "bad", 3).update(state="completed", step=3)
+    BAD_FOLDERS[damage](runs / "bad")
+    done = []
+    worker = threading.Thread(target=lambda: done.append((list_runs(str(runs)), read_status(str(runs / "bad")))),
+                              daemon=True)
+    t0 = time.monotonic()
+    worker.start()
+    worker.join(timeout=10)
+    assert done, "a reader hung"
+    assert time.monotonic() - t0 < 5
+    rows, bad = done[0]
+    assert {r["run"]: r["state"] for r in rows}["good"] == "running"
+    assert bad["state"] in WRITTEN_STATES + READER_STATES
+    assert "root:" not in json.dumps(bad) and len(json.dumps(bad)) < 100_000  # no linked file, no expansion
+
+
+def test_a_symlinked_run_folder_is_not_served(tmp_path):
+    runs = tmp_path / "runs"
+    RunStatus(str(tmp_path / "elsewhere"), "elsewhere", 1)
+    runs.mkdir()
+    os.symlink(tmp_path / "elsewhere", runs / "linked")
+    assert list_runs(str(runs)) == []
+    with pytest.raises(RunNotFound):
+        resolve_run(str(runs), "linked")
+
+
+def test_prometheus_page_survives_a_status_json_with_wrong_types(tmp_path):
+    from rlvr.service.prometheus import exposition
+
+    runs = tmp_path / "runs"
+    RunStatus(str(runs / "bad"), "bad", 3).update(state="running", step=2)
+    _edit_status(str(runs / "bad"), reward_failures=[1, 2], latest_metrics="x", step={"a": 1})
+    text = exposition([read_status(str(runs / "bad"))], list(WRITTEN_STATES + READER_STATES))
+    assert 'rlvr_run_active{run="bad"} 1' in text
