@@ -34,7 +34,7 @@ def _check_agent(cfg) -> None:
     require(not (cfg.algorithm.kl.coef and cfg.algorithm.kl.where == "reward"), "algorithm.kl.where",
             "'reward' is not supported with rollout.agent (an episode is several sequences): use 'loss'")
     if r.agent_host not in ("127.0.0.1", "localhost", "::1"):
-        from rlvr.service.server import resolve_token
+        from rlvr.config.run import resolve_token
 
         require(resolve_token(cfg.service.token_env, cfg.service.token_file) is not None, "rollout.agent_host",
                 f"{r.agent_host!r} is beyond loopback: the endpoint needs a token (set {cfg.service.token_env} "

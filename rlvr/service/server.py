@@ -8,27 +8,12 @@ after uvicorn has started serving on that socket.
 
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
 from dataclasses import dataclass
 
-
-def resolve_token(token_env: str = "RLVR_TOKEN", token_file: str | None = None) -> str | None:
-    """The control token: the file's content if given and non-empty, else the env variable's, else None.
-
-    Whitespace around the token (a trailing newline in the file) is stripped. A
-    token file that is named but missing raises FileNotFoundError: a typo must
-    not quietly turn control off.
-    """
-    if token_file:
-        with open(os.path.expanduser(token_file), encoding="utf-8") as f:
-            token = f.read().strip()
-        if token:
-            return token
-    token = os.environ.get(token_env, "").strip() if token_env else ""
-    return token or None
+from rlvr.config.run import resolve_token  # noqa: F401 - the control token; here for the service's callers
 
 
 def _bind(host: str, port: int) -> socket.socket:
