@@ -94,7 +94,7 @@ class Evaluator:
             t0 = time.perf_counter()
             completions, results = generate_and_score(self.rollouts, s.rewards or self.rewards, s.prompts, s.spec,
                                                       self.chunks, Timer(), self.episodes)
-            out.update(set_metrics(s.name, completions, results, s.keys, s.spec.n))
+            out.update(set_metrics(s.name, completions, results, s.keys))
             out[f"timing/eval_{s.name}"] = time.perf_counter() - t0
             bar.update(len(s.prompts))
         bar.close()
@@ -122,8 +122,8 @@ def main_metrics(results, completions, primary: str, dropped: int = 0) -> dict:
     }
 
 
-def set_metrics(name: str, completions, results, keys: list[str], n: int) -> dict:
-    """eval/<name>/... from one set's completions (grouped n per prompt, in order) and rewards."""
+def set_metrics(name: str, completions, results, keys: list[str]) -> dict:
+    """eval/<name>/... from one set's completions (grouped by prompt) and rewards."""
     from rlvr.eval.metrics import final_answer, summarize
 
     first = keys[0]

@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 
-from rlvr.run.files import atomic_folder_write, replace_folder
+from rlvr.run.files import atomic_folder_write, regular_file, replace_folder
 
 COPIED_FILES = (
     "config.json",
@@ -136,7 +136,7 @@ def check_checkpoint(path: str) -> str | None:
         return "the manifest lists no run state or no trainer state"
     for name, expected in files.items():
         full = os.path.join(path, name)
-        if not os.path.isfile(full) or os.path.islink(full):
+        if not regular_file(full):
             return f"{name} is missing"
         if os.path.getsize(full) != expected["bytes"]:
             return f"{name} has {os.path.getsize(full)} bytes, the manifest says {expected['bytes']}"
@@ -163,10 +163,8 @@ def _manifest_files(path: str) -> dict[str, dict]:
 
 def _load_json(path: str, max_bytes: int = 64 << 20):
     """A checkpoint's JSON file: a regular file (a FIFO would block), of bounded size and nesting."""
-    if not os.path.isfile(path) or os.path.islink(path):
-        raise ValueError(f"{os.path.basename(path)} is missing or not a regular file")
-    if os.path.getsize(path) > max_bytes:
-        raise ValueError(f"{os.path.basename(path)} is over {max_bytes >> 20} MiB")
+    if not regular_file(path, max_bytes):
+        raise ValueError(f"{os.path.basename(path)} is missing, not a regular file or over {max_bytes >> 20} MiB")
     with open(path, "rb") as f:
         try:
             return json.loads(f.read())

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import threading
 from typing import Callable
 
@@ -114,6 +115,16 @@ def jsonable(value):
 def dumps(obj) -> str:
     """One line of strict JSON (non-finite floats as null)."""
     return json.dumps(jsonable(obj), allow_nan=False, ensure_ascii=False)
+
+
+def regular_file(path: str, max_bytes: int | None = None) -> bool:
+    """A plain file to read: not a symlink (that could point anywhere), a FIFO (that would block)
+    or a device, and not over `max_bytes`. Run folders are not trusted."""
+    try:
+        st = os.lstat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
 
 
 def read_jsonl(path: str) -> list[dict]:

@@ -32,12 +32,11 @@ import json
 import math
 import os
 import socket
-import stat
 import sys
 import threading
 import time
 
-from rlvr.run.files import atomic_write_text, dumps, jsonable
+from rlvr.run.files import atomic_write_text, dumps, jsonable, regular_file
 
 ACTIVE_STATES = ("pending", "running", "paused")
 FINAL_STATES = ("completed", "failed", "stopped")
@@ -154,16 +153,6 @@ class RunStatus:
 # ---- reader side (the service, `rlvr status`) ----
 
 MAX_READ_BYTES = 4 << 20  # status.json and recipe.yaml: larger ones are not read
-
-
-def regular_file(path: str, max_bytes: int | None = None) -> bool:
-    """A plain file to read: not a symlink (that could point anywhere), a FIFO (that would block)
-    or a device, and not over `max_bytes`. Run folders are not trusted."""
-    try:
-        st = os.lstat(path)
-    except (OSError, ValueError):
-        return False
-    return stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
 
 
 def _read_json(path: str) -> dict | None:
