@@ -36,7 +36,9 @@ def cmd_validate(args) -> int:
 
 def cmd_train(args) -> int:
     cfg = _load(args)
+    from rlvr.cluster.fit import ClusterFitError
     from rlvr.data.rows import DatasetError
+    from rlvr.loop.control import StopRequested
     from rlvr.loop.train import train
     from rlvr.reward.group import RewardFailureError
 
@@ -45,6 +47,12 @@ def cmd_train(args) -> int:
     except DatasetError as e:
         print(f"rlvr: data error: {e}", file=sys.stderr)
         return EXIT_RECIPE_ERROR
+    except ClusterFitError as e:
+        print(f"rlvr: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
+    except StopRequested as e:
+        print(f"rlvr: {e}", file=sys.stderr)
+        return 128 + e.signum
     except RewardFailureError as e:
         print(f"rlvr: run stopped: {e}", file=sys.stderr)
         return 1

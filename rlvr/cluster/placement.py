@@ -41,18 +41,37 @@ def bundles(trainer, rollout=None, colocate: bool = False) -> list[dict[str, flo
     return out
 
 
-def create_placement_group(wanted: list[dict[str, float]], timeout_s: float = 600.0):
-    """Reserve the bundles (all or nothing); fails with the bundles it asked for."""
-    import ray
-    from ray.util.placement_group import placement_group
+def create_placement_group(wanted: list[dict[str, float]], timeout_s: float = 600.0, report_every_s: float = 30.0):
+    """Reserve the bundles (all or nothing). While Ray cannot place them, print what it waits for
+    every `report_every_s`; after `timeout_s` fail with one line naming the bundles and what the
+    cluster has free."""
+    import time
 
-    pg = placement_group(wanted, strategy="PACK")
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from rlvr.cluster.fit import ClusterFitError
+
+    pg, t0 = placement_group(wanted, strategy="PACK"), time.monotonic()
+    ready, reported = pg.ready(), time.monotonic()
     try:
-        ray.get(pg.ready(), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise RuntimeError(f"Ray could not reserve {wanted} for the trainer ranks within {timeout_s:.0f} s "
-                           f"(cluster resources: {ray.cluster_resources()})") from None
-    return pg
+        while True:
+            # waits of at most a second: Python runs signal handlers (SIGTERM, Ctrl-C) between them
+            if ray.wait([ready], timeout=min(1.0, max(0.0, timeout_s - (time.monotonic() - t0))))[0]:
+                return pg
+            if time.monotonic() - reported < report_every_s and time.monotonic() - t0 < timeout_s:
+                continue
+            reported = time.monotonic()
+            free = {k: round(v, 2) for k, v in ray.available_resources().items() if k in ("CPU", "GPU")}
+            left = timeout_s - (time.monotonic() - t0)
+            if left <= 0:
+                raise ClusterFitError(f"Ray could not reserve {wanted} for the trainer ranks within {timeout_s:.0f} s "
+                                      f"(cluster.startup_timeout_s; free now: {free})")
+            print(f"[rlvr] waiting for Ray to place the trainer ranks' bundles {wanted} (free now: {free}; "
+                  f"giving up in {left:.0f} s)", flush=True)
+    except BaseException:
+        remove_placement_group(pg)  # nothing half-reserved stays behind (a stop, a timeout)
+        raise
 
 
 def in_bundle(pg, index: int) -> dict:

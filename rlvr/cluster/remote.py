@@ -27,7 +27,10 @@ def wait_all(refs: list, what: str, timeout_s: float) -> list:
     deadline = time.monotonic() + timeout_s
     pending = list(refs)
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+        # waits of at most a second: Python runs signal handlers (SIGTERM, Ctrl-C) between them
+        ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+        if not ready and time.monotonic() < deadline:
+            continue
         if not ready:
             raise RemoteCallError(f"{what}: {len(pending)} of {len(refs)} call(s) did not answer within "
                                   f"{timeout_s:g} s (cluster.rpc_timeout_s)")

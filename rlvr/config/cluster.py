@@ -17,9 +17,15 @@ class ClusterConfig:
     # bundle (and GPU); on GPUs the engine sleeps while the trainer steps.
     placement: Literal["side", "colocate"] = "side"
     rpc_timeout_s: float = 1800.0  # deadline of every blocking remote call; a hang becomes an error naming the call
+    # a joined cluster too small for the recipe fails at once (one line naming what is missing), unless it
+    # autoscales: then set wait_for_resources, and the run waits (printing what for every 30 s) up to
+    # startup_timeout_s for the trainer ranks' resources
+    wait_for_resources: bool = False
+    startup_timeout_s: float = 600.0
 
     def check(self) -> None:
         require(self.rpc_timeout_s > 0, "cluster.rpc_timeout_s", "must be > 0")
+        require(self.startup_timeout_s > 0, "cluster.startup_timeout_s", "must be > 0")
 
 
 def logical_cpus_needed(trainer, rollout, reward) -> int:

@@ -7,6 +7,50 @@ import threading
 import time
 
 
+class StopRequested(Exception):
+    """SIGTERM or Ctrl-C while the run was still starting (no step to finish yet)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        self.signum = signum
+        super().__init__(f"{signal.Signals(signum).name} while starting: stopped before the first step")
+
+
+def stop_at_once_on_signals():
+    """Until the first step there is nothing to finish: SIGTERM / Ctrl-C raise StopRequested
+    where the driver is (waiting for actors or resources), and the caller's clean-up frees what
+    started. Later signals during that clean-up are ignored. Returns a function that restores
+    the previous handlers."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def handler(signum, frame):
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        print(f"[rlvr] {signal.Signals(signum).name}: stopping now (the run had not started a step)", flush=True)
+        raise StopRequested(signum)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
+def stop_request_in(error: BaseException) -> StopRequested | None:
+    """The StopRequested behind `error` (Ray's C++ wait re-raises a handler's exception as a
+    SystemError caused by it), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, StopRequested):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 def stop_gracefully_on_signals(run_dir: str):
     """SIGTERM (`ray job stop`, a scheduler) or the first Ctrl-C: finish the step, write a
     checkpoint, exit cleanly (a `stop` control request, as the API sends). A second Ctrl-C

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from rlvr.config import Config, to_yaml
+from rlvr.loop.control import StopRequested
 
 
 def train(cfg: Config) -> dict:
@@ -33,6 +34,9 @@ def train(cfg: Config) -> dict:
     try:
         server = start_for_run(cfg.service, cfg.run.output_dir, status)  # a busy port fails here, before any actor
         summary = _run(cfg, run_dir, status)
+    except StopRequested as e:
+        status.close("stopped", error=str(e))
+        raise
     except BaseException as e:
         status.close("failed", error=f"{type(e).__name__}: {e}"[:2000])
         raise
@@ -163,7 +167,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
 
     t, r, timeout = cfg.trainer, cfg.rollout, cfg.cluster.rpc_timeout_s
     colocate = cfg.cluster.placement == "colocate"
-    groups.pg = create_placement_group(bundles(t, r, colocate))
+    groups.pg = create_placement_group(bundles(t, r, colocate), timeout_s=cfg.cluster.startup_timeout_s)
     bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
     groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
                                    colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
@@ -206,7 +210,8 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
 
     from rlvr.cluster.connect import connect
     from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
-    from rlvr.loop.control import stop_gracefully_on_signals
+    from rlvr.cluster.fit import check_fits
+    from rlvr.loop.control import stop_at_once_on_signals, stop_gracefully_on_signals, stop_request_in
     from rlvr.loop.loop import run_loop
 
     from rlvr.run.checkpoint import resume_point
@@ -217,14 +222,21 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     status.update(phase="actors")
     started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
                               custom_resources_needed(cfg.trainer, cfg.rollout))
-    restore_signals = stop_gracefully_on_signals(run_dir)  # after ray.init, which installs its own
+    restore_signals = stop_at_once_on_signals()  # after ray.init, which installs its own
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
           f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)",
           flush=True)
     groups = Groups()
     try:
-        start_groups(cfg, inputs, run_dir, groups)
+        try:
+            check_fits(cfg)  # a cluster too small for the recipe fails now, not after waiting forever
+            start_groups(cfg, inputs, run_dir, groups)
+        except Exception as e:
+            stop = stop_request_in(e)  # SIGTERM / Ctrl-C while waiting in Ray: one clean stop
+            raise (stop or e) from None
         status.update(placement=groups.places(), **({"agent_url": groups.agent.url} if groups.agent else {}))
+        restore_signals()
+        restore_signals = stop_gracefully_on_signals(run_dir)
         return run_loop(cfg, run_dir, status, groups, inputs)
     finally:
         restore_signals()

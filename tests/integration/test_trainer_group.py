@@ -113,3 +113,19 @@ def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_mod
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
     assert sum(r["loss"] for r in results) == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
     assert results[0]["grad_norm"] == pytest.approx(norm.item(), rel=1e-3)
+
+
+def test_placement_group_that_cannot_be_placed_reports_then_gives_up(ray_cluster, capsys):
+    """Bundles the cluster cannot hold: a 'waiting' line every report_every_s, then one-line
+    ClusterFitError at cluster.startup_timeout_s, and the pending group is removed."""
+    import ray
+
+    from rlvr.cluster.fit import ClusterFitError
+    from rlvr.cluster.placement import create_placement_group
+
+    before = len(ray.util.placement_group_table())
+    with pytest.raises(ClusterFitError, match=r"within 3 s \(cluster.startup_timeout_s"):
+        create_placement_group([{"CPU": 1000.0}], timeout_s=3, report_every_s=1)
+    assert "[rlvr] waiting for Ray to place the trainer ranks' bundles [{'CPU': 1000.0}]" in capsys.readouterr().out
+    states = [pg["state"] for pg in ray.util.placement_group_table().values()][before:]
+    assert states == ["REMOVED"]
