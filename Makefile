@@ -11,6 +11,11 @@ PYTEST_ARGS ?=
 .PHONY: setup run test test-fast clean
 
 $(STAMP): pyproject.toml
+	# best effort: bubblewrap isolates the code sandbox (rlvr/reward/sandbox.py); never fails the make
+	-@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y bubblewrap >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && \
+	   apt-get install -y bubblewrap >/dev/null 2>&1)); } || \
+	  echo "warning: bwrap (bubblewrap) not installed: the code sandbox falls back to weaker isolation; install it with: apt-get install bubblewrap"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	# the CPU torch wheel first: an open torch range could pull a multi-GB CUDA build

@@ -148,10 +148,22 @@ def environment() -> list[tuple[str, str]]:
     if extras:
         lines.append(("extras", ", ".join(f"{x}: {'active' if not miss else 'missing ' + ', '.join(miss)}"
                                           for x, miss in sorted(extras.items()))))
+    lines.append(("code sandbox", _sandbox()))
     for key in ("RAY_ADDRESS", "VLLM_CPU_KVCACHE_SPACE", "CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS"):
         if key in os.environ:
             lines.append((f"${key}", os.environ[key]))
     return lines
+
+
+def _sandbox() -> str:
+    """Whether the code sandbox (`code` verifier, `python` tool) runs under bubblewrap."""
+    if not sys.platform.startswith("linux"):
+        return "Linux only"
+    from rlvr.reward.sandbox import bwrap_status
+
+    works, detail = bwrap_status()
+    return (f"bubblewrap ({detail})" if works else
+            f"FALLBACK, not a security boundary ({detail}): apt-get install bubblewrap")
 
 
 def format_environment(lines: list[tuple[str, str]]) -> str:

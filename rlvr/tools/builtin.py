@@ -4,7 +4,9 @@
   Python's syntax tree (never `eval`): anything else (names, calls, attributes) is refused;
   powers are capped (`max_exponent`) and so is the result's size (`max_digits`).
 * `python`: runs the code in the `code` verifier's sandbox (`rlvr.reward.sandbox.run_python`:
-  its own temp dir, no network, CPU / memory / file / process limits, wall-clock kill); the
+  bubblewrap when installed (unprivileged user, own pid/net namespaces, no host files but
+  the interpreter, read-only; a private size-limited /tmp), CPU / memory / file / process
+  limits, wall-clock kill); the
   observation is what it printed (stdout, then stderr) and its exit status when not 0.
 
 Both run in the tool worker's child process (`rlvr.tools.worker`) under the call's hard

@@ -140,32 +140,41 @@ def test_file_size_limit():
     assert r.returncode != 0 and "File too large" in r.stderr
 
 
-def test_temp_dir_is_removed_but_outside_writes_are_not_prevented(tmp_path):
+@pytest.mark.parametrize("isolation", ["auto", "fallback"])
+def test_temp_dir_is_removed_and_outside_writes_only_fail_under_bwrap(tmp_path, isolation):
     src = (f"import os\nopen('inside.txt', 'w').write('x')\nprint(os.getcwd())\n"
            f"open({str(tmp_path / 'outside.txt')!r}, 'w').write('y')\n")
-    r = run_python(src, **LIMITS)
-    assert r.returncode == 0, r.stderr
-    assert "rlvr-sandbox-" in r.stdout and not os.path.exists(r.stdout.strip())  # cwd deleted with its files
-    # Documented hole (see the sandbox docstring): the same user can write anywhere it
-    # could without the sandbox. If this starts failing, the sandbox got stronger.
-    assert (tmp_path / "outside.txt").read_text() == "y"
+    r = run_python(src, **LIMITS, isolation=isolation)
+    assert "rlvr-sandbox-" in r.stdout and not os.path.exists(r.stdout.strip())  # cwd gone with its files
+    if r.isolation == "bwrap":  # the host's /tmp is not in the sandbox
+        assert r.returncode != 0 and not (tmp_path / "outside.txt").exists()
+    else:  # documented hole of the fallback (see the sandbox docstring): same user, same files
+        assert r.returncode == 0, r.stderr
+        assert (tmp_path / "outside.txt").read_text() == "y"
 
 
-def test_environment_is_scrubbed():
-    r = run_python("import os, sys\nprint(sorted(os.environ))\nprint(sys.flags.isolated, sys.flags.no_site)", **LIMITS)
-    assert r.stdout.splitlines() == ["['HOME', 'LANG', 'PATH', 'PYTHONIOENCODING', 'TMPDIR']", "1 1"]
+@pytest.mark.parametrize("isolation", ["auto", "fallback"])
+def test_environment_is_scrubbed(isolation):
+    r = run_python("import os, sys\nprint(sorted(os.environ))\nprint(sys.flags.isolated, sys.flags.no_site)",
+                   **LIMITS, isolation=isolation)
+    names = ["HOME", "LANG", "PATH", "PYTHONIOENCODING", "TMPDIR"]
+    if r.isolation == "bwrap":
+        names.insert(3, "PWD")  # bwrap always sets PWD to the work dir
+    assert r.stdout.splitlines() == [str(names), "1 1"]
 
 
-def test_network_is_isolated_when_the_os_allows():
+@pytest.mark.parametrize("isolation", ["auto", "fallback"])
+def test_network_is_isolated_when_the_os_allows(isolation):
     with socket.socket() as server:  # a live listener on the host's loopback
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         port = server.getsockname()[1]
         src = f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1).close()\nprint('connected')"
-        r = run_python(src, **LIMITS)
+        r = run_python(src, **LIMITS, isolation=isolation)
     if r.net_isolated:
         assert r.returncode != 0 and "connected" not in r.stdout
     else:  # unshare not permitted (not root): documented fallback, network reachable
         assert r.stdout == "connected\n"
-    score = _score(src, json.dumps([{"input": "", "output": "connected"}]))
-    assert score.parts["net_isolated"] == float(r.net_isolated)
+    if isolation == "auto":  # the verifier runs the same mechanism
+        score = _score(src, json.dumps([{"input": "", "output": "connected"}]))
+        assert score.parts["net_isolated"] == float(r.net_isolated)

@@ -16,8 +16,8 @@ Score = passed / total. A run that times out, runs out of memory or crashes just
 fails its test (a 0 for that case, never a verifier failure); a malformed test
 spec is a failure (value 0, `failure` says why).
 
-Each run goes through `rlvr.reward.sandbox.run_python` (limits, network namespace,
-temp dir; see its docstring for what is and is not isolated). Runs are sequential,
+Each run goes through `rlvr.reward.sandbox.run_python` (bubblewrap when installed, else a
+weaker fallback with a warning; limits; see its docstring for what is and is not isolated). Runs are sequential,
 so a sample can take up to tests * timeout_s: `total_timeout_s` caps the whole
 sample (cases not started by then fail, part `skipped`), and the reward pool's
 `timeout_s` for this verifier must be larger than it, or the pool kills the
