@@ -54,23 +54,32 @@ def resolve(name: str, group: str, kind: str = "plugin") -> str:
     return next(iter(targets.values()))
 
 
-def load(name: str, options: dict | None, group: str, kind: str = "plugin"):
-    """Import and build a plugin: a class is called with `**options`; a plain function is
-    returned as-is and takes no options."""
-    options = dict(options or {})
+def target_object(name: str, group: str, kind: str = "plugin"):
+    """Import the object `name` (a registered name or a "module:attr" path) stands for."""
     target = resolve(name, group, kind)
     module_name, attr = target.split(":")
     obj = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)
+    return obj
+
+
+def build(obj, options: dict | None, name: str, kind: str = "plugin"):
+    """A plugin from its object: a class is called with `**options`; a plain function is
+    returned as-is and takes no options."""
+    options = dict(options or {})
     if isinstance(obj, type):
         return obj(**options)
     if not callable(obj):
-        raise TypeError(f"{kind} {name!r} ({target}) is a {type(obj).__name__}, not a class or function")
+        raise TypeError(f"{kind} {name!r} is a {type(obj).__name__}, not a class or function")
     if options:
-        raise TypeError(f"{kind} {name!r} ({target}) is a plain function and takes no options, "
-                        f"got {', '.join(sorted(options))}")
+        raise TypeError(f"{kind} {name!r} is a plain function and takes no options, got {', '.join(sorted(options))}")
     return obj
+
+
+def load(name: str, options: dict | None, group: str, kind: str = "plugin"):
+    """Import and build a plugin (`target_object`, then `build`)."""
+    return build(target_object(name, group, kind), options, name, kind)
 
 
 def known_verifiers() -> list[str]:

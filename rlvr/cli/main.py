@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-from rlvr.config import RecipeError, load_recipe, to_yaml
+from rlvr.config import RecipeError, load_recipe
 
 EXIT_RECIPE_ERROR = 2
 DEFAULT_URL = "http://127.0.0.1:8777"
@@ -26,12 +26,6 @@ def _load(args) -> object:
     except RecipeError as e:
         print(f"rlvr: recipe error: {e}", file=sys.stderr)
         sys.exit(EXIT_RECIPE_ERROR)
-
-
-def cmd_validate(args) -> int:
-    cfg = _load(args)
-    print(to_yaml(cfg), end="")
-    return 0
 
 
 def cmd_train(args) -> int:
@@ -53,6 +47,9 @@ def cmd_train(args) -> int:
     except StopRequested as e:
         print(f"rlvr: {e}", file=sys.stderr)
         return 128 + e.signum
+    except RecipeError as e:  # a plugin option, found by building the plugins before any actor starts
+        print(f"rlvr: recipe error: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
     except RewardFailureError as e:
         print(f"rlvr: run stopped: {e}", file=sys.stderr)
         return 1
@@ -237,14 +234,13 @@ def _add_service_commands(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rlvr", description="RL with verifiable rewards on Ray + vLLM")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, fn, text in (("train", cmd_train, "train a model with a recipe"),
-                           ("validate", cmd_validate, "print the fully resolved recipe, or its errors")):
-        p = sub.add_parser(name, help=text)
-        p.add_argument("recipe", help="recipe YAML file")
-        p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
-        p.set_defaults(fn=fn)
-    from rlvr.cli import doctor, evaluate, export, rewards
+    p = sub.add_parser("train", help="train a model with a recipe")
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
+    p.set_defaults(fn=cmd_train)
+    from rlvr.cli import doctor, evaluate, export, rewards, validate
 
+    validate.register(sub, _load)
     rewards.register(sub)
     evaluate.register(sub)
     doctor.register(sub)

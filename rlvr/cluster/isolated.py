@@ -44,6 +44,7 @@ class IsolatedChild:
     label = "worker"
     what = "plugin process"
     plugins = "the plugins"
+    startup_timeout_s = STARTUP_TIMEOUT_S  # how long the child may take to load the plugins
 
     def __init__(self, payload):
         self._payload = payload
@@ -67,7 +68,7 @@ class IsolatedChild:
         self._tasks = Connection(task_w, readable=False)
         self._results = Connection(result_r, writable=False)
         self._send(("init", self._payload))
-        status, reply = self._recv(STARTUP_TIMEOUT_S)
+        status, reply = self._recv(self.startup_timeout_s)
         if status != "ok" or reply[0] != "ready":
             detail = reply[1] if status == "ok" else f"the {self.what} {status} while starting"
             self.shutdown()

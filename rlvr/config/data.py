@@ -3,8 +3,8 @@ built-in task, or a mixture of sources), how they are rendered, and how many per
 
 A source is a string (`rlvr.data.sources` reads it): `builtin:arithmetic`, a `.jsonl` /
 `.parquet` file, a `datasets` `save_to_disk` folder or `hf:name[:config][:split]`, with
-an optional `#N` suffix (at most N rows). The checks here look at paths only; nothing is
-read until the run starts.
+an optional `#N` suffix (at most N rows). The checks here look at paths only; the rows are
+read by `rlvr validate` (`rlvr.data.scan`) and when the run starts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ BUILTIN_ARITHMETIC = "builtin:arithmetic"
 BUILTIN_TOOL_ARITHMETIC = "builtin:tool-arithmetic"  # products the tiny model needs the `calc` tool for
 BUILTIN_SOURCES = (BUILTIN_ARITHMETIC, BUILTIN_TOOL_ARITHMETIC)
 MIX_KEYS = ("path", "count", "weight")
+DEFAULT_MAX_ROW_BYTES = 1 << 20  # 1 MiB: ~250k tokens, longer than any model's context
 
 
 @dataclass
@@ -100,6 +101,9 @@ class DataConfig:
     mix_size: Optional[int] = None  # rows shared out by weight (default: the sources' total)
     mix_seed: int = 0  # the mixture's sampling and order (the same in every run of the recipe)
     eval_fraction: float = 0.0  # > 0: hold out this fraction of the train rows as the eval set (replaces eval_path)
+    # a row (a JSONL line; a Parquet / `datasets` row's prompt, messages and answer) longer than this is
+    # dropped unread and counted, with one warning: no single row can blow up the driver's memory
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES
     arithmetic: ArithmeticConfig = field(default_factory=ArithmeticConfig)
     tool_arithmetic: ToolArithmeticConfig = field(default_factory=ToolArithmeticConfig)
 
@@ -117,6 +121,8 @@ class DataConfig:
                 require(problem is None, key, problem or "")
         require(0.0 <= self.eval_fraction < 1.0, "data.eval_fraction", "must be in [0, 1)")
         require(self.mix_size is None or self.mix_size >= 1, "data.mix_size", "must be >= 1")
+        require(not isinstance(self.max_row_bytes, bool) and isinstance(self.max_row_bytes, int)
+                and self.max_row_bytes >= 1024, "data.max_row_bytes", "must be an integer >= 1024 (bytes)")
         ar = self.arithmetic
         require(0 <= ar.min_operand <= ar.max_operand, "data.arithmetic.max_operand", "must be >= min_operand >= 0")
         require(ar.num_train >= 1, "data.arithmetic.num_train", "must be >= 1")

@@ -66,13 +66,15 @@ class Inputs:
 
 
 def prepare(cfg: Config) -> Inputs:
-    """The model folder (the built-in tiny model is built once and cached) and the rendered
-    prompts, too-long ones dropped."""
+    """The plugins' options checked (`rlvr.cluster.plugin_check`), the model folder (the built-in
+    tiny model is built once and cached) and the rendered prompts, too-long ones dropped."""
     from transformers import AutoTokenizer
 
+    from rlvr.cluster.plugin_check import check_plugin_options
     from rlvr.data.prompts import drop_prompts_too_long, load_train_and_eval, model_max_len
     from rlvr.eval.sets import prepare_sets
 
+    check_plugin_options(cfg)  # a bad verifier / tool option is a RecipeError now, not an actor's death later
     model_path = model_folder(cfg.model, cfg.data, cfg.logging.progress)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     tools, make_env = multi_turn_parts(cfg.rollout.multi_turn) if cfg.rollout.multi_turn.enabled else (None, None)

@@ -3,10 +3,10 @@
 Recipe-level problems go through the CLI (`rlvr validate`, exit code 2, one line
 `rlvr: recipe error: <key>: ...`): its `main` in this process for the whole table, and
 the installed `rlvr` command for two rows.
-`rlvr validate` does not read data files, so load-time problems (bad lines, prompts too
-long for the model) call the `rlvr.data.rows` loaders directly with the tiny model's real
-tokenizer and max length, as the driver does; they raise `DatasetError`, one line naming
-the file and line (or row) that the CLI prints as `rlvr: data error: ...`.
+Load-time problems (bad lines, prompts too long for the model) call the `rlvr.data.rows`
+loaders directly with the tiny model's real tokenizer and max length, as the driver does;
+they raise `DatasetError`, one line naming the file and line (or row) that the CLI prints as
+`rlvr: data error: ...` (`rlvr validate` reading the same files: tests/unit/test_validate_checks.py).
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ CLI_ROWS = [
     ("greedy eval set with several samples", None,
      ["eval.sets=[{{name: x, path: builtin:arithmetic, n: 4, temperature: 0}}]"],
      "eval.sets[0].temperature: must be > 0 when n > 1", 2),
+    ("row byte cap too small", None, ["data.max_row_bytes=10"], "data.max_row_bytes: must be an integer >= 1024", 2),
     ("LoRA dropout out of range", None, ["model.lora.rank=8", "model.lora.dropout=1.5"],
      "model.lora.dropout: must be in [0, 1), got 1.5", 2),
     ("compiled blocks with LoRA", None, ["model.lora.rank=8", "trainer.compile_blocks=true"],
@@ -175,6 +176,15 @@ LOAD_ROWS = [
     ("only blank lines", "t.jsonl", b"\n\n   \n", ": no rows (the file is empty or has only blank lines)"),
     ("a JSON array, not JSON Lines", "t.json", b'[{"prompt": "1+1=", "answer": "2"}]\n',
      ":1: expected an object, got list (the file must hold one JSON object per line, not an array)"),
+    ("an integer of 5000 digits", "t.jsonl", _lines(OK, b'{"prompt": "1+1=", "answer": ' + b"7" * 5000 + b"}"),
+     ":2: not usable JSON (Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits)"),
+    ("nesting 100k deep", "t.jsonl", _lines(OK, OK, b"[" * 100_000 + b"]" * 100_000),
+     ":3: not usable JSON (nested too deeply to parse)"),
+    ("a lone surrogate escape", "t.jsonl", _lines(OK, b'{"prompt": "1+1=\\ud800", "answer": "2"}'),
+     ":2: not usable JSON (a string holds a lone surrogate escape such as \\ud800: not valid Unicode text)"),
+    ("a lone low surrogate in a key", "t.jsonl", _lines(b'{"prompt": "1+1=", "answer": "2", "x\\uDC00": 1}'),
+     ":1: not usable JSON (a string holds a lone surrogate escape"),
+    ("a number, not an object", "t.jsonl", _lines(OK, b"42"), ":2: expected an object, got int"),
     ("Parquet without the answer column", "t.parquet", _parquet_bytes([{"prompt": "1+1="}]),
      " row 0: missing field 'answer'"),
     ("not really Parquet", "t.parquet", b"PAR1 but not really", ": not a readable Parquet file"),
