@@ -2,19 +2,22 @@
 
 Design. A `RewardWorker` is a plain class; the driver makes it a *sync* Ray actor
 (`ray.remote(num_cpus=cfg.cpus_per_worker)(RewardWorker)`), and tests use it
-directly. It owns ONE long-lived child Python process that loads the verifiers
-once and scores samples one (sample, verifier) pair at a time in its main thread,
-which math-verify's `signal.alarm` timeouts need. The parent sends a whole batch
-in one message and reads the results back one by one as they are produced.
+directly. It owns a small pool of long-lived child Python processes
+(`reward.procs_per_worker`, default 2; `rlvr.cluster.pool`) that load the verifiers
+once and each score one call at a time in their main thread, which math-verify's
+`signal.alarm` timeouts need. The calls of a batch run side by side over the pool.
 
-The child process, its hard kill and restart are `rlvr.cluster.isolated` (shared with the
-tools of multi-turn rollouts): the parent waits for each result at most `timeout_s +
-GRACE_S`; on expiry it SIGKILLs the child (with its process group), records a timeout
-failure for that pair, starts a new child and resends the rest of the batch. A child that
-dies on its own (os._exit, segfault) fails the pair in flight the same way. Exceptions,
-NaN/inf and non-numeric returns are caught in the child and come back as failures. A
-failed pair gets its verifier's `failure_score` and is listed in `SampleReward.failures`,
-never crashing a run.
+The hard kill is `rlvr.cluster.isolated` (shared with the tools of multi-turn rollouts):
+each call has its own deadline, `timeout_s + GRACE_S` from when its process started it; on
+expiry that process is SIGKILLed (with its process group), the call's pairs get a timeout
+failure, and a replacement starts in the background while the other processes go on. While
+every process is stuck and samples wait, extra processes start (up to
+`reward.max_procs_per_worker`), so a verifier that hangs on every sample costs a step about
+one timeout, not one per sample. A process that dies on its own (os._exit, segfault) fails
+the call in flight the same way. Every kill counts in `kills` (`faults/reward_kills`).
+Exceptions, NaN/inf and non-numeric returns are caught in the child and come back as
+failures. A failed pair gets its verifier's `failure_score` and is listed in
+`SampleReward.failures`, never crashing a run.
 
 Measured on the 2-core CI machine kind (busy): child start 0.1 s with `format`
 only, 0.6 s with `math` (sympy import), paid once and again after each kill;
