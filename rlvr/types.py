@@ -132,6 +132,9 @@ class SampleReward:
     scores: dict[str, float]  # verifier name -> value used in the total
     failures: dict[str, str]  # verifier name -> reason, for verifiers that failed
     parts: dict[str, dict[str, float]] = field(default_factory=dict)  # verifier name -> its named sub-scores
+    # verifier processes killed (hung past their deadline, or died) while scoring the batch this
+    # sample's worker scored; set on the batch's first sample only (`RewardGroup.kills` adds them up)
+    kills: int = field(default=0, compare=False)
 
 
 @dataclass

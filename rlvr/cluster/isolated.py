@@ -15,6 +15,16 @@ script in the child. It gets the parent's `sys.path` through PYTHONPATH, its own
 never outlives a killed actor. (The kernel ties that signal to the thread that started the
 child; a sync Ray actor runs every method on one long-lived thread, so this holds there.)
 
+Environment: the child does not inherit the parent's environment (which holds the run's
+secrets: RLVR_TOKEN, HF_TOKEN, WANDB_API_KEY, cloud keys). It gets only the names in
+`ENV_ALLOW` and those starting with one of `ENV_ALLOW_PREFIXES` (locale, thread counts,
+offline Hugging Face caches, the visible GPUs), PYTHONPATH set to the parent's `sys.path`,
+plus the names the recipe passes through on purpose (`reward.env_passthrough`,
+`rollout.multi_turn.tool_env_passthrough`; `child_env`).
+
+Every child that is killed on a timeout or found dead counts in `kills` (`restarts` is the
+same number, its older name).
+
 Protocol: the parent sends `("init", payload)`; the child answers `("ready", pid, info)`
 or `("error", detail)`; then any number of `(kind, payload)` tasks, each answered by the
 child with as many result messages as the task asks for; `("stop",)` ends it.
@@ -34,6 +44,27 @@ from multiprocessing.connection import Connection
 GRACE_S = 0.5  # added to each call's timeout before the hard kill
 STARTUP_TIMEOUT_S = 120.0  # importing plugins (sympy, torch ...) on a loaded machine
 
+# what a plugin's child process may see of the parent's environment (never a secret)
+ENV_ALLOW = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TEMP", "TMP", "TERM",
+    "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONUTF8", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
+    "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+    "RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM",
+    "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_DATASETS_CACHE", "TRANSFORMERS_OFFLINE",
+    "TRANSFORMERS_CACHE", "XDG_CACHE_HOME", "CUDA_VISIBLE_DEVICES", "SSL_CERT_FILE", "SSL_CERT_DIR",
+    "REQUESTS_CA_BUNDLE",
+})
+ENV_ALLOW_PREFIXES = ("LC_",)
+
+
+def child_env(passthrough=()) -> dict[str, str]:
+    """The environment of a plugin's child: the allow-list, the names in `passthrough` (the
+    recipe's own choice, secrets included), and PYTHONPATH = the parent's `sys.path`."""
+    keep = ENV_ALLOW | set(passthrough)
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith(ENV_ALLOW_PREFIXES)}
+    env["PYTHONPATH"] = os.pathsep.join(p or os.getcwd() for p in sys.path)
+    return env
+
 
 class IsolatedChild:
     """The parent's side. Subclasses set `entry` ("module:function", the child's main, which
@@ -46,18 +77,35 @@ class IsolatedChild:
     plugins = "the plugins"
     startup_timeout_s = STARTUP_TIMEOUT_S  # how long the child may take to load the plugins
 
-    def __init__(self, payload):
+    def __init__(self, payload, env_passthrough=(), *, wait: bool = True):
+        """`wait=False`: return once the child is started; `ready` turns true when `finish_start`
+        has read its answer (`rlvr.cluster.pool` starts replacements that way)."""
         self._payload = payload
-        self.restarts = 0
+        self._passthrough = tuple(env_passthrough)
+        self.kills = 0
+        self.ready, self.ready_info, self.startup_s = False, None, 0.0
         self._proc: subprocess.Popen | None = None
         self._tasks = self._results = None
-        self._start()
+        self._spawn()
+        if wait:
+            self.finish_start(self.startup_timeout_s)
+
+    @property
+    def restarts(self) -> int:
+        """The older name of `kills`: each killed (or dead) child is replaced by a new one."""
+        return self.kills
 
     def _start(self) -> None:
-        t0 = time.perf_counter()
+        self._spawn()
+        self.finish_start(self.startup_timeout_s)
+
+    def _spawn(self) -> None:
+        """Start the child and send it its plugins; `finish_start` reads its answer."""
+        self._t0 = time.perf_counter()
+        self.ready = False
         task_r, task_w = os.pipe()
         result_r, result_w = os.pipe()
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))
+        env = child_env(self._passthrough)
         module, _, function = self.entry.partition(":")
         self._proc = subprocess.Popen(
             [sys.executable, "-c", f"from {module} import {function}; {function}()", str(task_r), str(result_w),
@@ -68,33 +116,40 @@ class IsolatedChild:
         self._tasks = Connection(task_w, readable=False)
         self._results = Connection(result_r, writable=False)
         self._send(("init", self._payload))
-        status, reply = self._recv(self.startup_timeout_s)
+
+    def starting_for(self) -> float:
+        return time.perf_counter() - self._t0
+
+    def finish_start(self, timeout_s: float) -> None:
+        """Wait up to `timeout_s` for the child's answer to its init; RuntimeError if it could
+        not load the plugins, died or did not answer."""
+        status, reply = self._recv(timeout_s)
         if status != "ok" or reply[0] != "ready":
             detail = reply[1] if status == "ok" else f"the {self.what} {status} while starting"
             self.shutdown()
             raise RuntimeError(f"{self.label}: could not load {self.plugins}: {detail}")
-        self.ready_info = reply[2]
-        self.startup_s = time.perf_counter() - t0
+        self.ready, self.ready_info = True, reply[2]
+        self.startup_s = time.perf_counter() - self._t0
 
     def _alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
     def _restart(self) -> None:
         self._kill()
-        self.restarts += 1
         self._start()
 
     def _kill(self) -> None:
-        """Kill the child (hung, or its state unknown) without starting another: the next
-        `_ensure_running` does, counted as a restart."""
+        """Kill the child (hung, or dead: its state is unknown) without starting another, and
+        count it in `kills`; the next `_ensure_running` starts a new one."""
         proc, self._proc = self._proc, None
         if proc is not None:
+            self.kills += 1
             kill_group(proc)
         self._close_pipes()
 
     def _ensure_running(self) -> None:
         if not self._alive():
-            self._restart()  # died while idle: nothing was in flight
+            self._restart()  # died while idle (counted): nothing was in flight
 
     def _close_pipes(self) -> None:
         for conn in (self._tasks, self._results):
@@ -103,6 +158,8 @@ class IsolatedChild:
         self._tasks = self._results = None
 
     def _send(self, message) -> None:
+        if self._tasks is None:
+            return  # stopped or killed
         try:
             self._tasks.send(message)
         except (BrokenPipeError, OSError):
@@ -135,14 +192,14 @@ class IsolatedChild:
     def pid(self) -> int | None:
         return self._proc.pid if self._alive() else None
 
-    def shutdown(self) -> None:
-        """Stop the child (politely, then by force). Safe to call twice."""
+    def shutdown(self, wait_s: float = 2.0) -> None:
+        """Stop the child (politely for `wait_s`, then by force). Safe to call twice."""
         proc, self._proc = self._proc, None
         if proc is None:
             return
         try:
             self._tasks.send(("stop",))
-            proc.wait(timeout=2)
+            proc.wait(timeout=wait_s)
         except Exception:
             pass
         kill_group(proc)

@@ -31,3 +31,9 @@ def require(ok: bool, key: str, message: str) -> None:
 def one_of(value, key: str, choices) -> None:
     """Raise unless `value` is one of `choices` (listed in their order in the message)."""
     require(value in choices, key, f"must be one of {list(choices)}, got {value!r}")
+
+
+def check_env_names(names, where: str) -> None:
+    """A list of environment variable names (what a plugin's child process may see)."""
+    require(isinstance(names, (list, tuple)) and all(isinstance(n, str) and n and "=" not in n for n in names),
+            where, f"must be a list of environment variable names, got {names!r}")

@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from rlvr.config.checks import RecipeError, require
+from rlvr.config.checks import RecipeError, check_env_names, require
 
 RESERVED = ("name", "weight", "timeout_s", "failure_score")  # the pool's keys; the rest are the verifier's options
 
@@ -64,6 +64,13 @@ class RewardConfig:
     failure_score: float = 0.0  # score used when a verifier raises, hangs or returns NaN
     max_failure_fraction: float = 0.5  # a verifier failing on more of a step's samples stops the run
     cpus_per_worker: float = 0.5
+    # child processes per worker that score side by side (a hung verifier call holds one)
+    procs_per_worker: int = 2
+    # at most this many while every child is stuck on a call and samples wait (rlvr.cluster.pool)
+    max_procs_per_worker: int = 16
+    # environment variables a verifier process gets beyond the safe allow-list
+    # (rlvr.cluster.isolated.ENV_ALLOW), e.g. [OPENAI_API_KEY] for an LLM judge
+    env_passthrough: List[str] = field(default_factory=list)
 
     def items(self) -> list[VerifierItem]:
         return VerifierItem.parse(list(self.verifiers))
@@ -71,6 +78,10 @@ class RewardConfig:
     def check(self) -> None:
         require(self.num_workers >= 1, "reward.num_workers", "must be >= 1")
         require(self.timeout_s > 0, "reward.timeout_s", "must be > 0")
+        require(1 <= self.procs_per_worker <= 64, "reward.procs_per_worker", "must be in [1, 64]")
+        require(self.procs_per_worker <= self.max_procs_per_worker <= 256, "reward.max_procs_per_worker",
+                "must be in [reward.procs_per_worker, 256]")
+        check_env_names(self.env_passthrough, "reward.env_passthrough")
         require(0 < self.max_failure_fraction <= 1, "reward.max_failure_fraction", "must be in (0, 1]")
         check_verifier_names(self.items(), "reward.verifiers")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional
 
-from rlvr.config.checks import RecipeError, require
+from rlvr.config.checks import RecipeError, check_env_names, require
 
 Engine = Literal["vllm", "hf"]  # the keys of rlvr.rollout.ENGINES
 ToolCallParser = Literal["hermes", "llama3_json"]  # the keys of rlvr.tools.calls.PARSERS
@@ -53,6 +53,8 @@ class MultiTurnConfig:
     tool_workers: int = 1  # tool workers (Ray actors)
     tool_procs: int = 4  # child processes per tool worker: calls that run side by side (a hung one blocks only its own)
     tool_cpus_per_worker: float = 0.25
+    # environment variables a tool process gets beyond the safe allow-list (rlvr.cluster.isolated.ENV_ALLOW)
+    tool_env_passthrough: List[str] = field(default_factory=list)
     on_tool_error: Literal["observe", "end"] = "observe"  # a failed call: its error as the observation, or end
     max_observation_chars: int = 4096  # a longer tool result is cut (the cut is said in the observation)
     truncated_reward: Optional[float] = None  # the reward of an episode cut by max_turns / max_total_tokens
@@ -69,6 +71,7 @@ class MultiTurnConfig:
         require(self.tool_timeout_s > 0, "rollout.multi_turn.tool_timeout_s", "must be > 0")
         require(self.tool_workers >= 1, "rollout.multi_turn.tool_workers", "must be >= 1")
         require(1 <= self.tool_procs <= 64, "rollout.multi_turn.tool_procs", "must be in [1, 64]")
+        check_env_names(self.tool_env_passthrough, "rollout.multi_turn.tool_env_passthrough")
         require(self.max_observation_chars >= 64, "rollout.multi_turn.max_observation_chars", "must be >= 64")
         from rlvr.plugins import resolve_env_name, resolve_tool_name  # package metadata only
 

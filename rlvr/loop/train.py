@@ -113,7 +113,8 @@ def multi_turn_parts(mt) -> tuple[list[dict], object]:
     from rlvr.tools.env import env_factory
     from rlvr.tools.worker import ToolWorker
 
-    worker = ToolWorker(list(mt.tools), mt.tool_timeout_s, mt.max_observation_chars, procs=1)
+    worker = ToolWorker(list(mt.tools), mt.tool_timeout_s, mt.max_observation_chars, procs=1,
+                        env_passthrough=list(mt.tool_env_passthrough))
     try:
         schemas = worker.schemas
     finally:
@@ -137,8 +138,9 @@ class Groups:
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
-                "faults/trainer_restarts": self.trainer.restarts,
-                **({"faults/tool_restarts": self.tools.restarts} if self.tools is not None else {}),
+                "faults/reward_kills": self.rewards.kills, "faults/trainer_restarts": self.trainer.restarts,
+                **({"faults/tool_restarts": self.tools.restarts, "faults/tool_kills": self.tools.kills}
+                   if self.tools is not None else {}),
                 **({"faults/agent_restarts": self.agent.restarts} if self.agent is not None else {})}
 
     def places(self) -> dict:

@@ -27,7 +27,10 @@ class RewardGroup:
 
         verifiers = [dict(v) for v in verifiers]
         self.keys = verifier_keys(verifiers)
-        self.workers = WorkerGroup(RewardWorker, (verifiers, cfg.timeout_s, cfg.failure_score),
+        self.kills = 0  # verifier processes killed (hung past the deadline) or found dead, over the run
+        args = (verifiers, cfg.timeout_s, cfg.failure_score, cfg.procs_per_worker, cfg.max_procs_per_worker,
+                list(cfg.env_passthrough))
+        self.workers = WorkerGroup(RewardWorker, args,
                                    num_workers or cfg.num_workers,
                                    cfg.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
                                    label="reward worker", timeout_s=timeout_s)
@@ -38,6 +41,7 @@ class RewardGroup:
 
     @property
     def restarts(self) -> int:
+        """Reward workers (Ray actors) replaced; `kills` counts their verifier processes killed."""
         return self.workers.restarts
 
     def submit(self, prompts, completions: list[Completion]) -> list:
@@ -46,7 +50,9 @@ class RewardGroup:
 
     def collect(self, pending: list, timeout_s: float | None = None) -> list[SampleReward]:
         """The rewards of what `submit` started, in order (a dead worker's share is scored again)."""
-        return self.workers.collect(pending, "score", timeout_s)
+        rewards = self.workers.collect(pending, "score", timeout_s)
+        self.kills += sum(r.kills for r in rewards)
+        return rewards
 
     def score(self, prompts, completions: list[Completion]) -> list[SampleReward]:
         return self.collect(self.submit(prompts, completions))

@@ -2,19 +2,22 @@
 
 Design. A `RewardWorker` is a plain class; the driver makes it a *sync* Ray actor
 (`ray.remote(num_cpus=cfg.cpus_per_worker)(RewardWorker)`), and tests use it
-directly. It owns ONE long-lived child Python process that loads the verifiers
-once and scores samples one (sample, verifier) pair at a time in its main thread,
-which math-verify's `signal.alarm` timeouts need. The parent sends a whole batch
-in one message and reads the results back one by one as they are produced.
+directly. It owns a small pool of long-lived child Python processes
+(`reward.procs_per_worker`, default 2; `rlvr.cluster.pool`) that load the verifiers
+once and each score one call at a time in their main thread, which math-verify's
+`signal.alarm` timeouts need. The calls of a batch run side by side over the pool.
 
-The child process, its hard kill and restart are `rlvr.cluster.isolated` (shared with the
-tools of multi-turn rollouts): the parent waits for each result at most `timeout_s +
-GRACE_S`; on expiry it SIGKILLs the child (with its process group), records a timeout
-failure for that pair, starts a new child and resends the rest of the batch. A child that
-dies on its own (os._exit, segfault) fails the pair in flight the same way. Exceptions,
-NaN/inf and non-numeric returns are caught in the child and come back as failures. A
-failed pair gets its verifier's `failure_score` and is listed in `SampleReward.failures`,
-never crashing a run.
+The hard kill is `rlvr.cluster.isolated` (shared with the tools of multi-turn rollouts):
+each call has its own deadline, `timeout_s + GRACE_S` from when its process started it; on
+expiry that process is SIGKILLed (with its process group), the call's pairs get a timeout
+failure, and a replacement starts in the background while the other processes go on. While
+every process is stuck and samples wait, extra processes start (up to
+`reward.max_procs_per_worker`), so a verifier that hangs on every sample costs a step about
+one timeout, not one per sample. A process that dies on its own (os._exit, segfault) fails
+the call in flight the same way. Every kill counts in `kills` (`faults/reward_kills`).
+Exceptions, NaN/inf and non-numeric returns are caught in the child and come back as
+failures. A failed pair gets its verifier's `failure_score` and is listed in
+`SampleReward.failures`, never crashing a run.
 
 Measured on the 2-core CI machine kind (busy): child start 0.1 s with `format`
 only, 0.6 s with `math` (sympy import), paid once and again after each kill;
@@ -43,83 +46,102 @@ from __future__ import annotations
 
 import dataclasses
 
-from rlvr.cluster.isolated import GRACE_S, IsolatedChild, SetupError, call, kill_group, raised, serve
+from rlvr.cluster.isolated import GRACE_S, IsolatedChild, SetupError, call, raised, serve
+from rlvr.cluster.pool import ChildPool, Job
 from rlvr.config.reward import VerifierItem
 from rlvr.types import RewardInput, SampleReward, Score
 
 __all__ = ["GRACE_S", "RewardWorker", "failure_kind", "failure_report", "reward_metrics"]
 
 
-class RewardWorker(IsolatedChild):
-    """Scores batches with every configured verifier, isolating each in a child process.
-
-    `verifiers`: the recipe's `reward.verifiers` items, `{name, weight=1.0,
-    timeout_s=default_timeout_s, failure_score=default_failure_score, **options}`;
-    the options go to the verifier's constructor.
-    """
-
-    def __init__(self, verifiers: list[dict], default_timeout_s: float = 5.0, default_failure_score: float = 0.0):
-        self.specs = [dataclasses.replace(
-            item, timeout_s=default_timeout_s if item.timeout_s is None else float(item.timeout_s),
-            failure_score=default_failure_score if item.failure_score is None else float(item.failure_score))
-            for item in VerifierItem.parse(list(verifiers))]
-        self.keys = [s.key for s in self.specs]
-        super().__init__([(s.key, s.name, s.options) for s in self.specs])
+class VerifierProcess(IsolatedChild):
+    """One child process holding the verifiers."""
 
     entry = "rlvr.reward.worker:_child_main"
     label = "reward worker"
     what = "verifier process"
     plugins = "the verifiers"
 
+
+class RewardWorker:
+    """Scores batches with every configured verifier, in a pool of child processes.
+
+    `verifiers`: the recipe's `reward.verifiers` items, `{name, weight=1.0,
+    timeout_s=default_timeout_s, failure_score=default_failure_score, **options}`;
+    the options go to the verifier's constructor. `procs`, `max_procs`, `env_passthrough`:
+    `reward.procs_per_worker`, `reward.max_procs_per_worker`, `reward.env_passthrough`.
+    """
+
+    def __init__(self, verifiers: list[dict], default_timeout_s: float = 5.0, default_failure_score: float = 0.0,
+                 procs: int = 2, max_procs: int = 16, env_passthrough: list[str] | tuple = ()):
+        self.specs = [dataclasses.replace(
+            item, timeout_s=default_timeout_s if item.timeout_s is None else float(item.timeout_s),
+            failure_score=default_failure_score if item.failure_score is None else float(item.failure_score))
+            for item in VerifierItem.parse(list(verifiers))]
+        self.keys = [s.key for s in self.specs]
+        payload = [(s.key, s.name, s.options) for s in self.specs]
+        passthrough = tuple(env_passthrough)
+        self._pool = ChildPool(lambda wait: VerifierProcess(payload, passthrough, wait=wait), procs, max_procs)
+
     @property
     def batch_sizes(self) -> list[int]:
         """Per verifier: 0 = one sample per call; n = batched, up to n per call (the child's answer)."""
-        return list(self.ready_info)
+        return list(self._pool.info)
+
+    @property
+    def kills(self) -> int:
+        """Verifier processes killed on a timeout or found dead, so far."""
+        return self._pool.kills
+
+    restarts = kills  # the older name: each killed process is replaced
+
+    @property
+    def startup_s(self) -> float:
+        return self._pool.children[0].startup_s
+
+    def pid(self) -> int | None:
+        pids = self._pool.pids()
+        return pids[0] if pids else None
 
     # ---- public API (Ray actor methods) ----
 
     def score(self, inputs: list[RewardInput]) -> list[SampleReward]:
-        """Score every sample with every verifier; one result per input, in order."""
+        """Score every sample with every verifier; one result per input, in order. The first
+        result carries the processes killed meanwhile (`SampleReward.kills`)."""
         results: list[dict[int, Score]] = [{} for _ in inputs]
-        calls = plan_calls(len(inputs), self.batch_sizes)
-        try:
-            while calls:
-                self._ensure_running()
-                self._send(("score", [(k, [(i, inputs[i]) for i in idx]) for k, idx in calls]))
-                calls = self._collect(calls, results)
-        except BaseException:
-            if self._proc is not None:  # it may still be busy with this batch: never reuse it
-                kill_group(self._proc)
-            raise
-        return [self._combine(r) for r in results]
+        jobs = [Job(("score", [(k, [(i, inputs[i]) for i in idx])]), len(idx), self.specs[k].timeout_s, (k, idx))
+                for k, idx in plan_calls(len(inputs), self.batch_sizes)]
+        kills = self.kills
+        self._pool.run(jobs, lambda job, message: self._record(job, message, results),
+                       lambda job, reason: self._fail(job, reason, results))
+        out = [self._combine(r) for r in results]
+        if out:
+            out[0].kills = self.kills - kills
+        return out
 
     def ping(self) -> dict:
-        """Liveness and bookkeeping: child pid, restarts so far, result keys."""
-        return {"pid": self.pid(), "restarts": self.restarts,
+        """Liveness and bookkeeping: child pids (`pid`: the first), kills so far, result keys."""
+        return {"pid": self.pid(), "pids": self._pool.pids(), "restarts": self.kills, "kills": self.kills,
                 "startup_s": self.startup_s, "keys": list(self.keys), "batch_sizes": list(self.batch_sizes)}
+
+    def shutdown(self) -> None:
+        self._pool.shutdown()
 
     # ---- scoring ----
 
-    def _collect(self, calls: list[tuple[int, list[int]]], results: list[dict[int, Score]]) -> list[tuple[int, list[int]]]:
-        """Receive one result per (sample, verifier) pair of `calls`, in the order the
-        child runs them. If the child hangs past a call's deadline or dies, every pair
-        of that call fails, the child is restarted, and the calls not yet run are
-        returned to be sent again; else []."""
-        for n, (k, idx) in enumerate(calls):
-            spec = self.specs[k]
-            for i in idx:
-                status, message = self._recv(spec.timeout_s + GRACE_S)
-                if status != "ok":
-                    reason = self._failure_reason(status, spec.timeout_s)
-                    for j in idx:
-                        results[j].setdefault(k, Score(spec.failure_score, failure=reason))
-                    self._restart()
-                    return calls[n + 1:]
-                got_i, got_k, value, parts, failure = message
-                if (got_i, got_k) != (i, k):
-                    raise RuntimeError(f"reward worker: protocol error, expected {(i, k)} got {(got_i, got_k)}")
-                results[i][k] = Score(value, parts, failure)
-        return []
+    @staticmethod
+    def _record(job: Job, message, results: list[dict[int, Score]]) -> None:
+        k, idx = job.tag
+        i, got_k, value, parts, failure = message
+        if got_k != k or i not in idx or k in results[i]:
+            raise RuntimeError(f"reward worker: protocol error, got {(i, got_k)} for verifier {k} on {idx}")
+        results[i][k] = Score(value, parts, failure)
+
+    def _fail(self, job: Job, reason: str, results: list[dict[int, Score]]) -> None:
+        """A call whose process hung (killed) or died: each of its pairs not yet scored fails."""
+        k, idx = job.tag
+        for i in idx:
+            results[i].setdefault(k, Score(self.specs[k].failure_score, failure=reason))
 
     def _combine(self, scores: dict[int, Score]) -> SampleReward:
         used: dict[str, float] = {}

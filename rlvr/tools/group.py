@@ -14,12 +14,15 @@ class ToolGroup:
     def __init__(self, cfg, timeout_s: float = 1800.0):
         from rlvr.tools.worker import ToolWorker
 
-        args = (list(cfg.tools), cfg.tool_timeout_s, cfg.max_observation_chars, cfg.tool_procs)
+        args = (list(cfg.tools), cfg.tool_timeout_s, cfg.max_observation_chars, cfg.tool_procs,
+                list(cfg.tool_env_passthrough))
+        self.kills = 0  # tool processes killed (hung past the deadline) or found dead, over the run
         self.workers = WorkerGroup(ToolWorker, args, cfg.tool_workers, cfg.tool_cpus_per_worker, label="tool worker",
                                    timeout_s=timeout_s)
 
     @property
     def restarts(self) -> int:
+        """Tool workers (Ray actors) replaced; `kills` counts their tool processes killed."""
         return self.workers.restarts
 
     def submit(self, calls: list[tuple[str, dict]]) -> list:
@@ -28,7 +31,9 @@ class ToolGroup:
 
     def collect(self, pending: list) -> list:
         """The `ToolResult`s of what `submit` started, in order."""
-        return self.workers.collect(pending, "call")
+        results = self.workers.collect(pending, "call")
+        self.kills += sum(r.killed for r in results)
+        return results
 
     def places(self) -> list[dict]:
         return self.workers.places()

@@ -29,6 +29,7 @@ class ToolResult:
     text: str
     failure: str | None = None  # "<kind>: reason" (kind: invalid, exception, timeout)
     seconds: float = 0.0
+    killed: bool = False  # its tool process hung past the deadline (killed) or died (`ToolGroup.kills`)
 
 
 class ToolProcess(IsolatedChild):
@@ -50,17 +51,20 @@ class _Running:
 
 class ToolWorker:
     """`tools`: `rollout.multi_turn.tools` items ({name, timeout_s, **options}); `procs`: the
-    child processes that run calls side by side."""
+    child processes that run calls side by side; `env_passthrough`: environment variables
+    they get beyond the allow-list (`rollout.multi_turn.tool_env_passthrough`)."""
 
-    def __init__(self, tools: list[dict], default_timeout_s: float = 10.0, max_chars: int = 4096, procs: int = 4):
+    def __init__(self, tools: list[dict], default_timeout_s: float = 10.0, max_chars: int = 4096, procs: int = 4,
+                 env_passthrough: list[str] | tuple = ()):
         from rlvr.config.rollout import ToolItem
 
         items = ToolItem.parse(list(tools))
         self.max_chars, self.default_timeout_s = max_chars, default_timeout_s
         payload = {"tools": [(item.name, item.options) for item in items], "max_chars": max_chars}
-        self._procs = [ToolProcess(payload)]  # the first one checks that the tools load
+        env = tuple(env_passthrough)
+        self._procs = [ToolProcess(payload, env)]  # the first one checks that the tools load
         try:
-            self._procs += [ToolProcess(payload) for _ in range(max(1, procs) - 1)]
+            self._procs += [ToolProcess(payload, env) for _ in range(max(1, procs) - 1)]
         except BaseException:
             self.shutdown()
             raise
@@ -73,11 +77,15 @@ class ToolWorker:
         return list(self._procs[0].ready_info)
 
     @property
-    def restarts(self) -> int:
-        return sum(p.restarts for p in self._procs)
+    def kills(self) -> int:
+        """Tool processes killed on a timeout or found dead, so far (each is started again)."""
+        return sum(p.kills for p in self._procs)
+
+    restarts = kills  # the older name
 
     def ping(self) -> dict:
-        return {"pids": [p.pid() for p in self._procs], "restarts": self.restarts, "tools": sorted(self.timeouts)}
+        return {"pids": [p.pid() for p in self._procs], "restarts": self.kills, "kills": self.kills,
+                "tools": sorted(self.timeouts)}
 
     def call(self, calls: list[tuple[str, dict]]) -> list[ToolResult]:
         """Run `(tool name, arguments)` calls, up to one per child process at a time; one result each, in order."""
@@ -116,7 +124,7 @@ class ToolWorker:
             del running[proc]
             if status != "ok":
                 reason = proc._failure_reason(status, r.timeout_s)
-                results[r.index] = ToolResult(f"error: {reason}", reason, time.perf_counter() - r.started)
+                results[r.index] = ToolResult(f"error: {reason}", reason, time.perf_counter() - r.started, True)
                 proc._kill()  # started again when next needed: the other calls do not wait for it
                 continue
             got, text, failure, seconds = message
@@ -199,11 +207,16 @@ class LocalTools:
     `rlvr sample`, tests): the calls run when collected, still in the worker's child process."""
 
     def __init__(self, cfg):
-        self.worker = ToolWorker(list(cfg.tools), cfg.tool_timeout_s, cfg.max_observation_chars, cfg.tool_procs)
+        self.worker = ToolWorker(list(cfg.tools), cfg.tool_timeout_s, cfg.max_observation_chars, cfg.tool_procs,
+                                 list(cfg.tool_env_passthrough))
 
     @property
     def restarts(self) -> int:
         return self.worker.restarts
+
+    @property
+    def kills(self) -> int:
+        return self.worker.kills
 
     @property
     def schemas(self) -> list[dict]:

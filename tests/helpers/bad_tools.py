@@ -102,3 +102,12 @@ class ChaosEnv:
 
     def reward(self, episode):
         return None
+
+
+def env_names() -> str:
+    """The names of the environment variables the tool process sees, one per line."""
+    return "\n".join(sorted(os.environ))
+
+
+env_names.schema = {"name": "env_names", "description": "List the environment's variable names.",
+                    "parameters": {"type": "object", "properties": {}}}

@@ -112,3 +112,14 @@ def slow_exact(sample: RewardInput) -> float:
     """`exact`, taking 5 ms a sample (keeps a reward worker busy long enough to kill it mid-batch)."""
     time.sleep(0.005)
     return exact(sample)
+
+
+def hangs(sample: RewardInput) -> float:
+    """Hangs on every sample (a dead judge endpoint, a verifier bug)."""
+    time.sleep(1000)
+    return 0.0
+
+
+def env_names(sample: RewardInput) -> Score:
+    """Reports the names of the environment variables its process sees, as parts."""
+    return Score(1.0, parts={name: 1.0 for name in os.environ})

@@ -40,3 +40,30 @@ def test_reward_worker_actor_survives_hang_and_crash(ray_cluster):
         ray.get(actor.shutdown.remote(), timeout=60)
     finally:
         ray.kill(actor)
+
+
+def test_verifier_kills_reach_the_fault_metrics(ray_cluster):
+    """Each verifier process killed in a reward worker (a Ray actor) is counted by the group and
+    shows as `faults/reward_kills`; `faults/reward_restarts` stays the actors replaced."""
+    import time
+    from types import SimpleNamespace
+
+    from rlvr.config import RewardConfig
+    from rlvr.loop.train import Groups
+    from rlvr.reward.group import RewardGroup
+    from rlvr.types import Completion
+
+    hangs = "tests.helpers.bad_verifiers:hangs"
+    group = RewardGroup([{"name": hangs, "timeout_s": 1.0}], RewardConfig(num_workers=2, cpus_per_worker=0.5))
+    try:
+        completions = [Completion(prompt_index=0, token_ids=[1], logprobs=[0.0], text="7", finish_reason="stop") for _ in range(8)]
+        prompts = [SimpleNamespace(text="p", answer="7", metadata={})]
+        t0 = time.monotonic()
+        rewards = group.score(prompts, completions)
+        assert time.monotonic() - t0 < 1.5 + 6.0  # 4 hung calls per worker, timed out together
+        assert all(r.failures[hangs].startswith("timeout:") for r in rewards)
+        stub = SimpleNamespace(restarts=0)
+        faults = Groups(rollouts=stub, trainer=stub, rewards=group).faults()
+        assert faults["faults/reward_kills"] == 8 and faults["faults/reward_restarts"] == 0
+    finally:
+        group.stop()
