@@ -35,9 +35,13 @@ def cmd_train(args) -> int:
     from rlvr.loop.control import StopRequested
     from rlvr.loop.train import train
     from rlvr.reward.group import RewardFailureError
+    from rlvr.service.access import ServiceRefused
 
     try:
         summary = train(cfg)
+    except ServiceRefused as e:
+        print(f"rlvr: service error: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
     except DatasetError as e:
         print(f"rlvr: data error: {e}", file=sys.stderr)
         return EXIT_RECIPE_ERROR
@@ -72,6 +76,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_serve(args) -> int:
+    from rlvr.service.access import ServiceRefused
     from rlvr.service.server import resolve_token, serve_forever
 
     try:
@@ -85,7 +90,11 @@ def cmd_serve(args) -> int:
         print(f"[rlvr] serving the runs in {os.path.abspath(args.runs_dir)} at {url} ({control})", flush=True)
 
     try:
-        serve_forever(args.runs_dir, args.host, args.port, token, on_ready=ready)
+        serve_forever(args.runs_dir, args.host, args.port, token, on_ready=ready, public_read=args.public_read,
+                      allowed_hosts=args.allowed_host)
+    except ServiceRefused as e:
+        print(f"rlvr serve: {e}", file=sys.stderr)
+        return EXIT_RECIPE_ERROR
     except OSError as e:
         print(f"rlvr serve: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
         return 1
@@ -169,13 +178,16 @@ def _status_from_service(args) -> tuple[list[dict] | None, dict | None, str | No
 
     base = args.url.rstrip("/")
     path = "/api/v1/runs" + ("" if args.run is None else "/" + urllib.parse.quote(args.run, safe=""))
+    token = os.environ.get("RLVR_TOKEN", "").strip()  # a non-loopback service needs it for reads too
+    request = urllib.request.Request(base + path, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        with urllib.request.urlopen(base + path, timeout=10) as response:
+        with urllib.request.urlopen(request, timeout=10) as response:
             body = json.load(response)
     except urllib.error.HTTPError as e:
         if e.code == 404:
             return None, None, f"no run named {args.run!r} at {base}"
-        return None, None, f"{base}{path} answered HTTP {e.code}"
+        hint = " (this server needs the token for reads: set RLVR_TOKEN)" if e.code == 401 else ""
+        return None, None, f"{base}{path} answered HTTP {e.code}{hint}"
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", e)
         return None, None, (f"cannot reach the rlvr service at {base} ({reason}); start one with "
@@ -223,10 +235,15 @@ def _add_service_commands(sub) -> None:
     p.add_argument("--port", type=int, default=8777, help="port (default: 8777; 0: any free port)")
     p.add_argument("--token-env", default="RLVR_TOKEN", help="env variable with the control token")
     p.add_argument("--token-file", default=None, help="file with the control token (wins over --token-env)")
+    p.add_argument("--public-read", action="store_true",
+                   help="on a non-loopback --host, let anyone read (default: reads need the token too)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="a Host-header name to answer besides the bound host and localhost (repeatable; '*': any)")
     p.set_defaults(fn=cmd_serve)
     p = sub.add_parser("status", help="show runs, or one run, from a running `rlvr serve` (or the files)")
     p.add_argument("run", nargs="?", default=None, help="a run name (default: list every run)")
-    p.add_argument("--url", default=DEFAULT_URL, help=f"the service (default: {DEFAULT_URL})")
+    p.add_argument("--url", default=DEFAULT_URL, help=f"the service (default: {DEFAULT_URL}; one on a "
+                   "non-loopback address needs the token: set RLVR_TOKEN)")
     p.add_argument("--runs-dir", default=None, help="read this runs folder directly instead of asking a service")
     p.set_defaults(fn=cmd_status)
 

@@ -66,10 +66,20 @@ class ServiceConfig:
     token_env: str = "RLVR_TOKEN"  # control endpoints need `Authorization: Bearer <token>` from this variable...
     token_file: Optional[str] = None  # ...or from this file; with neither, control endpoints are refused
     heartbeat_s: float = 5.0  # status.json refreshed this often; a run silent for 6x this shows `stale`
+    # On a host other than 127.0.0.1/::1/localhost, reads (GET /api/..., /metrics) need the token
+    # too, and without a token the service refuses to start; true opens reads to anyone who can
+    # connect (one warning line at start). Loopback reads are always open.
+    public_read: bool = False
+    # Host-header names answered besides the bound host, localhost, 127.0.0.1 and ::1 (and this
+    # machine's hostname on 0.0.0.0/::): a DNS-rebinding guard; other names get 400. "*": any
+    allowed_hosts: List[str] = field(default_factory=list)
 
     def check(self) -> None:
         require(0 <= self.port <= 65535, "service.port", "must be a TCP port (0: any free port)")
         require(self.heartbeat_s > 0, "service.heartbeat_s", "must be > 0")
+        for name in self.allowed_hosts:
+            require(bool(re.fullmatch(r"\*|\[?[A-Za-z0-9._:-]+\]?(:[0-9]+)?", name)), "service.allowed_hosts",
+                    f"entries are host names or addresses (\"*\": any), got {name!r}")
         if self.token_file is not None:
             require(os.path.isfile(os.path.expanduser(self.token_file)), "service.token_file",
                     f"no such file: {self.token_file}")

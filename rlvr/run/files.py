@@ -127,9 +127,40 @@ def regular_file(path: str, max_bytes: int | None = None) -> bool:
     return stat.S_ISREG(st.st_mode) and (max_bytes is None or st.st_size <= max_bytes)
 
 
-def read_jsonl(path: str) -> list[dict]:
+def open_regular(path: str) -> tuple[int, os.stat_result] | None:
+    """An open read-only descriptor and its stat for a plain file, else None: a symlink is not
+    followed, and a FIFO is opened non-blocking and refused by its fstat, so nothing blocks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except (OSError, ValueError):
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def parse_jsonl_line(line: bytes | str) -> dict | None:
+    """One JSON-lines line as an object with non-finite floats as None, or None (a torn line,
+    a non-object, junk nested too deeply to parse).
+
+    >>> parse_jsonl_line(b'{"step": 3, "x": NaN}'), parse_jsonl_line("[2]"), parse_jsonl_line('{"lo')
+    ({'step': 3, 'x': None}, None, None)
+    """
+    if isinstance(line, bytes):
+        line = line.decode("utf-8", errors="replace")
+    try:
+        row = json.loads(line)
+        return jsonable(row) if isinstance(row, dict) else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def read_jsonl(path: str, max_bytes: int | None = None) -> list[dict]:
     """The objects of a JSON-lines file, in order. Lines that do not parse (a torn last line
-    after a crash) or hold something other than an object are skipped; a missing file is empty.
+    after a crash) or hold something other than an object are skipped; a missing file, or one
+    that is not a plain file or is over `max_bytes`, is empty.
 
     >>> import tempfile
     >>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
@@ -137,17 +168,13 @@ def read_jsonl(path: str) -> list[dict]:
     >>> read_jsonl(f.name)
     [{'step': 1}, {'step': 3, 'x': None}]
     """
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.readlines()
-    except FileNotFoundError:
+    opened = open_regular(path)
+    if opened is None:
         return []
-    rows = []
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict):
-            rows.append(jsonable(row))
-    return rows
+    fd, st = opened
+    if max_bytes is not None and st.st_size > max_bytes:
+        os.close(fd)
+        return []
+    with open(fd, "rb") as f:
+        lines = f.read().split(b"\n")
+    return [row for row in map(parse_jsonl_line, lines) if row is not None]

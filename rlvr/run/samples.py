@@ -11,6 +11,7 @@ import re
 from rlvr.run.files import atomic_write_text, dumps, read_jsonl
 
 SAMPLES_DIR = "samples"
+MAX_SAMPLES_BYTES = 64 << 20  # a step's samples file over this is not read
 _SAMPLES_FILE = re.compile(r"^step_(\d+)\.jsonl$")
 
 
@@ -40,7 +41,7 @@ def sample_steps(run_dir: str) -> list[int]:
     """Steps with a samples file, ascending."""
     try:
         names = os.listdir(os.path.join(run_dir, SAMPLES_DIR))
-    except FileNotFoundError:
+    except OSError:  # none, or `samples` is not a folder
         return []
     return sorted(int(m.group(1)) for name in names if (m := _SAMPLES_FILE.match(name)))
 
@@ -51,5 +52,5 @@ def read_samples(run_dir: str, step: int | None = None, limit: int = 50) -> dict
     chosen = steps[-1] if step is None and steps else step
     samples = []
     if chosen is not None and chosen in steps:
-        samples = read_jsonl(os.path.join(run_dir, SAMPLES_DIR, f"step_{chosen:06d}.jsonl"))
+        samples = read_jsonl(os.path.join(run_dir, SAMPLES_DIR, f"step_{chosen:06d}.jsonl"), MAX_SAMPLES_BYTES)
     return {"step": chosen, "steps": steps, "samples": samples[:max(0, limit)]}

@@ -31,6 +31,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import socket
 import sys
 import threading
@@ -189,6 +190,22 @@ def _last_metrics_row(run_dir: str) -> dict | None:
     return None
 
 
+MAX_RECIPE_NESTING = 64  # [ and { nesting; rlvr's recipes have 2 or 3
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest [ / { nesting in `text` (quotes not considered: an over-count only refuses).
+
+    >>> _flow_depth("a: [1, {b: [2]}]\\nc: []"), _flow_depth("[" * 500)
+    (3, 500)
+    """
+    depth = deepest = 0
+    for ch in re.sub(r"[^\[\]{}]+", "", text):
+        depth = depth + 1 if ch in "[{" else max(0, depth - 1)
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def _read_recipe(run_dir: str) -> dict | None:
     import yaml
 
@@ -198,6 +215,8 @@ def _read_recipe(run_dir: str) -> dict | None:
     try:
         with open(path, encoding="utf-8") as f:
             text = f.read()
+        if _flow_depth(text) > MAX_RECIPE_NESTING:
+            return None  # PyYAML's scanner is quadratic in "[[[[..." nesting: a 4 MB one takes hours
         if any(isinstance(t, (yaml.AnchorToken, yaml.AliasToken)) for t in yaml.scan(text)):
             return None  # rlvr never writes aliases; a "billion laughs" would cost seconds and GBs a request
         recipe = yaml.safe_load(text)

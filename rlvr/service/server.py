@@ -4,11 +4,16 @@ The listening socket is bound here, before uvicorn starts, so a busy port fails
 in the caller with a plain OSError (uvicorn would `sys.exit` inside its thread)
 and port 0 gives a real port to put in the URL. `start_in_thread` returns only
 after uvicorn has started serving on that socket.
+
+Who may read is decided here, from the bound address (`rlvr.service.access.read_policy`):
+a non-loopback bind without a token and without `public_read` raises ServiceRefused before
+any socket is bound; one with `public_read` prints one warning line.
 """
 
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -44,10 +49,15 @@ def _server(app, own_process: bool):
     return uvicorn.Server(config)
 
 
-def _status_app(runs_dir: str, token: str | None):
+def _status_app(runs_dir: str, host: str, token: str | None, public_read: bool = False, allowed_hosts=()):
+    """The app, with its access rules for `host`; ServiceRefused (nothing bound) for an open bind."""
+    from rlvr.service.access import allowed_host_names, read_policy
     from rlvr.service.app import create_app
 
-    return create_app(runs_dir, token)
+    reads_need_token, warning = read_policy(host, token, public_read)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    return create_app(runs_dir, token, reads_need_token, allowed_host_names(host, allowed_hosts))
 
 
 @dataclass
@@ -72,9 +82,10 @@ class ServerHandle:
 
 
 def start_in_thread(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, token: str | None = None,
-                    start_timeout: float = 30.0) -> ServerHandle:
+                    start_timeout: float = 30.0, public_read: bool = False, allowed_hosts=()) -> ServerHandle:
     """Serve `runs_dir` from a daemon thread; returns once the server accepts connections."""
-    return start_app_in_thread(_status_app(runs_dir, token), host, port, "rlvr-service", start_timeout)
+    app = _status_app(runs_dir, host, token, public_read, allowed_hosts)
+    return start_app_in_thread(app, host, port, "rlvr-service", start_timeout)
 
 
 def start_app_in_thread(app, host: str, port: int, name: str, start_timeout: float = 30.0) -> ServerHandle:
@@ -96,11 +107,12 @@ def start_app_in_thread(app, host: str, port: int, name: str, start_timeout: flo
 
 
 def serve_forever(runs_dir: str, host: str = "127.0.0.1", port: int = 8777, token: str | None = None,
-                  on_ready=None) -> None:
+                  on_ready=None, public_read: bool = False, allowed_hosts=()) -> None:
     """Serve in this thread until SIGINT/SIGTERM; `on_ready(url)` is called once the socket is bound."""
+    app = _status_app(runs_dir, host, token, public_read, allowed_hosts)
     sock = _bind(host, port)
     port = sock.getsockname()[1]
-    server = _server(_status_app(runs_dir, token), own_process=True)
+    server = _server(app, own_process=True)
     if on_ready is not None:
         on_ready(_url(host, port))
     try:
@@ -115,7 +127,8 @@ def start_for_run(service, runs_dir: str, status) -> ServerHandle | None:
     if not service.enabled:
         return None
     token = resolve_token(service.token_env, service.token_file)
-    server = start_in_thread(runs_dir, service.host, service.port, token)
+    server = start_in_thread(runs_dir, service.host, service.port, token, public_read=service.public_read,
+                             allowed_hosts=service.allowed_hosts)
     status.update(service_url=server.url)
     print(f"[rlvr] status API and dashboard: {server.url}/"
           + ("" if token else f" (control endpoints off: set {service.token_env} or service.token_file)"), flush=True)

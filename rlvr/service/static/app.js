@@ -26,6 +26,7 @@ const ui = {
   charts: new Map(),
   sampleStep: "latest",
   controlOn: false, // the server has a token (else control answers 403, no need to ask for one)
+  askedReadToken: false, // asked once for the token after a read answered 401
   tick: 0,
   busy: false,
 };
@@ -39,10 +40,43 @@ function el(tag, text, className) {
   return node;
 }
 
+// The token (control, and reads on a server that is not on loopback) is kept for this tab only.
+// It can come in the URL fragment, `#token=...` (a fragment never reaches the server or its
+// logs): it is stored and removed from the address bar.
+const TOKEN_KEY = "rlvr-token";
+
+function takeTokenFromHash() {
+  const m = location.hash.match(/(?:^#|&)token=([^&]*)/);
+  if (!m) return;
+  if (m[1]) sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(m[1]).trim());
+  const rest = location.hash.replace(/(^#|&)token=[^&]*/, "$1").replace(/^#&/, "#").replace(/&$/, "");
+  history.replaceState(null, "", rest === "#" || rest === "" ? location.pathname + location.search : rest);
+}
+
+function askToken(why) {
+  const token = prompt(why);
+  if (token && token.trim()) sessionStorage.setItem(TOKEN_KEY, token.trim());
+  return sessionStorage.getItem(TOKEN_KEY);
+}
+
+// A read answered 401: this server wants the token for reads too. A stored one was wrong.
+function readsNeedToken(sentToken) {
+  if (sentToken) sessionStorage.removeItem(TOKEN_KEY);
+  $("enter-token").hidden = false;
+  $("control-mode").textContent = "this server needs the token for reads";
+  if (!ui.askedReadToken) {
+    ui.askedReadToken = true;
+    askToken("This server needs its token to show runs (RLVR_TOKEN or service.token_file of the server):");
+  }
+}
+
 async function api(path, options = {}) {
-  const response = await fetch(path, options);
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const headers = Object.assign({}, options.headers || {}, token ? { Authorization: `Bearer ${token}` } : {});
+  const response = await fetch(path, Object.assign({}, options, { headers }));
   let body = null;
   try { body = await response.json(); } catch (e) { body = null; }
+  if (response.status === 401 && (options.method || "GET") === "GET") readsNeedToken(token);
   return { status: response.status, ok: response.ok, body };
 }
 
@@ -71,6 +105,7 @@ async function refreshRuns() {
   const { ok, body } = await api("api/v1/runs");
   if (!ok) return;
   $("runs-dir").textContent = body.runs_dir;
+  $("enter-token").hidden = !body.reads_need_token;
   ui.controlOn = body.control;
   $("control-mode").textContent = body.control ? "control: on" : "control: off (no token configured)";
   const list = $("run-list");
@@ -277,15 +312,10 @@ async function refreshSamples() {
 async function control(action) {
   const result = $("control-result");
   if (action === "stop" && !confirm(`Ask run ${ui.run} to stop?`)) return;
-  let token = sessionStorage.getItem("rlvr-token");
-  if (!token && ui.controlOn) {
-    token = prompt("Control token (RLVR_TOKEN or service.token_file of the server):");
-    if (!token) return;
-    sessionStorage.setItem("rlvr-token", token.trim());
-  }
-  const headers = token ? { Authorization: `Bearer ${sessionStorage.getItem("rlvr-token")}` } : {};
-  const { status, body } = await api(runPath(`/${action}`), { method: "POST", headers });
-  if (status === 401) sessionStorage.removeItem("rlvr-token");
+  if (!sessionStorage.getItem(TOKEN_KEY) && ui.controlOn
+      && !askToken("Control token (RLVR_TOKEN or service.token_file of the server):")) return;
+  const { status, body } = await api(runPath(`/${action}`), { method: "POST" });  // api() sends the token
+  if (status === 401) sessionStorage.removeItem(TOKEN_KEY);
   const detail = body && (body.detail || (body.accepted ? `accepted ${body.accepted} (${body.id})` : JSON.stringify(body)));
   result.textContent = `${action}: HTTP ${status}${detail ? " – " + detail : ""}`;
   result.className = status === 202 ? "ok" : "bad";
@@ -314,12 +344,17 @@ async function poll() {
 for (const button of document.querySelectorAll("#control-card button[data-action]")) {
   button.addEventListener("click", () => control(button.dataset.action));
 }
+$("enter-token").addEventListener("click", () => {
+  askToken("Token (RLVR_TOKEN or service.token_file of the server):");
+  poll();
+});
 $("forget-token").addEventListener("click", () => {
-  sessionStorage.removeItem("rlvr-token");
+  sessionStorage.removeItem(TOKEN_KEY);
   $("control-result").textContent = "token forgotten";
   $("control-result").className = "muted";
 });
 $("sample-step").addEventListener("change", (e) => { ui.sampleStep = e.target.value; refreshSamples(); });
 window.addEventListener("resize", () => ui.charts.forEach((c) => c.draw()));
+takeTokenFromHash();
 poll();
 setInterval(poll, POLL_MS);
