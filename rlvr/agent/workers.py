@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 
+from rlvr.cluster.logs import actor_class
 from rlvr.cluster.remote import one_line, places, wait_all
 from rlvr.cluster.workers import split_evenly
 from rlvr.types import AgentResult
@@ -129,7 +130,7 @@ class AgentGroup:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        return ray.remote(num_cpus=0)(AgentWorker).options(scheduling_strategy=here).remote(*self.args)
+        return ray.remote(num_cpus=0)(actor_class(AgentWorker, "agent worker")).options(scheduling_strategy=here).remote(*self.args)
 
     def start(self, episodes) -> list:
         """Hand `episodes` (`rlvr.agent.board.AgentEpisode`) to the workers; what `settle` takes."""

@@ -29,6 +29,8 @@ def _load(args) -> object:
 
 
 def cmd_train(args) -> int:
+    if args.verbose:
+        args.overrides = [*args.overrides, "logging.verbose=true"]
     cfg = _load(args)
     from rlvr.cluster.fit import ClusterFitError
     from rlvr.data.rows import DatasetError
@@ -254,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model with a recipe")
     p.add_argument("recipe", help="recipe YAML file")
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="engine, trainer and Ray output on the console too (logging.verbose=true)")
     p.set_defaults(fn=cmd_train)
     from rlvr.cli import doctor, evaluate, export, rewards, validate
 

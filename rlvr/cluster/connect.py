@@ -14,22 +14,26 @@ import json
 import os
 
 
-def connect(cluster, cpus_needed: int, resources_needed: dict[str, float]) -> bool:
+def connect(cluster, cpus_needed: int, resources_needed: dict[str, float], verbose: bool = True) -> bool:
     """ray.init for this run (`cluster` is the recipe's section); returns True when we started
-    (and so must stop) the cluster."""
+    (and so must stop) the cluster. Not `verbose`: Ray's own INFO/WARNING lines and the
+    workers' output stay off the console (`rlvr.cluster.logs`)."""
+    import logging
+
     import ray
 
     if ray.is_initialized():
         return False
+    quiet = {} if verbose else {"log_to_driver": False, "logging_level": logging.ERROR}
     address = cluster.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **{"log_to_driver": True, **quiet})
         return False
     kwargs = {}
     if cluster.temp_dir:
         kwargs["_temp_dir"] = os.path.abspath(cluster.temp_dir)
     ray.init(address="local", num_cpus=cluster.num_cpus or cpus_needed, resources=resources_needed,
-             include_dashboard=False, **kwargs)
+             include_dashboard=False, **kwargs, **quiet)
     return True
 
 

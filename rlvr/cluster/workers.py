@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Sequence, TypeVar
 
+from rlvr.cluster.logs import actor_class
 from rlvr.cluster.remote import RemoteCallError, actor_died, one_line, places, wait_all
 
 T = TypeVar("T")
@@ -28,7 +29,7 @@ class WorkerGroup:
     def _start(self):
         import ray
 
-        return ray.remote(num_cpus=self.cpus)(self.cls).remote(*self.args)
+        return ray.remote(num_cpus=self.cpus)(actor_class(self.cls, self.label)).remote(*self.args)
 
     @property
     def handles(self) -> list:

@@ -101,6 +101,9 @@ class MlflowConfig:
 @dataclass
 class LoggingConfig:
     progress: bool = True  # progress bar over steps
+    # false: engine/trainer/worker output goes to <run>/logs/<role>-<pid>.log, Ray's lines stay off the
+    # console; true (`rlvr train --verbose`): everything on the console, as Ray prints it
+    verbose: bool = False
     print_samples: int = 1  # completions printed at each eval (0: none)
     samples_per_step: int = 32  # samples (prompt, completion, rewards) kept per step in <run>/samples/ (0: none)
     jsonl: bool = True

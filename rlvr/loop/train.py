@@ -215,6 +215,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     from rlvr.cluster.connect import connect
     from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
     from rlvr.cluster.fit import check_fits
+    from rlvr.cluster.logs import send_actor_output_to
     from rlvr.loop.control import stop_at_once_on_signals, stop_gracefully_on_signals, stop_request_in
     from rlvr.loop.loop import run_loop
 
@@ -224,11 +225,13 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     inputs = prepare(cfg)
     inputs.resume = resume_point(cfg.checkpoint.resume, run_dir)  # a damaged checkpoint is skipped before any actor
     status.update(phase="actors")
+    send_actor_output_to(None if cfg.logging.verbose else os.path.join(run_dir, "logs"))
     started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
-                              custom_resources_needed(cfg.trainer, cfg.rollout))
+                              custom_resources_needed(cfg.trainer, cfg.rollout), verbose=cfg.logging.verbose)
     restore_signals = stop_at_once_on_signals()  # after ray.init, which installs its own
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
-          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)",
+          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)"
+          + ("" if cfg.logging.verbose else f"; their output: {os.path.join(run_dir, 'logs')}/ (--verbose to show it)"),
           flush=True)
     groups = Groups()
     try:
@@ -244,6 +247,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         return run_loop(cfg, run_dir, status, groups, inputs)
     finally:
         restore_signals()
+        send_actor_output_to(None)
         groups.stop()
         if started_cluster:
             ray.shutdown()

@@ -26,6 +26,7 @@ import time
 from typing import Any, Iterator, Sequence
 
 from rlvr.cluster.env import omp_env
+from rlvr.cluster.logs import actor_class
 from rlvr.cluster.remote import RemoteCallError, dead, one_line, places, wait_all
 from rlvr.cluster.workers import split_evenly
 from rlvr.config.model import lora_sync_mode
@@ -57,7 +58,7 @@ class RolloutGroup:
 
         from rlvr.cluster.placement import in_bundle
 
-        actor_cls = ray.remote(engine_class(self.cfg.engine))
+        actor_cls = ray.remote(actor_class(engine_class(self.cfg.engine), "engine"))
         env = {"env_vars": omp_env(self.cfg.num_threads)}
         engines = [actor_cls.options(num_cpus=self.cfg.cpus_per_engine, num_gpus=self.cfg.gpus_per_engine,
                                      resources=dict(self.cfg.resources), runtime_env=env,

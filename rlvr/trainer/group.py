@@ -19,6 +19,7 @@ import time
 
 from rlvr import algos
 from rlvr.cluster.env import omp_env
+from rlvr.cluster.logs import actor_class
 from rlvr.cluster.remote import RemoteCallError, actor_died, dead, places, wait_all
 from rlvr.trainer.batch import num_micro_batches, shard_for_ranks
 from rlvr.types import TrainSample
@@ -47,7 +48,7 @@ class TrainerGroup:
         from rlvr.cluster.placement import in_bundle
         from rlvr.trainer.worker import TrainerWorker
 
-        actor_cls = ray.remote(TrainerWorker)
+        actor_cls = ray.remote(actor_class(TrainerWorker, "trainer"))
         ranks = [actor_cls.options(num_cpus=self.cfg.cpus_per_worker, num_gpus=self.cfg.gpus_per_worker,
                                    resources=dict(self.cfg.resources), runtime_env=self.runtime_env,
                                    **in_bundle(self.pg, rank))

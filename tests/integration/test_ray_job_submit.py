@@ -72,6 +72,13 @@ def test_job_submit_succeeds_and_writes_metrics(ray_head, tmp_path):
         rows = [json.loads(line) for line in f]
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[-1]["tokens/generated"] > 0
+    out = proc.stdout + proc.stderr  # a quiet console: rlvr's lines only, the actors' output in the run folder
+    for noise in ("(VLLMEngine", "(TrainerWorker", "(RewardWorker", "arg_utils.py", "Triton", "torch_dtype"):
+        assert noise not in out
+    logs = os.listdir(tmp_path / "job" / "logs")
+    assert sorted({name.split("-")[0] for name in logs}) == ["engine", "reward_worker", "trainer"]
+    engine_log = next(name for name in logs if name.startswith("engine-"))
+    assert "WARNING" in (tmp_path / "job" / "logs" / engine_log).read_text()  # vLLM's start-up lines went there
     with open(tmp_path / "job" / "status.json") as f:
         status = json.load(f)
     assert status["state"] == "completed" and status["step"] == 2
