@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml
 	  (apt-get install -y bubblewrap >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && \
 	   apt-get install -y bubblewrap >/dev/null 2>&1)); } || \
 	  echo "warning: bwrap (bubblewrap) not installed: the code sandbox falls back to weaker isolation; install it with: apt-get install bubblewrap"
+	# best effort: headless chromium for the dashboard's browser test (skipped without it); never fails the make
+	-@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  (apt-get install -y chromium >/dev/null 2>&1 || (apt-get update >/dev/null 2>&1 && \
+	   apt-get install -y chromium >/dev/null 2>&1)); } || \
+	  echo "warning: chromium not installed: the dashboard's browser test will be skipped; install it with: apt-get install chromium"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip setuptools wheel
 	# the CPU torch wheel first: an open torch range could pull a multi-GB CUDA build
