@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, eval, sample, plot, export, doctor, serve, status.
+"""`rlvr` command line: train, validate, rewards, eval, sample, plot, export, doctor, serve, status, data, convert.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true",
                    help="engine, trainer and Ray output on the console too (logging.verbose=true)")
     p.set_defaults(fn=cmd_train)
-    from rlvr.cli import doctor, evaluate, export, rewards, validate
+    from rlvr.cli import convert, data, doctor, evaluate, export, rewards, validate
 
     validate.register(sub, _load)
     rewards.register(sub)
@@ -271,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_plot)
     export.register(sub)
     _add_service_commands(sub)
+    data.register(sub)
+    convert.register(sub)
     return parser
 
 

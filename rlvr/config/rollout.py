@@ -155,6 +155,6 @@ class RolloutConfig:
         require(self.tensor_parallel_size >= 1, "rollout.tensor_parallel_size", "must be >= 1")
         self.multi_turn.check()
         self.check_agent()
-        if self.gpus_per_engine:
+        if self.gpus_per_engine and self.tensor_parallel_size > 1:  # one engine may take a GPU fraction (colocate)
             require(self.gpus_per_engine >= self.tensor_parallel_size, "rollout.gpus_per_engine",
                     f"an engine with tensor_parallel_size={self.tensor_parallel_size} needs that many GPUs")
