@@ -15,6 +15,7 @@ the reward worker), with the import error. This module imports nothing of rlvr's
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import re
 from importlib.metadata import entry_points
@@ -45,13 +46,34 @@ def resolve(name: str, group: str, kind: str = "plugin") -> str:
         dist = ep.dist.name if ep.dist is not None else "?"
         targets.setdefault(dist, ep.value)
     if not targets:
-        names = ", ".join(known(group)) or "none installed"
-        raise LookupError(f"unknown {kind} {name!r} (registered: {names}; or give a 'package.module:attr' path)")
+        raise LookupError(unknown_message(name, known(group), kind))
     if len(targets) > 1:
         owners = "; ".join(f"package {dist!r} -> {value}" for dist, value in sorted(targets.items()))
         raise LookupError(f"{kind} {name!r} is registered by several packages ({owners}); "
                           f"uninstall one or name the {kind} by its 'package.module:attr' path")
     return next(iter(targets.values()))
+
+
+def did_you_mean(name: str, names: list[str]) -> str:
+    """The suffix ` (did you mean 'x'?)` naming the registered name closest to a mistyped one, else "".
+
+    >>> did_you_mean("maht", ["code", "format", "math"])
+    " (did you mean 'math'?)"
+    >>> did_you_mean("exact-match", ["exact_match", "format"]), did_you_mean("zzz", ["math"])
+    (" (did you mean 'exact_match'?)", '')
+    """
+    close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def unknown_message(name: str, names: list[str], kind: str = "plugin") -> str:
+    """The one-line error for a name nothing registers: a suggestion, then every registered name.
+
+    >>> unknown_message("fromat", ["format", "math"], "verifier")
+    "unknown verifier 'fromat' (did you mean 'format'?); registered: format, math; or give a 'package.module:attr' path"
+    """
+    return (f"unknown {kind} {name!r}{did_you_mean(name, names)}; registered: {', '.join(names) or 'none installed'}; "
+            f"or give a 'package.module:attr' path")
 
 
 def target_object(name: str, group: str, kind: str = "plugin"):

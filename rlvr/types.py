@@ -80,7 +80,16 @@ class AgentResult:
 
 @dataclass
 class RewardInput:
-    """What a verifier sees of one sample."""
+    """What a verifier sees of one sample.
+
+    `prompt`: the prompt as the model saw it, i.e. the chat-templated text (system prompt and
+    the template's special tokens included) unless the recipe sets `data.apply_chat_template:
+    false` (then the row's prompt text, after the system prompt if one is set). `completion`:
+    the model's text (a multi-turn episode: its final answer). `answer`: the row's reference answer, as a string. `metadata`: the
+    dataset row's other fields (everything but the prompt / messages / answer keys) plus
+    `source`, the file (or dataset) and row it came from (`"train.jsonl row 7"`); a multi-turn
+    episode adds `messages`, its whole conversation.
+    """
 
     prompt: str
     completion: str

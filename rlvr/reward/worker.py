@@ -45,13 +45,15 @@ Result keys: each configured verifier is reported under its `name`, or
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 
 from rlvr.cluster.isolated import GRACE_S, IsolatedChild, SetupError, call, raised, serve
 from rlvr.cluster.pool import ChildPool, Job
 from rlvr.config.reward import VerifierItem
 from rlvr.types import RewardInput, SampleReward, Score
 
-__all__ = ["GRACE_S", "RewardWorker", "failure_kind", "failure_report", "reward_metrics"]
+__all__ = ["GRACE_S", "RewardWorker", "failure_kind", "failure_report", "part_metrics", "reward_metrics"]
 
 
 class VerifierProcess(IsolatedChild):
@@ -176,15 +178,20 @@ def failure_kind(reason: str) -> str:
     return head if head in FAILURE_KINDS else "reported"
 
 
-def reward_metrics(results: list[SampleReward]) -> dict[str, float]:
+MAX_PARTS = 16  # distinct part names per verifier reported in a step's metrics
+_RESERVED_PARTS = ("mean", "failures")  # metric names rlvr writes itself under reward/<key>/
+
+
+def reward_metrics(results: list[SampleReward], max_parts: int = MAX_PARTS) -> dict[str, float]:
     """Per-verifier metrics for a batch: `reward/<key>/mean` (of the values used in the
     totals, failure scores included), `reward/<key>/failures` (a count) and one count
-    per failure kind, `reward/<key>/failures/<kind>`.
+    per failure kind, `reward/<key>/failures/<kind>`; and each of the verifier's `parts`,
+    averaged over the samples that report it, as `reward/<key>/<part>` (see `part_metrics`).
 
-    >>> m = reward_metrics([SampleReward(1.0, {"math": 1.0}, {}),
+    >>> m = reward_metrics([SampleReward(1.0, {"math": 1.0}, {}, {"math": {"correct": 1.0}}),
     ...                     SampleReward(0.0, {"math": 0.0}, {"math": "invalid: NaN"})])
-    >>> m["reward/math/mean"], m["reward/math/failures"], m["reward/math/failures/invalid"]
-    (0.5, 1.0, 1.0)
+    >>> m["reward/math/mean"], m["reward/math/failures"], m["reward/math/failures/invalid"], m["reward/math/correct"]
+    (0.5, 1.0, 1.0, 1.0)
     """
     keys = list(dict.fromkeys(key for r in results for key in r.scores))
     metrics: dict[str, float] = {}
@@ -195,7 +202,33 @@ def reward_metrics(results: list[SampleReward]) -> dict[str, float]:
         metrics[f"reward/{key}/failures"] = float(len(reasons))
         for kind in FAILURE_KINDS:
             metrics[f"reward/{key}/failures/{kind}"] = float(sum(failure_kind(x) == kind for x in reasons))
+        metrics.update(part_metrics(key, [r.parts.get(key) or {} for r in results], max_parts))
     return metrics
+
+
+def part_metrics(key: str, parts: list[dict], max_parts: int = MAX_PARTS) -> dict[str, float]:
+    """`reward/<key>/<part>`: the mean of each part over the samples that report it as a finite
+    number. Names are cut to 64 characters, anything but letters, digits, `_ . -` becomes `_`,
+    and `mean` / `failures` (rlvr's own metrics) are left out; only the first `max_parts`
+    names in sorted order are kept, so a verifier cannot flood the metrics row with names.
+
+    >>> part_metrics("units", [{"unit_ok": 1, "dist/km": 2.0}, {"unit_ok": 0, "mean": 5}, {"x": float("nan")}])
+    {'reward/units/dist_km': 2.0, 'reward/units/unit_ok': 0.5}
+    >>> len(part_metrics("bad", [{f"p{i}": 1.0 for i in range(1000)}], max_parts=16))
+    16
+    """
+    sums: dict[str, list[float]] = {}
+    for sample_parts in parts:
+        for name, value in sample_parts.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                continue
+            clean = re.sub(r"[^A-Za-z0-9_.-]", "_", str(name)[:64]) or "_"
+            if clean in _RESERVED_PARTS:
+                continue
+            total = sums.setdefault(clean, [0.0, 0])
+            total[0] += float(value)
+            total[1] += 1
+    return {f"reward/{key}/{name}": sums[name][0] / sums[name][1] for name in sorted(sums)[:max(0, max_parts)]}
 
 
 def failure_report(results: list[SampleReward], completions: list[str]) -> dict[str, tuple[int, str]]:

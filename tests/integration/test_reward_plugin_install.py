@@ -76,7 +76,7 @@ def test_plugin_passes_conformance(installed):
     from rlvr.reward.conformance import check_verifier, format_table
 
     results = check_verifier("exact_match", {"case_sensitive": False}, n_timing=5)
-    assert all(r.passed for r in results), format_table(results)
+    assert not any(r.failed for r in results), format_table(results)
 
 
 def test_a_training_step_uses_the_installed_plugin(installed, ray_cluster, warm_model_dir, tmp_path):
