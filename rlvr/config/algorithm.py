@@ -13,10 +13,11 @@ from typing import Literal, Optional
 from rlvr.config.checks import require
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]  # rlvr.algos.ADVANTAGES
-PolicyLoss = Literal["ppo_clip", "gspo"]  # rlvr.algos.POLICY_LOSSES
+PolicyLoss = Literal["ppo_clip", "gspo", "cispo", "gmpo", "sapo"]  # rlvr.algos.POLICY_LOSSES
+Correction = Literal["none", "tis", "mis_token", "mis_seq", "icepop"]  # "none" + rlvr.algos.CORRECTIONS
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # rlvr.algos.AGGREGATIONS
 KLEstimator = Literal["k1", "k2", "k3"]  # rlvr.algos.KL
-Preset = Literal["grpo", "dr_grpo", "dapo"]  # PRESETS
+Preset = Literal["grpo", "dr_grpo", "dapo", "cispo", "gmpo", "sapo"]  # PRESETS
 # advantages that compare a sample with the rest of its group (need group size >= 2); rlvr.algos.GROUP_ADVANTAGES
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
@@ -47,17 +48,25 @@ class OverlongConfig:
 
 @dataclass
 class AlgorithmConfig:
-    preset: Optional[Preset] = None  # grpo | dr_grpo | dapo: the paper's settings (see PRESETS), overridable
+    preset: Optional[Preset] = None  # grpo | dr_grpo | dapo | cispo | gmpo | sapo: the paper's settings (PRESETS)
     advantage: Advantage = "grpo"
     advantage_eps: float = 1e-6
     loss: PolicyLoss = "ppo_clip"
+    # ppo_clip, gspo: ratio clip 1-low..1+high; cispo: the IS weight's clip, same form; gmpo: log-ratio clip -low..high
     clip_low: float = 0.2
     clip_high: float = 0.2
+    tau_pos: float = 1.0  # sapo: gate temperature for tokens with A > 0
+    tau_neg: float = 1.05  # sapo: gate temperature for A <= 0
     dual_clip: Optional[float] = None  # dual-clip constant (> 1) for negative advantages
     aggregation: Aggregation = "token_mean"
     norm_tokens: Optional[int] = None  # seq_mean_token_sum_norm's constant; default rollout.max_tokens
     kl: KLConfig = field(default_factory=KLConfig)
-    tis_cap: Optional[float] = None  # truncated importance sampling cap for engine/trainer mismatch
+    tis_cap: Optional[float] = None  # truncated importance sampling cap for engine/trainer mismatch (selects tis)
+    # engine/trainer mismatch correction; null: "tis" if tis_cap is set (the async default does), else "none"
+    correction: Optional[Correction] = None
+    correction_low: Optional[float] = None  # mis_token/mis_seq/icepop band's low end; null: the mode's default
+    correction_high: Optional[float] = None  # the band's high end (tis: the cap, else tis_cap); null: default
+    correction_seq_ratio: Literal["geo_mean", "product"] = "geo_mean"  # mis_seq: the sequence's ratio
     entropy_coef: float = 0.0  # entropy bonus (0: entropy is only logged)
     skip_uniform_groups: bool = True  # don't train on groups whose rewards are all equal (zero advantage)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
@@ -70,6 +79,29 @@ class AlgorithmConfig:
         require(self.norm_tokens is None or self.norm_tokens >= 1, "algorithm.norm_tokens", "must be >= 1")
         require(self.dynamic_sampling.max_rounds >= 0, "algorithm.dynamic_sampling.max_rounds", "must be >= 0")
         require(self.clip_low >= 0 and self.clip_high >= 0, "algorithm.clip_low", "clip ranges must be >= 0")
+        require(self.tau_pos > 0 and self.tau_neg > 0, "algorithm.tau_pos", "SAPO temperatures must be > 0")
+        low, high = self.correction_low, self.correction_high
+        require(low is None or low >= 0, "algorithm.correction_low", "must be >= 0 (or null)")
+        require(high is None or high > 0, "algorithm.correction_high", "must be > 0 (or null)")
+        require(low is None or high is None or low <= high, "algorithm.correction_low", "must be <= correction_high")
+
+    def correction_mode(self) -> str:
+        """The correction the trainer applies: `correction`, or "tis" when only `tis_cap` is set."""
+        if self.correction is not None:
+            return self.correction
+        return "tis" if self.tis_cap else "none"
+
+    def correction_options(self) -> dict:
+        """Keyword arguments for `rlvr.algos.CORRECTIONS[mode]`; None leaves the mode's default."""
+        high = self.correction_high
+        if self.correction_mode() == "tis" and high is None:
+            high = self.tis_cap
+        return {"low": self.correction_low, "high": high, "seq_ratio": self.correction_seq_ratio}
+
+    def loss_options(self) -> dict:
+        """Keyword arguments for `rlvr.algos.POLICY_LOSSES[loss]` (each loss reads the ones it knows)."""
+        return {"clip_low": self.clip_low, "clip_high": self.clip_high, "dual_clip": self.dual_clip,
+                "tau_pos": self.tau_pos, "tau_neg": self.tau_neg}
 
 
 # Async rollouts (rollout.max_staleness >= 1) train on samples from the previous weights;
@@ -90,4 +122,17 @@ PRESETS: dict[str, dict] = {
     "dapo": {"advantage": "grpo", "loss": "ppo_clip", "aggregation": "token_mean", "clip_low": 0.2,
              "clip_high": 0.28, "kl": {"coef": 0.0}, "dynamic_sampling": {"enabled": True},
              "overlong": {"enabled": True}},
+    # CISPO (MiniMax-M1, arXiv 2506.13585): clipped, detached IS weight times A*logp, token-level
+    # normalisation; no lower bound (clip_low 1 -> bound 0), clip_high 0.28 (our choice: the paper
+    # does not give it); no KL
+    "cispo": {"advantage": "grpo", "loss": "cispo", "aggregation": "token_mean", "clip_low": 1.0,
+              "clip_high": 0.28, "kl": {"coef": 0.0}},
+    # GMPO (arXiv 2507.20673): geometric-mean ratio, token log-ratios clipped to (-0.4, 0.4),
+    # 1/G mean over sequences; no KL
+    "gmpo": {"advantage": "grpo", "loss": "gmpo", "aggregation": "seq_mean_token_mean", "clip_low": 0.4,
+             "clip_high": 0.4, "kl": {"coef": 0.0}},
+    # SAPO (arXiv 2511.20347): soft gate (4/tau) sigmoid(tau (r - 1)), tau_pos 1.0, tau_neg 1.05,
+    # per-sequence token mean as in its objective; no KL
+    "sapo": {"advantage": "grpo", "loss": "sapo", "aggregation": "seq_mean_token_mean", "tau_pos": 1.0,
+             "tau_neg": 1.05, "kl": {"coef": 0.0}},
 }

@@ -183,7 +183,7 @@ def reduce_train_stats(results: list[dict]) -> dict:
     def mean(key: str) -> float:
         return sum(r.get(key, 0.0) for r in results) / tokens
 
-    return {
+    out = {
         "loss": sum(r["loss"] for r in results),
         "grad_norm": results[0]["grad_norm"],
         "lr": results[0]["lr"],
@@ -195,3 +195,14 @@ def reduce_train_stats(results: list[dict]) -> dict:
         "train/approx_kl": mean("approx_kl_sum"),
         "train/worker_s": max(r.get("time", 0.0) for r in results),  # inside the ranks (the rest: Ray calls)
     }
+    if any("gate_weight_sum" in r for r in results):  # SAPO: mean gradient weight of its soft gate
+        out["train/gate_weight"] = mean("gate_weight_sum")
+    if any("correction_seqs" in r for r in results):  # algorithm.correction (tis, mis_token, mis_seq, icepop)
+        seqs = sum(r.get("correction_seqs", 0.0) for r in results) or 1.0
+        out.update({
+            "train/correction/masked_tokens": mean("correction_masked_tokens"),  # fraction of valid tokens
+            "train/correction/masked_seqs": sum(r.get("correction_masked_seqs", 0.0) for r in results) / seqs,
+            "train/correction/weight_mean": mean("correction_weight_sum"),  # over valid tokens, masked ones as 0
+            "train/correction/weight_max": max(r.get("correction_weight_max", 0.0) for r in results),
+        })
+    return out

@@ -175,10 +175,13 @@ class TrainerWorker:
         old_logp = logp.detach() if old_logp is None else old_logp
         rollout_logp = batch["rollout_logprobs"].to(self.device)
         loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](
-            logp, old_logp, batch["advantages"].to(self.device), mask,
-            clip_low=a.clip_low, clip_high=a.clip_high, dual_clip=a.dual_clip)
-        if a.tis_cap:
-            loss_tokens = loss_tokens * algos.tis_weights(old_logp, rollout_logp, a.tis_cap)
+            logp, old_logp, batch["advantages"].to(self.device), mask, **a.loss_options())
+        correction = {}
+        if a.correction_mode() != "none":
+            weights, keep = algos.CORRECTIONS[a.correction_mode()](old_logp, rollout_logp, mask,
+                                                                   **a.correction_options())
+            loss_tokens = loss_tokens * weights
+            correction = algos.correction_sums(weights, keep, mask)
         kl = torch.zeros_like(logp)
         if a.kl.coef and a.kl.where == "loss":
             kl = algos.KL[a.kl.estimator](logp, self._ref_logprobs(batch))
@@ -191,7 +194,8 @@ class TrainerWorker:
         with torch.no_grad():
             sums = {"logprob_diff_sum": ((logp - rollout_logp).abs() * mask).sum().item(),
                     "entropy_sum": (entropy * mask).sum().item(), "kl_sum": (kl.detach() * mask).sum().item()}
-        return loss, {"loss": loss.item(), "tokens": n, **sums, **{f"{k}_sum": v * n for k, v in metrics.items()}}
+        return loss, {"loss": loss.item(), "tokens": n, **sums, **correction,
+                      **{f"{k}_sum": v * n for k, v in metrics.items()}}
 
     def kl_to_reference(self, samples: list[TrainSample], num_micro: int) -> list[float]:
         """Per-sample summed KL(policy || reference) over its completion (for `kl.where: reward`).
@@ -386,5 +390,6 @@ def shared_prompt_logits(model, batch, device):
 
 
 def _add(totals: dict, values: dict) -> None:
+    """Accumulate a micro-batch's stats: sums, except the `*_max` keys."""
     for k, v in values.items():
-        totals[k] = totals.get(k, 0.0) + v
+        totals[k] = max(totals.get(k, v), v) if k.endswith("_max") else totals.get(k, 0.0) + v

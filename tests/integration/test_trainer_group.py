@@ -78,17 +78,52 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
         group.stop()
 
 
-def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_model_dir):
-    """The less common loss terms, through the real 2-rank trainer: GSPO + truncated IS +
-    entropy bonus, compared with the same formula computed in this process."""
+def _gspo_tis(logp, batch, mask):
+    loss_tokens, _ = algos.gspo_loss(logp, logp.detach(), batch["advantages"], mask, clip_low=0.1, clip_high=0.1)
+    return loss_tokens * algos.tis_weights(logp.detach(), batch["rollout_logprobs"], 1.5)
+
+
+def _cispo_icepop(logp, batch, mask):
+    loss_tokens, _ = algos.cispo_loss(logp, logp.detach(), batch["advantages"], mask, clip_low=1.0, clip_high=0.28)
+    weights, _ = algos.icepop_correction(logp.detach(), batch["rollout_logprobs"], mask, low=0.9, high=1.1)
+    return loss_tokens * weights
+
+
+def _near_policy_rollouts(model_dir: str, samples: list[TrainSample]) -> list[TrainSample]:
+    import dataclasses
+
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    batch = collate(samples, pad_id=0)
+    T = batch["targets"].shape[1]
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       position_ids=batch["position_ids"]).logits[:, -T - 1 : -1]
+        logp = algos.token_logprobs(logits, batch["targets"])
+    noise = (torch.rand(logp.shape, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.4
+    return [dataclasses.replace(s, rollout_logprobs=(logp[i] + noise[i])[: len(s.completion_ids)].tolist())
+            for i, s in enumerate(samples)]
+
+
+@pytest.mark.parametrize("algo_keys,loss_fn", [
+    ({"loss": "gspo", "clip_low": 0.1, "clip_high": 0.1, "tis_cap": 1.5, "dual_clip": 3.0}, _gspo_tis),
+    ({"loss": "cispo", "clip_low": 1.0, "clip_high": 0.28, "correction": "icepop", "correction_low": 0.9,
+      "correction_high": 1.1}, _cispo_icepop),
+], ids=["gspo_tis", "cispo_icepop"])
+def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_model_dir, algo_keys, loss_fn):
+    """The less common loss terms, through the real 2-rank trainer: GSPO + truncated IS (or
+    CISPO + IcePop) + entropy bonus, compared with the same formula computed in this process."""
     import ray
     from transformers import AutoModelForCausalLM
 
     from rlvr.trainer.group import TrainerGroup
 
-    algo = AlgorithmConfig(loss="gspo", clip_low=0.1, clip_high=0.1, tis_cap=1.5, entropy_coef=0.01, dual_clip=3.0)
+    algo = AlgorithmConfig(entropy_coef=0.01, **algo_keys)
     cfg = TrainerConfig(backend="fsdp2", num_workers=2, micro_batch_size=4, total_steps=1)
     samples = make_samples(10, seed=3)
+    if algo_keys.get("correction"):  # engine log-probs within ~0.2 of the model's: the band masks some tokens, not all
+        samples = _near_policy_rollouts(random_model_dir, samples)
     group = TrainerGroup(cfg, algo, random_model_dir, seed=0)
     try:
         shards = shard_for_ranks(samples, 2)
@@ -105,14 +140,14 @@ def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_mod
                    position_ids=batch["position_ids"]).logits[:, -T - 1 : -1]
     mask = batch["completion_mask"]
     logp = algos.token_logprobs(logits, batch["targets"])
-    loss_tokens, _ = algos.gspo_loss(logp, logp.detach(), batch["advantages"], mask, clip_low=0.1, clip_high=0.1)
-    loss_tokens = loss_tokens * algos.tis_weights(logp.detach(), batch["rollout_logprobs"], 1.5)
-    loss_tokens = loss_tokens - 0.01 * algos.entropy_from_logits(logits)
+    loss_tokens = loss_fn(logp, batch, mask) - 0.01 * algos.entropy_from_logits(logits)
     loss = algos.aggregate(loss_tokens * mask, mask, "token_mean")
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
     assert sum(r["loss"] for r in results) == pytest.approx(loss.item(), rel=1e-4, abs=1e-6)
     assert results[0]["grad_norm"] == pytest.approx(norm.item(), rel=1e-3)
+    if algo_keys.get("correction"):  # the band masked some tokens, kept others
+        assert 0 < sum(r["correction_masked_tokens"] for r in results) < mask.sum().item()
 
 
 def test_placement_group_that_cannot_be_placed_reports_then_gives_up(ray_cluster, capsys):

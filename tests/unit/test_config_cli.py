@@ -103,6 +103,39 @@ def test_async_rollouts_turn_on_the_off_policy_correction_unless_set():
     assert load_recipe(RECIPE, []).algorithm.tis_cap is None
 
 
+def test_correction_modes_and_the_old_tis_cap_key():
+    a = load_recipe(RECIPE, []).algorithm
+    assert a.correction_mode() == "none"
+    a = load_recipe(RECIPE, ["algorithm.tis_cap=3"]).algorithm  # the old key alone still selects TIS
+    assert a.correction_mode() == "tis" and a.correction_options()["high"] == 3.0
+    a = load_recipe(RECIPE, ["rollout.max_staleness=1", "algorithm.correction=icepop"]).algorithm
+    assert a.correction_mode() == "icepop" and a.correction_options() == {"low": None, "high": None,
+                                                                         "seq_ratio": "geo_mean"}
+    assert load_recipe(RECIPE, ["rollout.max_staleness=1", "algorithm.correction=none"]).algorithm \
+        .correction_mode() == "none"
+    a = load_recipe(RECIPE, ["algorithm.correction=mis_seq", "algorithm.correction_seq_ratio=product",
+                             "algorithm.correction_low=0.2", "algorithm.correction_high=5"]).algorithm
+    assert a.correction_options() == {"low": 0.2, "high": 5.0, "seq_ratio": "product"}
+    for bad, key in ((["algorithm.correction=is"], "algorithm.correction"),
+                     (["algorithm.correction_low=2", "algorithm.correction_high=1"], "algorithm.correction_low")):
+        with pytest.raises(RecipeError) as err:
+            load_recipe(RECIPE, bad)
+        assert err.value.key == key
+
+
+def test_new_loss_presets():
+    c = load_recipe(RECIPE, ["algorithm.preset=cispo"]).algorithm
+    assert (c.loss, c.clip_low, c.clip_high, c.aggregation) == ("cispo", 1.0, 0.28, "token_mean")
+    g = load_recipe(RECIPE, ["algorithm.preset=gmpo", "algorithm.clip_high=0.5"]).algorithm  # overridable
+    assert (g.loss, g.clip_low, g.clip_high, g.aggregation) == ("gmpo", 0.4, 0.5, "seq_mean_token_mean")
+    s = load_recipe(RECIPE, ["algorithm.preset=sapo"]).algorithm
+    assert (s.loss, s.tau_pos, s.tau_neg) == ("sapo", 1.0, 1.05)
+    assert s.loss_options() == {"clip_low": 0.2, "clip_high": 0.2, "dual_clip": None, "tau_pos": 1.0, "tau_neg": 1.05}
+    with pytest.raises(RecipeError) as err:
+        load_recipe(RECIPE, ["algorithm.loss=sapo", "algorithm.tau_neg=0"])
+    assert err.value.key == "algorithm.tau_pos"
+
+
 @pytest.mark.parametrize("overrides, key", [
     (["cluster.placement=nearby"], "cluster.placement"),
     (["cluster.placement=colocate", "rollout.num_engines=3"], "rollout.num_engines"),

@@ -151,6 +151,7 @@ def test_choice_types_list_the_registries():
     assert _choices(SyncConfig, "method") == set(TRANSPORTS)
     assert _choices(AlgorithmConfig, "advantage") == set(algos.ADVANTAGES)
     assert _choices(AlgorithmConfig, "loss") == set(algos.POLICY_LOSSES)
+    assert set(get_args(get_args(get_type_hints(AlgorithmConfig)["correction"])[0])) == {"none", *algos.CORRECTIONS}
     assert _choices(AlgorithmConfig, "aggregation") == set(algos.AGGREGATIONS)
     assert _choices(KLConfig, "estimator") == set(algos.KL)
     assert set(GROUP_ADVANTAGES) == set(algos.GROUP_ADVANTAGES)
