@@ -61,4 +61,5 @@ def test_smoke_run_of_each_recipe_structure(ray_cluster, warm_model_dir, tools_m
     rows = read_metrics(summary["run_dir"])
     steps = [r["step"] for r in rows if r.get("step", 0) >= 1 and "timing/step" in r]
     assert steps == [1, 2], f"expected 2 training steps, got metrics rows for {steps}"
-    assert summary["checkpoint"] and os.path.isfile(os.path.join(summary["checkpoint"], "config.json"))
+    assert summary["checkpoint"] and any(os.path.isfile(os.path.join(summary["checkpoint"], f))
+                                         for f in ("config.json", "adapter_config.json"))  # LoRA: the adapter
