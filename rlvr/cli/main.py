@@ -17,11 +17,20 @@ from rlvr.config import RecipeError, load_recipe
 
 EXIT_RECIPE_ERROR = 2
 DEFAULT_URL = "http://127.0.0.1:8777"
+SMOKE_HELP = ("the recipe shrunk to run here on CPUs in about a minute (rlvr.config.smoke): its structure kept, "
+              "the model replaced by the tiny random model of its family, 2 steps, a few rows of data")
 KEY_METRICS = ("reward/mean", "eval/accuracy", "loss", "kl", "grad_norm", "response_length/mean")
 
 
 def _load(args) -> object:
     try:
+        if getattr(args, "smoke", False):
+            from rlvr.config.smoke import load_smoke
+
+            cfg, lines = load_smoke(args.recipe, args.overrides)
+            for line in lines:
+                print(line, file=sys.stderr, flush=True)
+            return cfg
         return load_recipe(args.recipe, args.overrides)
     except RecipeError as e:
         print(f"rlvr: recipe error: {e}", file=sys.stderr)
@@ -258,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="engine, trainer and Ray output on the console too (logging.verbose=true)")
+    p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     p.set_defaults(fn=cmd_train)
     from rlvr.cli import convert, data, doctor, evaluate, export, rewards, validate
 

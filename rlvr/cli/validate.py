@@ -28,6 +28,7 @@ def register(sub, load) -> None:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (omegaconf dotlist)")
     p.add_argument("--scan-mb", type=float, default=SCAN_BYTES / 2**20,
                    help=f"read at most this many MiB of each data file (default: {SCAN_BYTES >> 20}; 0: no data)")
+    p.add_argument("--smoke", action="store_true", help="validate what `rlvr train RECIPE --smoke` would run")
     p.set_defaults(fn=lambda args: cmd_validate(args, load))
 
 

@@ -13,6 +13,11 @@ from rlvr.config.checks import require
 BUILTIN_TINY_MODEL = "builtin:tiny"
 BUILTIN_TINY_TOOLS = "builtin:tiny-tools"  # the tiny model warm-started to call the `calc` tool
 BUILTIN_MODELS = (BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS)
+# `builtin:random-<family>`: a tiny *random* model of an architecture family, built locally by the
+# model matrix's builder (`rlvr.models.families.build_tiny`) and cached; what `--smoke` runs on.
+# The names are the keys of rlvr.models.families.FAMILIES (a unit test checks they are the same).
+BUILTIN_RANDOM = "builtin:random-"
+TINY_FAMILIES = ("qwen2", "qwen3", "llama", "gemma3", "mistral")
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model")
@@ -62,7 +67,8 @@ class LoRAConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = BUILTIN_TINY_MODEL  # builtin:tiny, builtin:tiny-tools, a local folder, or a hub id
+    # builtin:tiny, builtin:tiny-tools, builtin:random-<family>, a local folder, or a hub id
+    path: str = BUILTIN_TINY_MODEL
     dtype: Dtype = "float32"
     trust_remote_code: bool = False
     cache_dir: str = "~/.cache/rlvr"  # where built-in models (and JIT-built ops) are kept
@@ -71,10 +77,11 @@ class ModelConfig:
 
     def check(self) -> None:
         self.lora.check()
-        if self.path in BUILTIN_MODELS:
+        if self.path in BUILTIN_MODELS or random_family(self.path):
             return
         require(not self.path.startswith("builtin:"), "model.path",
-                f"unknown built-in model {self.path!r} (have {', '.join(BUILTIN_MODELS)})")
+                f"unknown built-in model {self.path!r} (have {', '.join(BUILTIN_MODELS)}, "
+                f"{BUILTIN_RANDOM}{{{','.join(TINY_FAMILIES)}}})")
         local = os.path.expanduser(self.path)
         if not os.path.exists(local):
             require(looks_like_hub_id(self.path), "model.path", f"{self.path}: no such model folder")
@@ -91,6 +98,16 @@ class ModelConfig:
         require(ok, "model.path", f"{config} is not a readable JSON object")
         require(any(os.path.isfile(os.path.join(local, n)) for n in TOKENIZER_FILES), "model.path",
                 f"{self.path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+
+
+def random_family(path: str) -> str | None:
+    """The family of a `builtin:random-<family>` path, else None.
+
+    >>> random_family("builtin:random-qwen3"), random_family("builtin:random-gpt2"), random_family("builtin:tiny")
+    ('qwen3', None, None)
+    """
+    family = path.removeprefix(BUILTIN_RANDOM) if path.startswith(BUILTIN_RANDOM) else None
+    return family if family in TINY_FAMILIES else None
 
 
 def looks_like_hub_id(path: str) -> bool:

@@ -92,9 +92,14 @@ def prepare(cfg: Config) -> Inputs:
 
 
 def model_folder(model_cfg, data_cfg, progress: bool = True) -> str:
-    """The model the run starts from: a built-in one (built once and cached), a local folder or a hub id."""
-    from rlvr.config.model import BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS
+    """The model the run starts from: a built-in one (built once and cached; `builtin:random-<family>`:
+    the model matrix's tiny random model of that family), a local folder or a hub id."""
+    from rlvr.config.model import BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS, random_family
 
+    if random_family(model_cfg.path):
+        from rlvr.models.families import ensure_family_model
+
+        return ensure_family_model(random_family(model_cfg.path), model_cfg.cache_dir)
     if model_cfg.path == BUILTIN_TINY_MODEL:
         from rlvr.models.tiny import ensure_tiny_model
 

@@ -120,3 +120,33 @@ def build_tiny(family: str, out_dir: str, seed: int = 0, tokenizer=None) -> str:
     GenerationConfig(eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id,
                      bos_token_id=None).save_pretrained(out_dir)
     return out_dir
+
+
+RANDOM_BUILDER_VERSION = 1  # bump when build_tiny's output changes: cached folders are rebuilt
+
+
+def ensure_family_model(family: str, cache_dir: str, seed: int = 0) -> str:
+    """The cached folder of `model.path: builtin:random-<family>` (what `--smoke` runs on):
+    `build_tiny(family)` once under `cache_dir`, reused after (a lock makes concurrent
+    builders wait; the marker file is written last, so a half-built folder is rebuilt)."""
+    import fcntl
+    import json
+
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
+    cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
+    os.makedirs(cache_dir, exist_ok=True)
+    path = os.path.join(cache_dir, f"random-{family}-v{RANDOM_BUILDER_VERSION}-s{seed}")
+    marker = os.path.join(path, "rlvr_random.json")
+    if os.path.isfile(marker):
+        return path
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            if not os.path.isfile(marker):
+                build_tiny(family, path, seed=seed)
+                with open(marker, "w") as f:
+                    json.dump({"family": family, "seed": seed, "version": RANDOM_BUILDER_VERSION}, f)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
