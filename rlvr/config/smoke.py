@@ -177,6 +177,7 @@ def _sizes(cfg) -> None:
     cfg.reward.procs_per_worker = min(cfg.reward.procs_per_worker, 2)
     a.overlong.cache_len = min(a.overlong.cache_len, max(1, r.max_tokens // 2))
     a.dynamic_sampling.max_rounds = min(a.dynamic_sampling.max_rounds, 1)
+    a.skip_uniform_groups = False  # a random model's rewards are all equal: train (and sync) on them anyway
     e.every, e.num_prompts = 0, min(e.num_prompts, EVAL_PROMPTS)
     e.max_tokens = None if e.max_tokens is None else min(e.max_tokens, TOKENS)
     e.sets = [_eval_set(dict(s)) for s in e.sets]

@@ -23,7 +23,10 @@ from rlvr.config.smoke import load_smoke
 from rlvr.run.metrics import read_metrics
 from tests.helpers.runs import CACHE, REPO
 
-RECIPES = sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml")))
+# the tiny CPU recipes train for real in other tests (test_short_run_outputs, test_multi_turn,
+# test_agent_runs, tests/e2e); their smoke configs are checked in tests/unit/test_recipes.py
+TINY = ("tiny-cpu.yaml", "tiny-tools-cpu.yaml", "tiny-agent-cpu.yaml")
+RECIPES = sorted(r for r in glob.glob(os.path.join(REPO, "recipes", "*.yaml")) if os.path.basename(r) not in TINY)
 
 
 def structure(recipe: str) -> tuple:
@@ -61,5 +64,6 @@ def test_smoke_run_of_each_recipe_structure(ray_cluster, warm_model_dir, tools_m
     rows = read_metrics(summary["run_dir"])
     steps = [r["step"] for r in rows if r.get("step", 0) >= 1 and "timing/step" in r]
     assert steps == [1, 2], f"expected 2 training steps, got metrics rows for {steps}"
+    assert rows[-1]["weight_version"] == 2  # both steps trained and pushed their weights (smoke trains uniform groups)
     assert summary["checkpoint"] and any(os.path.isfile(os.path.join(summary["checkpoint"], f))
                                          for f in ("config.json", "adapter_config.json"))  # LoRA: the adapter
