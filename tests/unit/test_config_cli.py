@@ -233,3 +233,13 @@ def test_secrets_never_reach_the_saved_recipe_or_the_api(tmp_path, monkeypatch):
                            "data.chat_template_kwargs={api_key: s3cr3t-planted-value}"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "planted" not in proc.stdout + proc.stderr and "<redacted>" in proc.stdout
+
+
+def test_overrides_after_a_flag_are_kept_and_other_stray_arguments_refused(capsys):
+    from rlvr.cli.main import main
+
+    assert main(["validate", "recipes/tiny-cpu.yaml", "--scan-mb", "0", "trainer.lr=0.125"]) == 0
+    assert "lr: 0.125" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["validate", "recipes/tiny-cpu.yaml", "--scan-mb", "0", "--no-such-flag"])
+    assert e.value.code == 2
