@@ -44,6 +44,12 @@ class TrainerConfig:
     # torch.compile the norm and MLP blocks (rlvr.trainer.compile): ~6% off a CPU step after
     # ~20 s of compiling; needs a C++ compiler on CPU; not with DeepSpeed ZeRO-3
     compile_blocks: bool = False
+    # log-probs and entropy from the final hidden states and the LM head weight, a chunk of tokens
+    # at a time (rlvr.trainer.heads / rlvr.trainer.logprobs), never the [B, T, vocab] logits and
+    # their float copy; falls back by itself for Gemma's logit soft-capping, LoRA on lm_head and
+    # model types outside rlvr.trainer.heads.FUSED_MODEL_TYPES
+    fused_logprobs: bool = True
+    logprob_chunk: int = 0  # tokens per chunk of the fused path; 0: ~16M logits (~110 at vocab 151,936)
     offload: bool = False  # colocate on GPU: params/grads/optimizer state to CPU while engines generate
     resources: Dict[str, float] = field(default_factory=dict)  # custom Ray resources per rank (node pinning)
     # a rank that dies: the ranks are started again and the run goes back to its latest complete
@@ -63,4 +69,5 @@ class TrainerConfig:
         require(self.updates_per_step >= 1, "trainer.updates_per_step", "must be >= 1")
         require(len(self.betas) == 2, "trainer.betas", "must be two numbers")
         require(self.num_threads >= 1, "trainer.num_threads", "must be >= 1")
+        require(self.logprob_chunk >= 0, "trainer.logprob_chunk", "must be >= 0 (0: automatic)")
         require(self.max_restarts >= 0, "trainer.max_restarts", "must be >= 0")

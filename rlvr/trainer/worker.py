@@ -88,6 +88,7 @@ class TrainerWorker:
         total_updates = cfg.total_steps * cfg.updates_per_step
         self.backend = BACKENDS[cfg.backend](model, cfg, self.device, self.world_size, total_updates)
         self.model_path = model_path
+        self.fused = self._fused_logprobs(model)
         self.ref_model = None
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
@@ -99,27 +100,47 @@ class TrainerWorker:
 
     # ------------------------------------------------------------------ training
 
-    def _logits(self, model, batch):
-        return completion_logits(model, batch, self.device)
+    def _fused_logprobs(self, model) -> bool:
+        """`trainer.fused_logprobs`, unless the model needs the logits path (printed once)."""
+        if not self.cfg.fused_logprobs:
+            return False
+        from rlvr.trainer.heads import fused_head_reason
+
+        reason = fused_head_reason(model)
+        if reason and self.rank == 0:
+            print(f"[rlvr] trainer.fused_logprobs: falling back to full logits: {reason}", flush=True)
+        return reason is None
+
+    def _token_stats(self, model, batch, entropy: bool = False, entropy_grad: bool = False):
+        """(log-probs [B, T], entropy [B, T] or None) of the completion tokens under `model`:
+        fused from the hidden states (`rlvr.trainer.heads`) or through the logits; entropy
+        carries a gradient when `entropy_grad` (fused: always)."""
+        from rlvr import algos
+
+        if self.fused:
+            from rlvr.trainer.heads import completion_logprobs
+
+            return completion_logprobs(model, batch, self.device, self.temperature, entropy,
+                                       self.cfg.logprob_chunk or None)
+        logits = completion_logits(model, batch, self.device)
+        logp = algos.token_logprobs(logits, batch["targets"].to(self.device), self.temperature)
+        if not entropy:
+            return logp, None
+        fn = algos.entropy_from_logits if entropy_grad else algos.entropy_for_logging
+        return logp, fn(logits, self.temperature)
 
     def _logprobs(self, batch):
         """Current-policy log-probs of the completion tokens, [B, T]."""
-        from rlvr.algos import token_logprobs
-
-        return token_logprobs(self._logits(self.backend.model, batch), batch["targets"].to(self.device), self.temperature)
+        return self._token_stats(self.backend.model, batch)[0]
 
     def _ref_logprobs(self, batch):
         import torch
 
-        from rlvr.algos import token_logprobs
-
         with torch.no_grad():
             if self.lora:  # the base model: the same weights with the adapters off
                 with self.peft_model.disable_adapter():
-                    logits = self._logits(self.backend.model, batch)
-            else:
-                logits = self._logits(self.ref_model, batch)
-            return token_logprobs(logits, batch["targets"].to(self.device), self.temperature)
+                    return self._token_stats(self.backend.model, batch)[0]
+            return self._token_stats(self.ref_model, batch)[0]
 
     def _micro_batches(self, samples: list[TrainSample], count: int):
         """Exactly `count` collated micro-batches (all ranks run the same count for the
@@ -167,11 +188,8 @@ class TrainerWorker:
 
         a = self.algo
         mask = batch["completion_mask"].to(self.device)
-        logits = self._logits(self.backend.model, batch)
-        targets = batch["targets"].to(self.device)
-        logp = algos.token_logprobs(logits, targets, self.temperature)
-        entropy = (algos.entropy_from_logits(logits, self.temperature) if a.entropy_coef  # a loss term
-                   else algos.entropy_for_logging(logits, self.temperature))
+        # entropy: a loss term with entropy_coef, else logged only
+        logp, entropy = self._token_stats(self.backend.model, batch, entropy=True, entropy_grad=bool(a.entropy_coef))
         old_logp = logp.detach() if old_logp is None else old_logp
         rollout_logp = batch["rollout_logprobs"].to(self.device)
         loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](
