@@ -81,30 +81,13 @@ def _parquet_records(path: str) -> Iterator[Any]:
 
 
 def _datasets_records(spec: str) -> Iterator[Any]:
-    name = spec[3:] if spec.startswith("hf:") else spec
-    parts = name.split(":")
+    from rlvr.data.rows import DatasetError
+    from rlvr.data.sources import load_hf_dataset
+
     try:
-        import datasets
-    except ImportError:
-        raise PrepareError(f"{spec}: needs the `datasets` package (pip install datasets)") from None
-    try:
-        folder = os.path.expanduser(parts[0])
-        if is_dataset_folder(folder):
-            ds = datasets.load_from_disk(folder)
-            if isinstance(ds, datasets.DatasetDict):
-                split = parts[1] if len(parts) > 1 else "train"
-                if split not in ds:
-                    raise PrepareError(f"{spec}: no split {split!r} (have {sorted(ds)})")
-                ds = ds[split]
-        else:
-            config = parts[1] if len(parts) > 2 else None
-            split = parts[-1] if len(parts) > 1 else "train"
-            ds = datasets.load_dataset(parts[0], config, split=split)
-    except PrepareError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any loader error becomes one clear line
-        raise PrepareError(f"{spec}: cannot load the dataset ({type(e).__name__}: "
-                           f"{str(e).splitlines()[0][:300] if str(e) else ''})") from None
+        ds = load_hf_dataset(spec)  # the loader `data.train_path` uses: one way to read a datasets source
+    except DatasetError as e:
+        raise PrepareError(str(e)) from None
     yield from ds
 
 

@@ -31,7 +31,9 @@ from rlvr.config.data import BUILTIN_TOOL_ARITHMETIC
 from rlvr.data.rows import DatasetError, arithmetic_rows, load_rows, normalise_rows, tool_arithmetic_rows
 
 
-def _hf_rows(path: str, data_cfg: DataConfig) -> list[dict]:
+def load_hf_dataset(path: str):
+    """The `datasets` split a source names: `hf:name[:config][:split]` (`datasets.load_dataset`)
+    or a `save_to_disk` folder (`folder[:split]`); every problem is one DatasetError line."""
     name = path[3:] if path.startswith("hf:") else path
     parts = name.split(":")
     try:
@@ -53,8 +55,13 @@ def _hf_rows(path: str, data_cfg: DataConfig) -> list[dict]:
     except DatasetError:
         raise
     except Exception as e:  # noqa: BLE001 - any loader error becomes one clear line
-        raise DatasetError(path, f"cannot load the dataset ({type(e).__name__}: {str(e).splitlines()[0][:300]})") from None
-    return normalise_rows(path, list(ds), data_cfg)
+        first = str(e).splitlines()[0][:300] if str(e) else ""
+        raise DatasetError(path, f"cannot load the dataset ({type(e).__name__}: {first})") from None
+    return ds
+
+
+def _hf_rows(path: str, data_cfg: DataConfig) -> list[dict]:
+    return normalise_rows(path, list(load_hf_dataset(path)), data_cfg)
 
 
 def source_rows(spec: str, data_cfg: DataConfig, split: str = "train", seed: int = 0) -> list[dict]:
