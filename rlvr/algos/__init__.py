@@ -18,11 +18,12 @@ Where we depart from the papers:
   and their defaults; GMPO uses the GSPO-token trick for its sequence ratio.
 - Rollout corrections (TIS, token/sequence MIS, IcePop): see `corrections`; a masked token
   stays in the loss normaliser with weight 0.
+- On-policy distillation (GKD; Thinking Machines 2025): per-token reverse-KL advantages, see `distill`.
 - The ratio uses the trainer's own log-probs of the behaviour policy (`old_logp`), not
   the engine's sampling log-probs; `CORRECTIONS` correct for that gap when a caller asks.
 
 Layout: advantages.py, losses.py, corrections.py, aggregation.py, kl.py, logprobs.py,
-shaping.py; this package re-exports their public names (`from rlvr.algos import X`).
+shaping.py, distill.py; this package re-exports their public names (`from rlvr.algos import X`).
 """
 
 from rlvr.algos.advantages import (ADVANTAGES, GROUP_ADVANTAGES, dr_grpo_advantages, dr_grpo_advantages_reference,
@@ -33,6 +34,7 @@ from rlvr.algos.aggregation import AGGREGATIONS, Aggregation, aggregate, aggrega
 from rlvr.algos.corrections import (CORRECTIONS, correction_reference, correction_sums, icepop_correction,
                                     mis_seq_correction, mis_token_correction, tis_correction, tis_weights,
                                     tis_weights_reference)
+from rlvr.algos.distill import distill_advantages, distill_advantages_reference
 from rlvr.algos.kl import KL, kl_k1, kl_k2, kl_k3, kl_reference
 from rlvr.algos.logprobs import entropy_for_logging, entropy_from_logits, entropy_reference, token_logprobs
 from rlvr.algos.losses import (POLICY_LOSSES, cispo_loss, cispo_loss_reference, gmpo_loss, gmpo_loss_reference,
@@ -43,7 +45,7 @@ from rlvr.algos.shaping import overlong_penalty, overlong_penalty_reference
 __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "Aggregation", "CORRECTIONS", "GROUP_ADVANTAGES", "KL", "POLICY_LOSSES",
     "aggregate", "aggregate_reference", "cispo_loss", "cispo_loss_reference", "correction_reference",
-    "correction_sums", "dr_grpo_advantages", "dr_grpo_advantages_reference", "entropy_for_logging",
+    "correction_sums", "distill_advantages", "distill_advantages_reference", "dr_grpo_advantages", "dr_grpo_advantages_reference", "entropy_for_logging",
     "entropy_from_logits", "entropy_reference", "gmpo_loss", "gmpo_loss_reference", "grpo_advantages",
     "grpo_advantages_reference", "gspo_loss", "gspo_loss_reference", "icepop_correction", "kl_k1", "kl_k2", "kl_k3",
     "kl_reference", "mis_seq_correction", "mis_token_correction", "normaliser", "overlong_penalty",

@@ -7,6 +7,21 @@ import math
 import torch
 
 
+TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo")  # take [B, T] advantages as well as [B]
+
+
+def per_token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """[B] sequence advantages as a [B, 1] column (broadcast over tokens), or [B, T] ones
+    (a token's own advantage, e.g. on-policy distillation's) as they are, in `like`'s dtype."""
+    adv = advantages.to(like.dtype)
+    return adv if adv.dim() == 2 else adv.unsqueeze(-1)
+
+
+def _adv(advantages, b: int, t: int) -> float:
+    """The references' advantage of token t of row b ([B] or [B, T] advantages)."""
+    return (advantages[b, t] if advantages.dim() == 2 else advantages[b]).item()
+
+
 def _k3_mean(log_ratio: torch.Tensor, mask: torch.Tensor) -> float:
     """Token mean of k3 = (r - 1) - log r, r = pi/pi_old: an estimate of KL(old || new)."""
     return (((log_ratio.exp() - 1) - log_ratio) * mask).sum().item() / max(mask.sum().item(), 1.0)
@@ -27,13 +42,13 @@ def ppo_clip_loss(
 
     `clip_high > clip_low` is DAPO's clip-higher. `dual_clip = c > 1` (Ye et al. 2020)
     caps the loss of tokens with A < 0 at -c*A. `logp`, `old_logp`, `mask` are
-    [B, T]; `advantages` is [B]. Returns the [B, T] per-token loss (zero where mask
+    [B, T]; `advantages` is [B] (or [B, T]: per token). Returns the [B, T] per-token loss (zero where mask
     is 0) and float metrics: clip_fraction, approx_kl, and dual_clip_fraction if used.
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token_advantages(advantages, logp)
     log_ratio = (logp - old_logp) * mask
     ratio = torch.exp(log_ratio)
     unclipped = ratio * adv
@@ -58,10 +73,10 @@ def ppo_clip_loss_reference(logp, old_logp, advantages, mask, *, clip_low=0.2, c
     """Token-by-token loop version of `ppo_clip_loss` (value only, float64)."""
     out = torch.zeros(logp.shape, dtype=torch.float64)
     for b in range(logp.shape[0]):
-        a = advantages[b].item()
         for t in range(logp.shape[1]):
             if mask[b, t] == 0:
                 continue
+            a = _adv(advantages, b, t)
             r = math.exp(logp[b, t].item() - old_logp[b, t].item())
             loss = -min(r * a, min(max(r, 1 - clip_low), 1 + clip_high) * a)
             if dual_clip is not None and a < 0:
@@ -149,7 +164,7 @@ def cispo_loss(
     Metrics: clip_fraction (tokens whose weight was clipped), approx_kl.
     """
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token_advantages(advantages, logp)
     log_ratio = (logp - old_logp) * mask
     with torch.no_grad():
         ratio = torch.exp(log_ratio)
@@ -172,7 +187,7 @@ def cispo_loss_reference(logp, old_logp, advantages, mask, *, clip_low=1.0, clip
                 continue
             r = math.exp(logp[b, t].item() - old_logp[b, t].item())
             w = min(max(r, 1 - clip_low), 1 + clip_high)
-            row.append(-w * advantages[b].item() * logp[b, t])
+            row.append(-w * _adv(advantages, b, t) * logp[b, t])
         rows.append(torch.stack(row))
     return torch.stack(rows)
 
@@ -252,7 +267,7 @@ def sapo_loss(
     approx_kl.
     """
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token_advantages(advantages, logp)
     tau = torch.where(adv > 0, torch.full_like(adv, tau_pos), torch.full_like(adv, tau_neg))
     log_ratio = (logp - old_logp) * mask
     ratio = torch.exp(log_ratio)
@@ -268,10 +283,10 @@ def sapo_loss_reference(logp, old_logp, advantages, mask, *, tau_pos=1.0, tau_ne
     """Token-by-token SAPO value (float64)."""
     out = torch.zeros(logp.shape, dtype=torch.float64)
     for b in range(logp.shape[0]):
-        a = advantages[b].item()
-        tau = tau_pos if a > 0 else tau_neg
         for t in range(logp.shape[1]):
             if mask[b, t]:
+                a = _adv(advantages, b, t)
+                tau = tau_pos if a > 0 else tau_neg
                 r = math.exp(logp[b, t].item() - old_logp[b, t].item())
                 out[b, t] = -(4 / tau) / (1 + math.exp(-tau * (r - 1))) * a
     return out

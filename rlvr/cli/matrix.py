@@ -234,7 +234,7 @@ def _grpo_step(ctx: _Context, backend: str, rollouts, rewards, version: int) -> 
         if unchanged or not set(ctx.start_state) <= set(state):
             raise CheckFailed(f"parameters unchanged after the step: {unchanged[:5]}, "
                               f"missing: {sorted(set(ctx.start_state) - set(state))[:5]}")
-        stepped = _with_weights(ctx.hf, state)
+        stepped = _with_weights(ctx.path, state)
         expected = hf_greedy(stepped, ctx.tokenizer, ctx.probe)
         got = _engine_greedy(rollouts, ctx.probe)
         out["greedy_match"] = got == expected
@@ -250,16 +250,20 @@ def _grpo_step(ctx: _Context, backend: str, rollouts, rewards, version: int) -> 
     return out
 
 
-def _with_weights(model, state: dict):
-    """A copy of `model` holding `state` (HF names; tied weights may come once or twice)."""
-    import copy
+def _with_weights(path: str, state: dict):
+    """The model of `path` holding `state` (checkpoint names and layout, as the trainer sends
+    them), loaded back through `from_pretrained` as any checkpoint would be."""
+    import torch
+    from transformers import AutoModelForCausalLM
 
-    stepped = copy.deepcopy(model)
-    missing, unexpected = stepped.load_state_dict(state, strict=False)
-    tied = {k for k in missing if k == "lm_head.weight" and stepped.config.tie_word_embeddings}
-    if set(missing) - tied or unexpected:
-        raise CheckFailed(f"trainer weights do not fit the model: missing {missing}, unexpected {unexpected}")
-    stepped.tie_weights()
+    from rlvr.run.checkpoint import write_hf_model
+
+    with tempfile.TemporaryDirectory(prefix="rlvr-matrix-weights-") as tmp:
+        write_hf_model(tmp, path, state)
+        stepped, info = AutoModelForCausalLM.from_pretrained(tmp, dtype=torch.float32, output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"]:
+        raise CheckFailed(f"trainer weights do not fit the model: missing {sorted(info['missing_keys'])[:5]}, "
+                          f"unexpected {sorted(info['unexpected_keys'])[:5]}")
     return stepped.eval()
 
 

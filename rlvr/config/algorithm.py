@@ -17,7 +17,8 @@ PolicyLoss = Literal["ppo_clip", "gspo", "cispo", "gmpo", "sapo"]  # rlvr.algos.
 Correction = Literal["none", "tis", "mis_token", "mis_seq", "icepop"]  # "none" + rlvr.algos.CORRECTIONS
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # rlvr.algos.AGGREGATIONS
 KLEstimator = Literal["k1", "k2", "k3"]  # rlvr.algos.KL
-Preset = Literal["grpo", "dr_grpo", "dapo", "cispo", "gmpo", "sapo"]  # PRESETS
+Preset = Literal["grpo", "dr_grpo", "dapo", "cispo", "gmpo", "sapo", "distill"]  # PRESETS
+TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo")  # rlvr.algos.losses.TOKEN_ADVANTAGE_LOSSES
 # advantages that compare a sample with the rest of its group (need group size >= 2); rlvr.algos.GROUP_ADVANTAGES
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
@@ -48,7 +49,7 @@ class OverlongConfig:
 
 @dataclass
 class AlgorithmConfig:
-    preset: Optional[Preset] = None  # grpo | dr_grpo | dapo | cispo | gmpo | sapo: the paper's settings (PRESETS)
+    preset: Optional[Preset] = None  # grpo | dr_grpo | dapo | cispo | gmpo | sapo | distill: the paper's settings (PRESETS)
     advantage: Advantage = "grpo"
     advantage_eps: float = 1e-6
     loss: PolicyLoss = "ppo_clip"
@@ -68,6 +69,10 @@ class AlgorithmConfig:
     correction_high: Optional[float] = None  # the band's high end (tis: the cap, else tis_cap); null: default
     correction_seq_ratio: Literal["geo_mean", "product"] = "geo_mean"  # mis_seq: the sequence's ratio
     entropy_coef: float = 0.0  # entropy bonus (0: entropy is only logged)
+    # on-policy distillation (rlvr.algos.distill): per-token advantage coef * (teacher - student) log-prob
+    # plus reward_weight * the verifier's advantage; > 0 needs teacher.path
+    distill_coef: float = 0.0
+    reward_weight: float = 1.0
     skip_uniform_groups: bool = True  # don't train on groups whose rewards are all equal (zero advantage)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = field(default_factory=OverlongConfig)
@@ -79,6 +84,9 @@ class AlgorithmConfig:
         require(self.norm_tokens is None or self.norm_tokens >= 1, "algorithm.norm_tokens", "must be >= 1")
         require(self.dynamic_sampling.max_rounds >= 0, "algorithm.dynamic_sampling.max_rounds", "must be >= 0")
         require(self.clip_low >= 0 and self.clip_high >= 0, "algorithm.clip_low", "clip ranges must be >= 0")
+        require(self.distill_coef >= 0, "algorithm.distill_coef", "must be >= 0")
+        require(not self.distill_coef or self.loss in TOKEN_ADVANTAGE_LOSSES, "algorithm.loss",
+                f"distillation gives tokens their own advantages: use one of {', '.join(TOKEN_ADVANTAGE_LOSSES)}")
         require(self.tau_pos > 0 and self.tau_neg > 0, "algorithm.tau_pos", "SAPO temperatures must be > 0")
         low, high = self.correction_low, self.correction_high
         require(low is None or low >= 0, "algorithm.correction_low", "must be >= 0 (or null)")
@@ -135,4 +143,10 @@ PRESETS: dict[str, dict] = {
     # per-sequence token mean as in its objective; no KL
     "sapo": {"advantage": "grpo", "loss": "sapo", "aggregation": "seq_mean_token_mean", "tau_pos": 1.0,
              "tau_neg": 1.05, "kl": {"coef": 0.0}},
+    # On-policy distillation (GKD, arXiv 2306.13649; Thinking Machines 2025): every sampled token's
+    # advantage is the teacher's minus the student's log-prob (reverse KL), no verifier signal
+    # (reward_weight 0: set it > 0 to mix the verifier's advantage in), every group trained
+    # (uniform rewards still carry the teacher's signal), token-level mean; needs teacher.path
+    "distill": {"advantage": "grpo", "loss": "ppo_clip", "aggregation": "token_mean", "kl": {"coef": 0.0},
+                "distill_coef": 1.0, "reward_weight": 0.0, "skip_uniform_groups": False},
 }

@@ -22,6 +22,8 @@ def check_across(cfg) -> None:
             "a step must have at least one sample per trainer rank")
     if cfg.eval.accuracy_verifier is not None:
         one_of(cfg.eval.accuracy_verifier, "eval.accuracy_verifier", verifier_keys(list(cfg.reward.verifiers)))
+    require(not a.distill_coef or cfg.teacher.path is not None, "teacher.path",
+            "algorithm.distill_coef > 0 (preset distill) needs a teacher model: a folder or hub id")
     _check_lora(lora, t, r)
     _check_placement(cfg)
     _check_agent(cfg)

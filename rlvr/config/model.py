@@ -6,7 +6,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Optional
 
 from rlvr.config.checks import require
 
@@ -17,7 +17,7 @@ BUILTIN_MODELS = (BUILTIN_TINY_MODEL, BUILTIN_TINY_TOOLS)
 # model matrix's builder (`rlvr.models.families.build_tiny`) and cached; what `--smoke` runs on.
 # The names are the keys of rlvr.models.families.FAMILIES (a unit test checks they are the same).
 BUILTIN_RANDOM = "builtin:random-"
-TINY_FAMILIES = ("qwen2", "qwen3", "llama", "gemma3", "mistral")
+TINY_FAMILIES = ("qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe")  # rlvr.models.families.FAMILIES
 HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt",
                    "spiece.model")
@@ -82,22 +82,41 @@ class ModelConfig:
         require(not self.path.startswith("builtin:"), "model.path",
                 f"unknown built-in model {self.path!r} (have {', '.join(BUILTIN_MODELS)}, "
                 f"{BUILTIN_RANDOM}{{{','.join(TINY_FAMILIES)}}})")
-        local = os.path.expanduser(self.path)
-        if not os.path.exists(local):
-            require(looks_like_hub_id(self.path), "model.path", f"{self.path}: no such model folder")
-            return
-        require(os.path.isdir(local), "model.path", f"{self.path} is a file (expected a Hugging Face model folder)")
-        config = os.path.join(local, "config.json")
-        require(os.path.isfile(config), "model.path",
-                f"{self.path} has no config.json (expected a Hugging Face model folder)")
-        try:
-            with open(config, encoding="utf-8") as f:
-                ok = isinstance(json.load(f), dict)
-        except (OSError, ValueError):
-            ok = False
-        require(ok, "model.path", f"{config} is not a readable JSON object")
-        require(any(os.path.isfile(os.path.join(local, n)) for n in TOKENIZER_FILES), "model.path",
-                f"{self.path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
+        check_model_source(self.path, "model.path")
+
+
+@dataclass
+class TeacherConfig:
+    """On-policy distillation's teacher (`algorithm.distill_coef` > 0, `algorithm.preset: distill`):
+    a model folder or hub id with the student's tokenizer, run forward-only (frozen, fp32 on CPU)
+    on every trainer rank, as the KL reference model is."""
+
+    path: Optional[str] = None
+
+    def check(self) -> None:
+        if self.path is not None:
+            require(not self.path.startswith("builtin:"), "teacher.path",
+                    "must be a model folder or hub id (a built-in model is the student's own start)")
+            check_model_source(self.path, "teacher.path")
+
+
+def check_model_source(path: str, key: str) -> None:
+    """A hub id, or a local Hugging Face model folder (config.json + tokenizer files); errors name `key`."""
+    local = os.path.expanduser(path)
+    if not os.path.exists(local):
+        require(looks_like_hub_id(path), key, f"{path}: no such model folder")
+        return
+    require(os.path.isdir(local), key, f"{path} is a file (expected a Hugging Face model folder)")
+    config = os.path.join(local, "config.json")
+    require(os.path.isfile(config), key, f"{path} has no config.json (expected a Hugging Face model folder)")
+    try:
+        with open(config, encoding="utf-8") as f:
+            ok = isinstance(json.load(f), dict)
+    except (OSError, ValueError):
+        ok = False
+    require(ok, key, f"{config} is not a readable JSON object")
+    require(any(os.path.isfile(os.path.join(local, n)) for n in TOKENIZER_FILES), key,
+            f"{path} has no tokenizer files (none of {', '.join(TOKENIZER_FILES)})")
 
 
 def random_family(path: str) -> str | None:

@@ -19,7 +19,7 @@ from rlvr.config.cluster import ClusterConfig
 from rlvr.config.cross import check_across
 from rlvr.config.data import DataConfig
 from rlvr.config.eval import EvalConfig
-from rlvr.config.model import ModelConfig
+from rlvr.config.model import ModelConfig, TeacherConfig
 from rlvr.config.reward import RewardConfig
 from rlvr.config.rollout import RolloutConfig
 from rlvr.config.run import CheckpointConfig, LoggingConfig, RunConfig, ServiceConfig
@@ -33,6 +33,7 @@ class Config:
 
     run: RunConfig = field(default_factory=RunConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)  # on-policy distillation (algorithm.distill_coef)
     data: DataConfig = field(default_factory=DataConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -47,7 +48,7 @@ class Config:
 
     def check(self) -> None:
         """Every section's own checks, in the order a recipe reads, then the cross-section ones."""
-        for section in (self.run, self.model, self.data, self.rollout, self.algorithm, self.reward, self.logging,
+        for section in (self.run, self.model, self.teacher, self.data, self.rollout, self.algorithm, self.reward, self.logging,
                         self.eval, self.trainer, self.checkpoint, self.cluster, self.sync, self.service):
             section.check()
         check_across(self)

@@ -42,8 +42,8 @@ ENGINE_KWARGS_KEPT = ("enable_prefix_caching",)  # the rest are GPU sizes (memor
 DEFAULT_OUTPUT_DIR, DEFAULT_CACHE_DIR = "runs", "~/.cache/rlvr"
 # HF model_type -> family; then names (checked in this order) -> family
 MODEL_TYPES = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama", "gemma3": "gemma3", "gemma3_text": "gemma3",
-               "mistral": "mistral"}
-NAMES = ((r"qwen-?3", "qwen3"), (r"qwen|qwq", "qwen2"), (r"llama", "llama"), (r"gemma-?3", "gemma3"),
+               "mistral": "mistral", "qwen3_moe": "qwen3_moe"}
+NAMES = ((r"qwen-?3.*-a\d+(\.\d+)?b", "qwen3_moe"), (r"qwen-?3", "qwen3"), (r"qwen|qwq", "qwen2"), (r"llama", "llama"), (r"gemma-?3", "gemma3"),
          (r"mistral", "mistral"))
 
 
@@ -51,8 +51,9 @@ def model_family(path: str) -> str | None:
     """The tiny family standing in for `path` (None: a built-in model, kept); RecipeError when unknown.
 
     >>> [model_family(p) for p in ("Qwen/Qwen3-8B", "Qwen/Qwen2.5-Math-7B", "meta-llama/Llama-3.2-3B-Instruct",
-    ...                            "google/gemma-3-4b-it", "builtin:tiny", "builtin:random-mistral")]
-    ['qwen3', 'qwen2', 'llama', 'gemma3', None, 'mistral']
+    ...                            "google/gemma-3-4b-it", "builtin:tiny", "builtin:random-mistral",
+    ...                            "Qwen/Qwen3-30B-A3B-Instruct-2507")]
+    ['qwen3', 'qwen2', 'llama', 'gemma3', None, 'mistral', 'qwen3_moe']
     """
     if random_family(path):
         return random_family(path)
@@ -75,7 +76,7 @@ def model_family(path: str) -> str | None:
         if re.search(pattern, name, re.IGNORECASE):
             return family
     raise RecipeError("model.path", f"{path}: --smoke cannot tell its architecture family from the name "
-                      "(knows Qwen3, Qwen2/2.5, Llama, gemma-3, Mistral); set model.path=builtin:random-<family> "
+                      "(knows Qwen3, Qwen3-MoE (-A3B...), Qwen2/2.5, Llama, gemma-3, Mistral); set model.path=builtin:random-<family> "
                       f"({', '.join(TINY_FAMILIES)})")
 
 

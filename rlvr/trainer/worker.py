@@ -30,7 +30,8 @@ class TrainerWorker:
     sync_adapter = False  # rank 0, set by join_sync_group: pushes send the LoRA adapter alone
 
     def __init__(self, rank: int, world_size: int, cfg: TrainerConfig, algo: AlgorithmConfig, seed: int,
-                 temperature: float = 1.0, norm_tokens: int | None = None, lora: LoRAConfig | None = None):
+                 temperature: float = 1.0, norm_tokens: int | None = None, lora: LoRAConfig | None = None,
+                 teacher: str | None = None):
         import torch
 
         torch.set_num_threads(cfg.num_threads)
@@ -38,6 +39,7 @@ class TrainerWorker:
         self.lora = lora if lora is not None and lora.rank > 0 else None
         self.temperature = temperature  # the rollout's: log-probs must be of the distribution sampled from
         self.norm_tokens = algo.norm_tokens or norm_tokens  # seq_mean_token_sum_norm's constant
+        self.teacher_path = teacher if algo.distill_coef else None  # on-policy distillation's teacher
 
     def rendezvous_address(self) -> tuple[str, int]:
         """This node's IP and a free port on it (asked of rank 0 to set up the group)."""
@@ -68,6 +70,7 @@ class TrainerWorker:
         if cfg.gradient_checkpointing:  # non-reentrant: the frozen LoRA base gives its inputs no grad
             model.gradient_checkpointing_enable({"use_reentrant": False} if self.lora else None)
         model.config.use_cache = False
+        self.hf_model = model  # the transformers model (under LoRA/backend wrappers): its saved weight layout
         self.peft_model, self.lora_specs = None, None
         if self.lora:
             from rlvr.trainer import lora
@@ -88,12 +91,36 @@ class TrainerWorker:
         total_updates = cfg.total_steps * cfg.updates_per_step
         self.backend = BACKENDS[cfg.backend](model, cfg, self.device, self.world_size, total_updates)
         self.model_path = model_path
+        self.notes: list[str] = []  # what the user should know about this setup (`notices`)
         self.fused = self._fused_logprobs(model)
         self.ref_model = None
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
+        self.teacher = self._load_teacher(tokenizer) if self.teacher_path else None
         return self.rank
+
+    def _load_teacher(self, tokenizer):
+        """The distillation teacher, frozen, on every rank (like the KL reference)."""
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if AutoTokenizer.from_pretrained(self.teacher_path).get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"teacher.path {self.teacher_path}: its tokenizer differs from the student's "
+                             "(distillation compares log-probs of the same token ids)")
+        teacher = AutoModelForCausalLM.from_pretrained(self.teacher_path, torch_dtype=torch.float32).to(self.device)
+        if self.fused:
+            from rlvr.trainer.heads import fused_head_reason
+
+            reason = fused_head_reason(teacher)
+            if reason:
+                raise ValueError(f"teacher.path {self.teacher_path}: {reason}; set trainer.fused_logprobs=false")
+        return teacher.eval().requires_grad_(False)
+
+    def notices(self) -> list[str]:
+        """What this rank's setup found that the user should know (printed once by the driver,
+        `rlvr.loop.notices`)."""
+        return list(self.notes)
 
     def ping(self) -> int:
         return self.rank
@@ -107,8 +134,8 @@ class TrainerWorker:
         from rlvr.trainer.heads import fused_head_reason
 
         reason = fused_head_reason(model)
-        if reason and self.rank == 0:
-            print(f"[rlvr] trainer.fused_logprobs: falling back to full logits: {reason}", flush=True)
+        if reason:
+            self.notes.append(f"trainer.fused_logprobs: falling back to full logits: {reason}")
         return reason is None
 
     def _token_stats(self, model, batch, entropy: bool = False, entropy_grad: bool = False):
@@ -192,8 +219,14 @@ class TrainerWorker:
         logp, entropy = self._token_stats(self.backend.model, batch, entropy=True, entropy_grad=bool(a.entropy_coef))
         old_logp = logp.detach() if old_logp is None else old_logp
         rollout_logp = batch["rollout_logprobs"].to(self.device)
-        loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](
-            logp, old_logp, batch["advantages"].to(self.device), mask, **a.loss_options())
+        advantages, distill = batch["advantages"].to(self.device), {}
+        if self.teacher is not None:  # on-policy distillation: per-token reverse-KL advantages
+            with torch.no_grad():
+                teacher_logp = self._token_stats(self.teacher, batch)[0]
+            advantages = algos.distill_advantages(advantages, teacher_logp, old_logp, coef=a.distill_coef,
+                                                  reward_weight=a.reward_weight)
+            distill = {"reverse_kl_sum": ((old_logp - teacher_logp) * mask).sum().item()}
+        loss_tokens, metrics = algos.POLICY_LOSSES[a.loss](logp, old_logp, advantages, mask, **a.loss_options())
         correction = {}
         if a.correction_mode() != "none":
             weights, keep = algos.CORRECTIONS[a.correction_mode()](old_logp, rollout_logp, mask,
@@ -212,7 +245,7 @@ class TrainerWorker:
         with torch.no_grad():
             sums = {"logprob_diff_sum": ((logp - rollout_logp).abs() * mask).sum().item(),
                     "entropy_sum": (entropy * mask).sum().item(), "kl_sum": (kl.detach() * mask).sum().item()}
-        return loss, {"loss": loss.item(), "tokens": n, **sums, **correction,
+        return loss, {"loss": loss.item(), "tokens": n, **sums, **correction, **distill,
                       **{f"{k}_sum": v * n for k, v in metrics.items()}}
 
     def kl_to_reference(self, samples: list[TrainSample], num_micro: int) -> list[float]:
@@ -241,12 +274,14 @@ class TrainerWorker:
     def full_state_dict(self):
         """Collective: every rank must call it. Rank 0 returns HF-named CPU tensors (with LoRA:
         the merged weights, W + (B @ A) * scaling, computed without touching the model)."""
+        from rlvr.trainer.saved_format import saved_format
+
         state = self.backend.full_state_dict(self.rank)
         if self.lora and state is not None:
             from rlvr.trainer.lora import merged_state_dict
 
-            return merged_state_dict(state, self.lora_specs)
-        return state
+            state = merged_state_dict(state, self.lora_specs)
+        return saved_format(self.hf_model, state)  # e.g. MoE experts per expert, as vLLM loads them
 
     def backend_state_dict(self):
         """Collective: the full weights under the wrapped model's own names (rank 0; None
@@ -340,9 +375,10 @@ class TrainerWorker:
 
             write_adapter(folder, state, self.lora, self.model_path)
         elif self.rank == 0:
+            from rlvr.trainer.saved_format import saved_format
             from rlvr.run.checkpoint import write_hf_model
 
-            write_hf_model(folder, self.model_path, state)
+            write_hf_model(folder, self.model_path, saved_format(self.hf_model, state))
         self.backend.save_state(os.path.join(folder, "trainer"), self.rank)
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}

@@ -17,8 +17,16 @@ from tests.helpers.runs import assert_every_parameter_changed, assert_learned, e
 pytestmark = pytest.mark.slow
 
 
-def test_fsdp2_learns(ray_cluster, warm_model_dir, tmp_path):
+@pytest.fixture(scope="module")
+def fsdp2_run(ray_cluster, warm_model_dir, tmp_path_factory):
+    """The default recipe, 40 steps: its test below, and its final checkpoint is the distillation teacher."""
+    tmp_path = tmp_path_factory.mktemp("e2e-fsdp2")
     summary = run_short(tmp_path, "e2e-fsdp2", ["trainer.total_steps=40", "eval.every=20", "eval.num_prompts=300"])
+    return summary, tmp_path
+
+
+def test_fsdp2_learns(fsdp2_run, warm_model_dir):
+    summary, tmp_path = fsdp2_run
     assert_learned(summary, min_gain=0.10)
     assert_every_parameter_changed(summary, warm_model_dir)
     # the final checkpoint is a plain HF model folder
@@ -75,3 +83,23 @@ def test_each_preset_learns(ray_cluster, warm_model_dir, tmp_path, preset):
         assert last["train/kl"] > 0
     if preset == "dapo":  # uniform groups were dropped and refilled
         assert last["dynamic_sampling/kept_groups"] > 0 and "dynamic_sampling/rounds" in last
+
+
+def test_distill_moves_the_student_halfway_to_the_teacher(fsdp2_run, warm_model_dir, tmp_path):
+    """`algorithm.preset: distill`: the teacher is the trained checkpoint of the run above, the
+    student the same starting model; no verifier signal (reward_weight 0), the teacher's
+    per-token log-probs alone. Held-out accuracy must cover half the teacher's gain."""
+    teacher_run, _ = fsdp2_run
+    teacher_evals = [r["eval/accuracy"] for r in read_metrics(teacher_run["run_dir"]) if r.get("eval/accuracy") is not None]
+    summary = run_short(tmp_path, "e2e-distill", ["algorithm.preset=distill", f"teacher.path={teacher_run['checkpoint']}",
+                                                  "trainer.total_steps=30", "eval.every=30", "eval.num_prompts=300"])
+    rows = read_metrics(summary["run_dir"])
+    evals = [r["eval/accuracy"] for r in rows if r.get("eval/accuracy") is not None]
+    start, teacher = evals[0], teacher_evals[-1]
+    print(f"distill: student {start:.3f} -> {evals[-1]:.3f}, teacher {teacher:.3f}; reverse KL by step",
+          [round(r["distill/reverse_kl"], 4) for r in rows[1:]])
+    assert start == teacher_evals[0]  # the same starting model on the same held-out prompts
+    assert teacher - start >= 0.10  # a teacher worth distilling
+    assert evals[-1] - start >= 0.5 * (teacher - start)
+    kl = [r["distill/reverse_kl"] for r in rows[1:]]
+    assert sum(kl[-5:]) < sum(kl[:5])  # the student's reverse KL to the teacher falls

@@ -146,6 +146,17 @@ class BackgroundRun:
         return self.result
 
 
+ACTOR_NOISE = ("(VLLMEngine", "(TrainerWorker", "(RewardWorker", "arg_utils.py", "Triton", "torch_dtype")
+
+
+def console_noise(out: str, strict: bool = True) -> list[str]:
+    """The lines of a driver's console that are not rlvr's: the actors' output, and with
+    `strict` any Python/vLLM/Ray logging line (`WARNING`/`INFO`): a quiet console has none."""
+    levels = ("WARNING", " INFO ", "INFO:", "UserWarning", "FutureWarning", "DeprecationWarning")
+    return [line for line in out.splitlines()
+            if any(n in line for n in ACTOR_NOISE) or (strict and any(n in line for n in levels))]
+
+
 class DriverProcess:
     """`rlvr train` of the default recipe as a user runs it: its own process and its own private
     Ray cluster (found again by its temp dir, to clean up after a kill)."""

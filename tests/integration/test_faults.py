@@ -21,7 +21,7 @@ import time
 import pytest
 
 from rlvr.run.metrics import read_metrics
-from tests.helpers.runs import BackgroundRun, DriverProcess, expected_prompts, read_status, step_prompts
+from tests.helpers.runs import BackgroundRun, DriverProcess, console_noise, expected_prompts, read_status, step_prompts
 from tests.helpers.procs import wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -78,6 +78,9 @@ def test_driver_killed_with_sigkill_resumes_then_stops_cleanly_on_sigterm(ray_cl
         driver.cleanup()
     assert resumed.returncode == 0, out[-3000:]
     assert "resumed at step 2" in out
+    # `make run`'s command: a quiet console (rlvr's lines only; vLLM/Ray/actors' output in logs/)
+    assert console_noise(out) == [], console_noise(out)
+    assert any(name.startswith("engine-") for name in os.listdir(os.path.join(run_dir, "logs")))
     assert "SIGTERM: stopping after this step with a checkpoint" in out
     status = read_status(run_dir)
     assert status["state"] == "stopped" and 4 <= status["step"] < 200

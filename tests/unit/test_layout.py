@@ -155,6 +155,10 @@ def test_choice_types_list_the_registries():
     assert _choices(AlgorithmConfig, "aggregation") == set(algos.AGGREGATIONS)
     assert _choices(KLConfig, "estimator") == set(algos.KL)
     assert set(GROUP_ADVANTAGES) == set(algos.GROUP_ADVANTAGES)
+    from rlvr.algos.losses import TOKEN_ADVANTAGE_LOSSES
+    from rlvr.config.algorithm import TOKEN_ADVANTAGE_LOSSES as IN_CONFIG
+
+    assert IN_CONFIG == TOKEN_ADVANTAGE_LOSSES
     assert set(get_args(get_args(get_type_hints(LoggingConfig)["sinks"])[0])) == set(SINKS)
 
 

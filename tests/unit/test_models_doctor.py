@@ -61,7 +61,8 @@ def test_every_family_builds_a_config_of_its_type():
     from rlvr.models.tiny import build_tokenizer
 
     tokenizer = build_tokenizer()
-    expected = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama", "gemma3": "gemma3_text", "mistral": "mistral"}
+    expected = {"qwen2": "qwen2", "qwen3": "qwen3", "llama": "llama", "gemma3": "gemma3_text", "mistral": "mistral",
+                "qwen3_moe": "qwen3_moe"}
     for family, build in models.FAMILIES.items():
         config = build(tokenizer)
         assert config.model_type == expected[family]
