@@ -1,6 +1,7 @@
 """One trainer step on one GPU with the repo's trainer: tokens/s and MFU.
 
     python -m bench.gpu.trainer_step [--micro 4 8 16 32] [--steps 3] [--gradient-checkpointing] [--profile]
+                                     [--compare-plain [eager|compiled]]
 
 `rlvr.trainer.worker.TrainerWorker`, one rank (NCCL world size 1), FSDP2 backend,
 `trainer.dtype=bfloat16` (fp32 master weights and AdamW state, bf16 compute through
@@ -18,6 +19,11 @@ in a host sync). MFU = 6 * params * tokens / time / peak, with `--peak-tflops` 9
 (H100 SXM bf16 dense). The 6*N*tokens count includes the tied embedding/LM-head
 matrix for every token, although the trainer runs the LM head on completion columns
 only, and leaves out attention's own FLOPs; both are printed separately.
+
+`--compare-plain` then runs the same work (same model folder, samples, micro-batch counts,
+loss and normaliser) in a plain PyTorch loop (`bench.gpu.plain_step`: eager, or with each
+decoder layer compiled) after the trainer has been freed, and prints rlvr's step time as a
+ratio of it for every micro-batch size (below 1: rlvr is faster).
 """
 
 from __future__ import annotations
@@ -114,6 +120,35 @@ def profile_step(worker, samples, denominator: float, num_micro: int) -> dict:
     return {"wall_s": wall, "gpu_kernel_s": busy, "groups": groups, "top": top}
 
 
+def compare_plain(args, model_dir: str, samples, tokens: int, results: dict) -> None:
+    """`--compare-plain`: the same micro-batch sizes in `bench.gpu.plain_step`; rlvr's ratio to each."""
+    import torch
+
+    from bench.gpu.plain_step import PlainStep
+    from transformers import AutoTokenizer
+
+    cuda = torch.cuda.is_available()
+    t0 = time.perf_counter()
+    plain = PlainStep(model_dir, args.dtype, compiled=args.compare_plain == "compiled",
+                      pad_id=AutoTokenizer.from_pretrained(model_dir).pad_token_id or 0)
+    print(f"[bench] plain PyTorch ({args.compare_plain}) setup {time.perf_counter() - t0:.1f}s", flush=True)
+    for r in [r for r in results["runs"] if not r.get("oom")]:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        times = []
+        for i in range(1 + args.steps):
+            dt, loss, norm = plain.step(samples, r["num_micro"])
+            print(f"[bench] plain micro {r['micro']} step {i}{' (warm-up, compiles)' if not i else ''}: {dt:.3f}s "
+                  f"loss {loss:.4f} grad_norm {norm:.3f}", flush=True)
+            times.append(dt) if i else None
+        step = statistics.median(times)
+        r["plain"] = {"mode": args.compare_plain, "step_s": step, "tokens_per_s": tokens / step,
+                      "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+        print(f"[bench] micro {r['micro']}: rlvr {r['step_s']:.3f}s vs plain {args.compare_plain} {step:.3f}s: "
+              f"rlvr/plain = {r['step_s'] / step:.2f} ({'rlvr faster' if r['step_s'] < step else 'plain faster'}), "
+              f"plain peak memory {r['plain']['peak_mem_gib'] or 0:.1f} GiB", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--micro", type=int, nargs="*", default=[4, 8, 16, 32])
@@ -135,6 +170,8 @@ def main() -> None:
                         help="after each size's timed steps, one more step under torch.profiler: GPU busy time and top kernels")
     parser.add_argument("--model-dir", default=None, help="build the model here, or reuse it if already there")
     parser.add_argument("--json", default=None, help="also write the results here")
+    parser.add_argument("--compare-plain", nargs="?", const="eager", choices=("eager", "compiled"), default=None,
+                        help="also time the same work in a plain PyTorch loop (bench.gpu.plain_step) and print the ratio")
     args = parser.parse_args()
 
     import torch
@@ -215,6 +252,12 @@ def main() -> None:
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
+        if args.compare_plain:
+            del worker
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            compare_plain(args, model_dir, samples, tokens, results)
     results["params"] = params
     results["tokens_per_step"] = tokens
     ok = [r for r in results["runs"] if not r.get("oom")]

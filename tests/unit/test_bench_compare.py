@@ -44,3 +44,29 @@ def test_rounds_pool_each_runs_steps_after_its_own_warmup_and_ratio_per_round():
     assert [s["wall_s"] for s in merged["steps"]] == [10.0, 12.0, 20.0, 22.0] and merged["peak_rss_mb"] == 300.0
     ratios = round_ratios({"TRL": trl, "rlvr": mine}, _spec(), prompt_len=12.0)
     assert ratios == {"TRL": [pytest.approx(6.0 / 11.0), pytest.approx(11.0 / 21.0)]}
+
+
+def test_the_plain_pytorch_comparison_does_the_trainers_work(tmp_path):
+    """`bench.gpu.trainer_step --compare-plain` on a tiny shape (CPU, fp32): the plain loop's
+    first step has the trainer's loss and gradient norm (same weights, samples, loss and
+    normaliser), so the timing ratio it prints compares the same work."""
+    import json
+    import re
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.gpu.trainer_step", "--micro", "2", "4", "--steps", "1", "--seqs", "6",
+         "--prompt", "10", "--completion", "14", "--hidden", "64", "--layers", "2", "--heads", "2", "--kv-heads", "1",
+         "--head-dim", "32", "--intermediate", "128", "--vocab", "512", "--dtype", "float32", "--compare-plain",
+         "--json", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=300, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
+    assert out.returncode == 0, out.stderr[-2000:]
+    first = re.search(r"\] micro 2 step 0 \(warm-up\): \S+ loss (\S+) grad_norm (\S+)", out.stdout)
+    plain = re.search(r"\] plain micro 2 step 0 \(warm-up, compiles\): \S+ loss (\S+) grad_norm (\S+)", out.stdout)
+    assert first and plain, out.stdout[-2000:]
+    assert float(plain.group(1)) == pytest.approx(float(first.group(1)), abs=1e-4)
+    assert float(plain.group(2)) == pytest.approx(float(first.group(2)), rel=1e-3)
+    runs = json.loads((tmp_path / "r.json").read_text())["runs"]
+    assert [r["plain"]["mode"] for r in runs] == ["eager", "eager"] and all(r["plain"]["step_s"] > 0 for r in runs)
+    assert "rlvr/plain = " in out.stdout
