@@ -32,6 +32,9 @@ class TrainerConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
     micro_batch_size: int = 64  # sequences per forward/backward on one rank
+    # > 0: micro-batches balanced by padded tokens (rows x longest prompt + completion) instead of by
+    # count, at most this many per micro-batch where a sequence allows (micro_batch_size is then unused)
+    max_tokens_per_micro: int = 0
     updates_per_step: int = 1  # optimizer steps per batch (mini-batches)
     dtype: Literal["float32", "bfloat16"] = "float32"  # training precision
     num_threads: int = 1  # torch threads per rank
@@ -66,6 +69,7 @@ class TrainerConfig:
         require(self.total_steps >= 1, "trainer.total_steps", "must be >= 1")
         require(self.lr > 0, "trainer.lr", "must be > 0")
         require(self.micro_batch_size >= 1, "trainer.micro_batch_size", "must be >= 1")
+        require(self.max_tokens_per_micro >= 0, "trainer.max_tokens_per_micro", "must be >= 0 (0: off)")
         require(self.updates_per_step >= 1, "trainer.updates_per_step", "must be >= 1")
         require(len(self.betas) == 2, "trainer.betas", "must be two numbers")
         require(self.num_threads >= 1, "trainer.num_threads", "must be >= 1")

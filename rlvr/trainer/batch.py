@@ -117,10 +117,57 @@ def shard_for_ranks(samples: list, world_size: int) -> list[list]:
     return split_micro(samples, world_size)
 
 
-def num_micro_batches(shards: list[list], micro_batch_size: int) -> int:
-    """Micro-batches every rank runs: all ranks must run the same count (collectives)."""
+def num_micro_batches(shards: list[list], micro_batch_size: int, max_tokens: int = 0) -> int:
+    """Micro-batches every rank runs: all ranks must run the same count (collectives).
+    `max_tokens` > 0 (`trainer.max_tokens_per_micro`): as many as the rank whose samples need
+    the most micro-batches of at most that many padded tokens (`pack_by_tokens`)."""
+    if max_tokens:
+        return max(1, max(len(pack_by_tokens(s, max_tokens)) for s in shards))
     longest = max(len(s) for s in shards)
     return max(1, -(-longest // micro_batch_size))
+
+
+def _length(s) -> int:
+    return len(s.prompt_ids) + len(s.completion_ids)
+
+
+def padded_tokens(chunk: list) -> int:
+    """The plain layout's size of a micro-batch: rows x its longest prompt + completion."""
+    return len(chunk) * max((_length(s) for s in chunk), default=0)
+
+
+def pack_by_tokens(samples: list, budget: int) -> list[list]:
+    """Contiguous chunks, each as long as its padded size (`padded_tokens`) stays within
+    `budget` (a sample longer than the budget alone). Greedy is optimal here: any sub-run of a
+    chunk that fits also fits, so extending while it fits gives the fewest chunks."""
+    chunks: list[list] = []
+    current: list = []
+    longest = 0
+    for s in samples:
+        n = _length(s)
+        if current and (len(current) + 1) * max(longest, n) > budget:
+            chunks.append(current)
+            current, longest = [], 0
+        current.append(s)
+        longest = max(longest, n)
+    return chunks + ([current] if current else [])
+
+
+def split_by_tokens(samples: list, count: int) -> list[list]:
+    """Exactly `count` contiguous chunks, in order, with the largest padded size as small as
+    it can be (the smallest budget `pack_by_tokens` fits in `count`, by bisection); the
+    chunks it does not need are empty (the trainer runs those as all-masked rows)."""
+    if not samples:
+        return [[] for _ in range(count)]
+    low, high = max(_length(s) for s in samples), padded_tokens(samples)
+    while low < high:
+        mid = (low + high) // 2
+        if len(pack_by_tokens(samples, mid)) <= count:
+            high = mid
+        else:
+            low = mid + 1
+    chunks = pack_by_tokens(samples, low)
+    return chunks + [[] for _ in range(count - len(chunks))]
 
 
 def split_micro(samples: list, count: int) -> list[list]:

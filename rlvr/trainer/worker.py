@@ -22,7 +22,7 @@ import os
 import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
-from rlvr.trainer.batch import collate, collate_shared, split_micro
+from rlvr.trainer.batch import collate, collate_shared, split_by_tokens, split_micro
 from rlvr.types import TrainSample
 
 
@@ -173,11 +173,16 @@ class TrainerWorker:
         """Exactly `count` collated micro-batches (all ranks run the same count for the
         collectives); an empty one is a dummy row with an all-zero mask."""
         filler = samples[:1] or [TrainSample([self.pad_id], [], 0.0, [])]
-        for micro in split_micro(samples, count):
+        for micro in self._split(samples, count):
             batch = self._collate(micro or filler)
             if not micro:
                 batch["completion_mask"] = batch["completion_mask"] * 0.0
             yield batch
+
+    def _split(self, samples: list[TrainSample], count: int) -> list[list[TrainSample]]:
+        """`count` micro-batches in order: balanced by padded tokens with `trainer.max_tokens_per_micro`,
+        else by sample count."""
+        return split_by_tokens(samples, count) if self.cfg.max_tokens_per_micro else split_micro(samples, count)
 
     def _collate(self, samples: list[TrainSample]):
         # one layout on every rank: the forward's collective count depends on it (see collate_shared)
@@ -257,7 +262,7 @@ class TrainerWorker:
 
         out: list[float] = []
         with torch.no_grad():
-            for batch, micro in zip(self._micro_batches(samples, num_micro), split_micro(samples, num_micro)):
+            for batch, micro in zip(self._micro_batches(samples, num_micro), self._split(samples, num_micro)):
                 kl = algos.KL[self.algo.kl.estimator](self._logprobs(batch), self._ref_logprobs(batch))
                 sums = (kl * batch["completion_mask"].to(self.device)).sum(-1)
                 out += sums[: len(micro)].tolist()
@@ -354,7 +359,7 @@ class TrainerWorker:
         out: list[list[float]] = []
         self.backend.model.eval()
         with torch.no_grad():
-            for batch, micro in zip(self._micro_batches(samples, num_micro), split_micro(samples, num_micro)):
+            for batch, micro in zip(self._micro_batches(samples, num_micro), self._split(samples, num_micro)):
                 logp = self._logprobs(batch).cpu()
                 out += [logp[i, : len(s.completion_ids)].tolist() for i, s in enumerate(micro)]
         return out

@@ -87,3 +87,49 @@ def test_shared_layout_falls_back_when_nothing_is_shared():
     assert collate_shared(distinct, pad_id=0) is None  # every prompt once: the plain layout
     same = [TrainSample([3, 4], [4, 5, 6], 0.0, [-1.0] * 3)] * 2
     assert collate_shared(same, pad_id=0)["prompt_ids"].shape == (1, 2)
+
+
+def _sized(*lengths):
+    """Samples whose prompt + completion lengths are `lengths` (prompt 1 token)."""
+    from rlvr.types import TrainSample
+
+    return [TrainSample([7], [5] * (n - 1), 0.0, [0.0] * (n - 1)) for n in lengths]
+
+
+def test_pack_by_tokens_by_hand():
+    from rlvr.trainer.batch import pack_by_tokens, padded_tokens
+
+    samples = _sized(4, 4, 10, 2, 2, 2, 2)
+    chunks = pack_by_tokens(samples, 12)
+    # [4, 4] = 2 x 4 = 8 (adding 10 -> 3 x 10 = 30 > 12); [10] = 10 (adding 2 -> 2 x 10 = 20);
+    # [2, 2, 2, 2] = 4 x 2 = 8 <= 12
+    assert [[len(s.prompt_ids) + len(s.completion_ids) for s in c] for c in chunks] == [[4, 4], [10], [2, 2, 2, 2]]
+    assert [padded_tokens(c) for c in chunks] == [8, 10, 8]
+    assert [s for c in chunks for s in c] == samples  # contiguous, in order, each once
+    assert pack_by_tokens(_sized(20, 3), 12) == [_sized(20, 3)[:1], _sized(20, 3)[1:]]  # too long: alone
+
+
+def test_split_by_tokens_gives_exactly_count_chunks_with_the_smallest_largest_one():
+    import itertools
+
+    from rlvr.trainer.batch import padded_tokens, split_by_tokens
+
+    samples = _sized(9, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3)
+    chunks = split_by_tokens(samples, 3)
+    assert len(chunks) == 3 and [s for c in chunks for s in c] == samples
+    best = min(max(padded_tokens(samples[:i]), padded_tokens(samples[i:j]), padded_tokens(samples[j:]))
+               for i, j in itertools.combinations(range(1, len(samples)), 2))  # every contiguous 3-way split
+    assert max(padded_tokens(c) for c in chunks) == best
+    # a count split by samples (4, 4, 3) would put the 9-token one with three others: 4 x 9 = 36
+    assert best < 36
+    assert split_by_tokens(samples[:2], 4)[2:] == [[], []]  # fewer samples than micro-batches: empty ones last
+    assert split_by_tokens([], 2) == [[], []]
+
+
+def test_token_budget_sets_the_micro_batch_count_of_the_rank_that_needs_most():
+    from rlvr.trainer.batch import num_micro_batches
+
+    shards = [_sized(4, 4, 4, 4), _sized(10, 10, 2)]
+    assert num_micro_batches(shards, micro_batch_size=64) == 1
+    # rank 0: [4, 4, 4] (3 x 4 = 12) + [4]: 2; rank 1: [10] + [10] (2 x 10 = 20 > 12) + [2]: 3
+    assert num_micro_batches(shards, micro_batch_size=64, max_tokens=12) == 3
