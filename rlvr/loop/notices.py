@@ -10,7 +10,8 @@ printed as `[rlvr] note: ...` lines:
 * what the trainer's rank 0 reports from its setup (e.g. the fused log-prob path falling
   back to full logits, with why: `TrainerWorker.notices`);
 * an optimisation the recipe turns off without saying so (gradient checkpointing turns
-  off the shared-prompt layout).
+  off the shared-prompt layout), or leaves off on GPUs: fp32 training on a GPU, vLLM's CUDA
+  graphs (rlvr's default `enforce_eager: true`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ def startup_notices(cfg, model_path: str, trainer_notes: list[str] = (), bwrap: 
     if t.share_prompts and t.gradient_checkpointing:
         notes.append("trainer.gradient_checkpointing turns off the shared-prompt layout (each prompt runs once "
                      "per completion); set trainer.share_prompts=false to silence this")
+    if t.gpus_per_worker and t.dtype == "float32":
+        notes.append("the trainer runs in float32 on GPUs; trainer.dtype=bfloat16 (fp32 master weights, bf16 "
+                     "compute) is about twice as fast")
+    r = cfg.rollout
+    if r.engine == "vllm" and r.gpus_per_engine and "enforce_eager" not in (r.engine_kwargs or {}):
+        notes.append("vLLM runs without CUDA graphs (rlvr's default enforce_eager: true, quick to start); "
+                     "rollout.engine_kwargs.enforce_eager=false captures them for faster decoding")
     notes += list(trainer_notes)
     return list(dict.fromkeys(notes))
 

@@ -45,3 +45,12 @@ def test_trainer_notes_and_a_silently_lost_optimisation_come_once_each(tmp_path)
                             ["trainer.fused_logprobs: falling back to full logits: x"] * 2, bwrap=WORKS)
     assert len(notes) == 2
     assert "shared-prompt layout" in notes[0] and notes[1].endswith("full logits: x")
+
+
+def test_optimisations_left_off_on_gpus_are_said(tmp_path):
+    path = _model(tmp_path, "qwen2")
+    gpu = ["trainer.gpus_per_worker=1", "rollout.gpus_per_engine=1", "cluster.placement=side"]
+    notes = startup_notices(_cfg(*gpu), path, [], bwrap=WORKS)
+    assert len(notes) == 2 and "trainer.dtype=bfloat16" in notes[0] and "enforce_eager=false" in notes[1]
+    tuned = _cfg(*gpu, "trainer.dtype=bfloat16", "rollout.engine_kwargs={enforce_eager: true}")
+    assert startup_notices(tuned, path, [], bwrap=WORKS) == []  # the recipe chose: nothing to say
