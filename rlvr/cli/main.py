@@ -19,7 +19,7 @@ EXIT_RECIPE_ERROR = 2
 DEFAULT_URL = "http://127.0.0.1:8777"
 SMOKE_HELP = ("the recipe shrunk to run here on CPUs in about a minute (rlvr.config.smoke): its structure kept, "
               "the model replaced by the tiny random model of its family, 2 steps, a few rows of data")
-KEY_METRICS = ("reward/mean", "eval/accuracy", "loss", "kl", "grad_norm", "response_length/mean")
+KEY_METRICS = ("reward/mean", "eval/accuracy", "eval/loss", "loss", "kl", "grad_norm", "response_length/mean")
 
 
 def _load(args) -> object:

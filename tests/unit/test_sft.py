@@ -227,3 +227,20 @@ def test_console_line_of_an_sft_step():
     line = console_line({"step": 3, "loss": 0.25, "grad_norm": 1.5, "eval/loss": 0.3, "timing/step": 0.2,
                          "timing/train": 0.19})
     assert line == "step    3 | eval_loss 0.3000 | loss +0.2500 | gnorm 1.500 | 0.20s (tra 0.19)"
+
+
+def test_plots_of_an_sft_run_chart_its_losses_and_rl_runs_get_no_loss_chart(tmp_path):
+    from rlvr.run.metrics import MetricsLogger
+    from rlvr.run.plots import plot_run
+
+    def run(name: str, sft: bool) -> list[str]:
+        log = MetricsLogger(str(tmp_path / name))
+        log.log({"step": 0, **({"eval/loss": 0.5} if sft else {"eval/accuracy": 0.3})})
+        for s in range(1, 6):
+            log.log({"step": s, "loss": 0.5 - s / 50, "grad_norm": 1.0, "timing/train": 0.2, "timing/step": 0.2,
+                     **({"eval/loss": 0.45} if sft and s == 5 else {"reward/mean": 0.5})})
+        log.close()
+        return sorted(os.path.basename(p) for p in plot_run(str(tmp_path / name)))
+
+    assert run("sft", True) == ["loss.png", "timings.png"]
+    assert "loss.png" not in run("rl", False)
