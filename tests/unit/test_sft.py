@@ -238,7 +238,7 @@ def test_plots_of_an_sft_run_chart_its_losses_and_rl_runs_get_no_loss_chart(tmp_
         log.log({"step": 0, **({"eval/loss": 0.5} if sft else {"eval/accuracy": 0.3})})
         for s in range(1, 6):
             log.log({"step": s, "loss": 0.5 - s / 50, "grad_norm": 1.0, "timing/train": 0.2, "timing/step": 0.2,
-                     **({"eval/loss": 0.45} if sft and s == 5 else {"reward/mean": 0.5})})
+                     **(({"eval/loss": 0.45} if s == 5 else {}) if sft else {"reward/mean": 0.5})})
         log.close()
         return sorted(os.path.basename(p) for p in plot_run(str(tmp_path / name)))
 
