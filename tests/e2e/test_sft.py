@@ -31,17 +31,6 @@ PROMPTS = 512
 SFT = ["checkpoint.every=20", "logging.progress=false", "logging.plots=false", f"model.cache_dir={CACHE}"]
 
 
-def _train_prompts(path: str, count: int) -> str:
-    """The built-in task's TRAIN prompts (disjoint from the held-out ones) as a JSONL file."""
-    from rlvr.config import ArithmeticConfig
-    from rlvr.data.rows import arithmetic_rows
-
-    with open(path, "w") as f:
-        for row in arithmetic_rows(ArithmeticConfig(), "train")[:count]:
-            f.write(json.dumps({"prompt": row["prompt"], "answer": row["answer"]}) + "\n")
-    return path
-
-
 def _held_out(model_dir: str):
     from transformers import AutoTokenizer
 
@@ -96,8 +85,9 @@ def test_sample_then_sft_raises_held_out_accuracy_and_rl_trains_on(ray_cluster, 
 
     # rlvr sample: 4 completions of 512 train prompts, the correct ones kept as {"messages": [...]} rows
     kept = str(tmp_path / "kept.jsonl")
-    proc = subprocess.run([RLVR, "sample", warm_model_dir, "--data", _train_prompts(str(tmp_path / "train.jsonl"), PROMPTS),
-                           "--n", "4", "--max-tokens", "6", "--dtype", "float32", "--no-progress",
+    # (the built-in task's TRAIN split: disjoint from the held-out prompts)
+    proc = subprocess.run([RLVR, "sample", warm_model_dir, "--data", "builtin:arithmetic", "--split", "train",
+                           "--limit", str(PROMPTS), "--n", "4", "--max-tokens", "6", "--dtype", "float32", "--no-progress",
                            "--keep", "all-correct", "--out", kept], capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(kept) as f:

@@ -244,3 +244,19 @@ def test_plots_of_an_sft_run_chart_its_losses_and_rl_runs_get_no_loss_chart(tmp_
 
     assert run("sft", True) == ["loss.png", "timings.png"]
     assert "loss.png" not in run("rl", False)
+
+
+def test_rlvr_sample_draws_the_builtin_train_split_when_asked():
+    from argparse import Namespace
+
+    from rlvr.cli.evaluate import _rows_or_exit
+    from rlvr.config import ArithmeticConfig
+    from rlvr.data.rows import arithmetic_rows
+
+    def prompts(split, limit=None):
+        return [r["prompt"] for r in _rows_or_exit(Namespace(data="builtin:arithmetic", split=split, limit=limit,
+                                                             command="sample"))]
+
+    assert prompts("train", 5) == [r["prompt"] for r in arithmetic_rows(ArithmeticConfig(), "train")[:5]]
+    assert prompts("eval") == [r["prompt"] for r in arithmetic_rows(ArithmeticConfig(), "eval")]  # the default
+    assert not set(prompts("train")) & set(prompts("eval"))  # SFT rows drawn from train never see a held-out prompt
