@@ -14,6 +14,8 @@ Where we depart from the papers:
 - REINFORCE++: we implement "REINFORCE++-baseline" (group-mean baseline, then whole-batch std);
   the original REINFORCE++ has no group baseline, only global batch normalisation.
 - GSPO (Zheng et al. 2025): the paper's GSPO-token form, sg[s_i] * pi/sg[pi]; see `gspo_loss`.
+- `nll` is not from an RL paper: -A * logp, supervised fine-tuning with A = 1 (`rlvr sft`), the
+  unclipped policy gradient with RL advantages.
 - CISPO (MiniMax-M1), GMPO, SAPO: see `cispo_loss`, `gmpo_loss`, `sapo_loss` for the equations
   and their defaults; GMPO uses the GSPO-token trick for its sequence ratio.
 - Rollout corrections (TIS, token/sequence MIS, IcePop): see `corrections`; a masked token
@@ -38,8 +40,8 @@ from rlvr.algos.distill import distill_advantages, distill_advantages_reference
 from rlvr.algos.kl import KL, kl_k1, kl_k2, kl_k3, kl_reference
 from rlvr.algos.logprobs import entropy_for_logging, entropy_from_logits, entropy_reference, token_logprobs
 from rlvr.algos.losses import (POLICY_LOSSES, cispo_loss, cispo_loss_reference, gmpo_loss, gmpo_loss_reference,
-                               gspo_loss, gspo_loss_reference, ppo_clip_loss, ppo_clip_loss_reference, sapo_loss,
-                               sapo_loss_reference)
+                               gspo_loss, gspo_loss_reference, nll_loss, nll_loss_reference, ppo_clip_loss,
+                               ppo_clip_loss_reference, sapo_loss, sapo_loss_reference)
 from rlvr.algos.shaping import overlong_penalty, overlong_penalty_reference
 
 __all__ = [
@@ -48,7 +50,8 @@ __all__ = [
     "correction_sums", "distill_advantages", "distill_advantages_reference", "dr_grpo_advantages", "dr_grpo_advantages_reference", "entropy_for_logging",
     "entropy_from_logits", "entropy_reference", "gmpo_loss", "gmpo_loss_reference", "grpo_advantages",
     "grpo_advantages_reference", "gspo_loss", "gspo_loss_reference", "icepop_correction", "kl_k1", "kl_k2", "kl_k3",
-    "kl_reference", "mis_seq_correction", "mis_token_correction", "normaliser", "overlong_penalty",
+    "kl_reference", "mis_seq_correction", "mis_token_correction", "nll_loss", "nll_loss_reference", "normaliser",
+    "overlong_penalty",
     "overlong_penalty_reference", "ppo_clip_loss", "ppo_clip_loss_reference", "reinforce_pp_advantages",
     "reinforce_pp_advantages_reference", "rloo_advantages", "rloo_advantages_reference", "sapo_loss",
     "sapo_loss_reference", "tis_correction", "tis_weights", "tis_weights_reference", "token_logprobs",

@@ -292,10 +292,44 @@ def sapo_loss_reference(logp, old_logp, advantages, mask, *, tau_pos=1.0, tau_ne
     return out
 
 
+def nll_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    **_,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Negative log-likelihood weighted by the sample's advantage: -A * logp per token.
+
+    With A = 1 on every row this is supervised fine-tuning's cross-entropy (`rlvr sft`
+    builds its rows so; with `token_mean` aggregation and the global normaliser it is
+    the exact token-mean NLL over every rank and micro-batch). With RL advantages it is
+    the plain policy gradient (REINFORCE with the advantage as baseline-corrected
+    return): no ratio and no clip, so at ratio 1 its gradient equals `ppo_clip_loss`'s.
+    `old_logp` only feeds `approx_kl`; `clip_fraction` is 0 (nothing is clipped).
+    """
+    mask = mask.to(logp.dtype)
+    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    loss = -adv * logp * mask
+    with torch.no_grad():
+        metrics = {"clip_fraction": 0.0, "approx_kl": _k3_mean((logp - old_logp) * mask, mask)}
+    return loss, metrics
+
+
+def nll_loss_reference(logp, advantages, mask):
+    """Token-by-token `nll_loss`, differentiable in `logp`."""
+    rows = []
+    for b in range(logp.shape[0]):
+        rows.append(torch.stack([-advantages[b].item() * logp[b, t] if mask[b, t] else logp[b, t] * 0.0
+                                 for t in range(logp.shape[1])]))
+    return torch.stack(rows)
+
+
 POLICY_LOSSES = {
     "ppo_clip": ppo_clip_loss,
     "gspo": gspo_loss,
     "cispo": cispo_loss,
     "gmpo": gmpo_loss,
     "sapo": sapo_loss,
+    "nll": nll_loss,
 }

@@ -7,7 +7,8 @@
     rlvr sample MODEL --data FILE --n K --keep best|all-correct|threshold --out FILE.jsonl
         K completions per prompt, scored; the kept ones written as {"messages": [...]}
         rows (the prompt's messages + the assistant's completion), ready for SFT
-        (rejection sampling / distillation), with a summary of how many prompts kept one.
+        (rejection sampling / distillation), with a summary of how many prompts kept one;
+        `rlvr sft RECIPE sft.train_path=FILE.jsonl` trains on them (rlvr.loop.sft).
 
 With `--tools calc,python` (and `--env`, `--max-turns`, `--max-total-tokens`, `--parser`,
 `--tool-timeout-s`, as `rollout.multi_turn` in a recipe) each completion is a multi-turn
@@ -85,7 +86,7 @@ def _rows_or_exit(args) -> list[dict] | None:
     from rlvr.data.sources import source_rows
 
     try:
-        rows = source_rows(args.data, DataConfig(), split="eval")  # builtin:arithmetic: its held-out split
+        rows = source_rows(args.data, DataConfig(), split=args.split)  # builtin:*: the held-out split by default
         return rows[: args.limit] if args.limit else rows
     except DatasetError as e:
         print(f"rlvr {args.command}: data error: {e}", file=sys.stderr)
@@ -101,6 +102,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--max-tokens", type=int, default=1024, help="max new tokens per completion (default 1024)")
     p.add_argument("--limit", type=int, default=None, help="only the first N rows")
+    p.add_argument("--split", choices=("eval", "train"), default="eval",
+                   help="builtin:arithmetic / builtin:tool-arithmetic: which split (default: eval, the held-out one; "
+                   "train: prompts to sample SFT rows from without touching the held-out ones)")
     p.add_argument("--system-prompt", default=None)
     p.add_argument("--no-chat-template", action="store_true", help="raw prompts (base models)")
     p.add_argument("--enable-thinking", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,

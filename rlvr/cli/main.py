@@ -1,4 +1,4 @@
-"""`rlvr` command line: train, validate, rewards, eval, sample, plot, export, doctor, serve, status, data, convert.
+"""`rlvr` command line: train, sft, validate, rewards, eval, sample, plot, export, doctor, serve, status, data, convert.
 
 Recipe problems exit with code 2 and one line naming the dotted key, before
 Ray, vLLM or torch are imported. `serve` imports fastapi/uvicorn only when it
@@ -19,7 +19,7 @@ EXIT_RECIPE_ERROR = 2
 DEFAULT_URL = "http://127.0.0.1:8777"
 SMOKE_HELP = ("the recipe shrunk to run here on CPUs in about a minute (rlvr.config.smoke): its structure kept, "
               "the model replaced by the tiny random model of its family, 2 steps, a few rows of data")
-KEY_METRICS = ("reward/mean", "eval/accuracy", "loss", "kl", "grad_norm", "response_length/mean")
+KEY_METRICS = ("reward/mean", "eval/accuracy", "eval/loss", "loss", "kl", "grad_norm", "response_length/mean")
 
 
 def _load(args) -> object:
@@ -38,18 +38,50 @@ def _load(args) -> object:
 
 
 def cmd_train(args) -> int:
+    from rlvr.loop.train import train
+
+    summary = _run_command(train, args)
+    if isinstance(summary, int):
+        return summary
+    history = summary["history"]
+    evals = [m["eval/accuracy"] for m in history if m.get("eval/accuracy") is not None]
+    start = summary["first_eval"].get("eval/accuracy")
+    if start is not None and evals:
+        print(f"[rlvr] eval/accuracy: step 0 {start:.3f} -> final {evals[-1]:.3f} ({(evals[-1] - start) * 100:+.1f} points)")
+    print(f"[rlvr] metrics: {summary['run_dir']}/metrics.jsonl")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from rlvr.loop.sft import sft
+
+    summary = _run_command(sft, args)
+    if isinstance(summary, int):
+        return summary
+    losses = [m["eval/loss"] for m in summary["history"] if m.get("eval/loss") is not None]
+    start = summary["first_eval"].get("eval/loss")
+    if start is not None and losses:
+        print(f"[rlvr] eval/loss: step 0 {start:.4f} -> final {losses[-1]:.4f}")
+    print(f"[rlvr] metrics: {summary['run_dir']}/metrics.jsonl")
+    if summary["model"]:
+        print(f"[rlvr] the fine-tuned model: {summary['model']} (rlvr train RECIPE model.path={summary['model']})")
+    return 0
+
+
+def _run_command(fn, args) -> dict | int:
+    """`fn(cfg)` (`train` or `sft`) of the recipe in `args`: its summary, or the exit code after one
+    line that says what went wrong (recipe, data, cluster, service, a stop signal, a failed run)."""
     if args.verbose:
         args.overrides = [*args.overrides, "logging.verbose=true"]
     cfg = _load(args)
     from rlvr.cluster.fit import ClusterFitError
     from rlvr.data.rows import DatasetError
     from rlvr.loop.control import StopRequested
-    from rlvr.loop.train import train
     from rlvr.reward.group import RewardFailureError
     from rlvr.service.access import ServiceRefused
 
     try:
-        summary = train(cfg)
+        return fn(cfg)
     except ServiceRefused as e:
         print(f"rlvr: service error: {e}", file=sys.stderr)
         return EXIT_RECIPE_ERROR
@@ -77,13 +109,6 @@ def cmd_train(args) -> int:
         print(f"rlvr: run failed: {type(e).__name__}: {e}\n(checkpoints are kept: rerun the same command "
               "with checkpoint.resume=auto to continue)", file=sys.stderr)
         return 1
-    history = summary["history"]
-    evals = [m["eval/accuracy"] for m in history if m.get("eval/accuracy") is not None]
-    start = summary["first_eval"].get("eval/accuracy")
-    if start is not None and evals:
-        print(f"[rlvr] eval/accuracy: step 0 {start:.3f} -> final {evals[-1]:.3f} ({(evals[-1] - start) * 100:+.1f} points)")
-    print(f"[rlvr] metrics: {summary['run_dir']}/metrics.jsonl")
-    return 0
 
 
 def cmd_serve(args) -> int:
@@ -269,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine, trainer and Ray output on the console too (logging.verbose=true)")
     p.add_argument("--smoke", action="store_true", help=SMOKE_HELP)
     p.set_defaults(fn=cmd_train)
+    p = sub.add_parser("sft", help="supervised fine-tuning on {\"messages\": [...]} rows (the recipe's sft section)")
+    p.add_argument("recipe", help="recipe YAML file (model, trainer, run, checkpoint ... as for train; plus sft)")
+    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides, e.g. sft.train_path=kept.jsonl")
+    p.add_argument("-v", "--verbose", action="store_true", help="trainer and Ray output on the console too")
+    p.set_defaults(fn=cmd_sft)
     from rlvr.cli import convert, data, doctor, evaluate, export, rewards, validate
 
     validate.register(sub, _load)

@@ -11,6 +11,7 @@
     trainer.py    trainer
     eval.py       eval (named eval-set items)
     cluster.py    cluster
+    sft.py        sft (`rlvr sft` only)
     sync.py       sync
     cross.py      the checks that span sections
 
@@ -29,6 +30,7 @@ from rlvr.config.recipe import Config, load_recipe, to_dict, to_yaml
 from rlvr.config.reward import RewardConfig, VerifierItem
 from rlvr.config.rollout import MultiTurnConfig, RolloutConfig, ToolItem
 from rlvr.config.run import CheckpointConfig, LoggingConfig, MlflowConfig, RunConfig, ServiceConfig, WandbConfig
+from rlvr.config.sft import SFTConfig
 from rlvr.config.sync import SyncConfig
 from rlvr.config.trainer import DeepSpeedConfig, FSDP2Config, TrainerConfig
 
@@ -37,6 +39,6 @@ __all__ = [
     "CheckpointConfig", "ClusterConfig", "Config", "DataConfig", "DeepSpeedConfig", "DynamicSamplingConfig",
     "EvalConfig", "EvalSetItem", "FSDP2Config", "KLConfig", "LoRAConfig", "LoggingConfig", "MixItem",
     "MlflowConfig", "ModelConfig", "MultiTurnConfig", "OverlongConfig", "RecipeError", "RewardConfig", "RolloutConfig", "RunConfig",
-    "ServiceConfig", "SyncConfig", "TinyModelConfig", "ToolArithmeticConfig", "ToolItem", "TrainerConfig", "VerifierItem", "WandbConfig",
+    "SFTConfig", "ServiceConfig", "SyncConfig", "TinyModelConfig", "ToolArithmeticConfig", "ToolItem", "TrainerConfig", "VerifierItem", "WandbConfig",
     "load_recipe", "to_dict", "to_yaml",
 ]

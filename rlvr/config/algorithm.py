@@ -13,7 +13,7 @@ from typing import Literal, Optional
 from rlvr.config.checks import require
 
 Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]  # rlvr.algos.ADVANTAGES
-PolicyLoss = Literal["ppo_clip", "gspo", "cispo", "gmpo", "sapo"]  # rlvr.algos.POLICY_LOSSES
+PolicyLoss = Literal["ppo_clip", "gspo", "cispo", "gmpo", "sapo", "nll"]  # rlvr.algos.POLICY_LOSSES
 Correction = Literal["none", "tis", "mis_token", "mis_seq", "icepop"]  # "none" + rlvr.algos.CORRECTIONS
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # rlvr.algos.AGGREGATIONS
 KLEstimator = Literal["k1", "k2", "k3"]  # rlvr.algos.KL

@@ -23,6 +23,7 @@ from rlvr.config.model import ModelConfig, TeacherConfig
 from rlvr.config.reward import RewardConfig
 from rlvr.config.rollout import RolloutConfig
 from rlvr.config.run import CheckpointConfig, LoggingConfig, RunConfig, ServiceConfig
+from rlvr.config.sft import SFTConfig
 from rlvr.config.sync import SyncConfig
 from rlvr.config.trainer import TrainerConfig
 
@@ -45,11 +46,13 @@ class Config:
     sync: SyncConfig = field(default_factory=SyncConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)  # `rlvr sft` only
 
     def check(self) -> None:
         """Every section's own checks, in the order a recipe reads, then the cross-section ones."""
-        for section in (self.run, self.model, self.teacher, self.data, self.rollout, self.algorithm, self.reward, self.logging,
-                        self.eval, self.trainer, self.checkpoint, self.cluster, self.sync, self.service):
+        for section in (self.run, self.model, self.teacher, self.data, self.rollout, self.algorithm, self.reward,
+                        self.logging, self.eval, self.trainer, self.checkpoint, self.cluster, self.sync, self.service,
+                        self.sft):
             section.check()
         check_across(self)
 

@@ -19,6 +19,13 @@ from rlvr.loop.control import StopRequested
 
 def train(cfg: Config) -> dict:
     """Run `cfg.trainer.total_steps` RL steps; returns a summary of the run."""
+    return in_run_folder(cfg, cfg.trainer.total_steps, lambda run_dir, status: _run(cfg, run_dir, status))
+
+
+def in_run_folder(cfg: Config, total_steps: int, body) -> dict:
+    """`body(run_dir, status)` with the run folder around it (`rlvr train`, `rlvr sft`): recipe.yaml,
+    status.json and its heartbeat, the status service if the recipe asks, the final state and the
+    plots. `body` returns the run's summary (with `stopped_at`)."""
     from rlvr.cluster.connect import job_submission_id
     from rlvr.run.files import atomic_write_text
     from rlvr.run.plots import plot_run_safely
@@ -27,13 +34,13 @@ def train(cfg: Config) -> dict:
 
     run_dir = os.path.join(cfg.run.output_dir, cfg.run.name)
     atomic_write_text(os.path.join(run_dir, "recipe.yaml"), to_yaml(cfg))
-    status = RunStatus(run_dir, cfg.run.name, cfg.trainer.total_steps, heartbeat_s=cfg.service.heartbeat_s,
+    status = RunStatus(run_dir, cfg.run.name, total_steps, heartbeat_s=cfg.service.heartbeat_s,
                        ray_job_id=job_submission_id())
     status.start_heartbeat()
     server = None
     try:
         server = start_for_run(cfg.service, cfg.run.output_dir, status)  # a busy port fails here, before any actor
-        summary = _run(cfg, run_dir, status)
+        summary = body(run_dir, status)
     except StopRequested as e:
         status.close("stopped", error=str(e))
         raise

@@ -11,11 +11,18 @@ def _short(phase: str) -> str:
 
 
 def console_line(m: dict) -> str:
-    """A compact one-line summary of a step's metrics."""
-    parts = [f"step {m['step']:>4}", f"reward {m['reward/mean']:.3f}"]
+    """A compact one-line summary of a step's metrics (an RL step's or an `rlvr sft` step's: what
+    the row holds of reward, held-out accuracy / loss, loss, grad norm, length)."""
+    parts = [f"step {m['step']:>4}"]
+    if m.get("reward/mean") is not None:
+        parts.append(f"reward {m['reward/mean']:.3f}")
     if m.get("eval/accuracy") is not None:
         parts.append(f"eval_acc {m['eval/accuracy']:.3f}")
-    parts += [f"loss {m['loss']:+.4f}", f"gnorm {m['grad_norm']:.3f}", f"len {m['response_length/mean']:.1f}"]
+    if m.get("eval/loss") is not None:
+        parts.append(f"eval_loss {m['eval/loss']:.4f}")
+    parts += [f"loss {m['loss']:+.4f}", f"gnorm {m['grad_norm']:.3f}"]
+    if m.get("response_length/mean") is not None:
+        parts.append(f"len {m['response_length/mean']:.1f}")
     phases = " ".join(f"{_short(k.split('/')[1])} {v:.2f}" for k, v in m.items()
                       if k.startswith("timing/") and k != "timing/step" and v is not None)
     parts.append(f"{m['timing/step']:.2f}s ({phases})")
@@ -69,9 +76,12 @@ class Console:
         self.bar.write(line)
         if self.print_samples and sample and "eval/accuracy" in metrics:
             self.bar.write(f"       sample: {sample}")
-        self.postfix["reward"] = f"{metrics['reward/mean']:.3f}"  # the last eval accuracy stays on screen
+        if metrics.get("reward/mean") is not None:
+            self.postfix["reward"] = f"{metrics['reward/mean']:.3f}"  # the last eval figure stays on screen
         if "eval/accuracy" in metrics:
             self.postfix["eval_acc"] = f"{metrics['eval/accuracy']:.3f}"
+        if "eval/loss" in metrics:
+            self.postfix["eval_loss"] = f"{metrics['eval/loss']:.4f}"
         self.bar.set_postfix(self.postfix)
         self.bar.update(1)
 

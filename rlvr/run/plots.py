@@ -10,6 +10,8 @@ reader never sees half a PNG:
     response_length.png  mean (and max) completion length in tokens
     tools.png            multi-turn runs: the share of episodes with a valid tool call (held-out
                          and train) and the share truncated
+    loss.png             `rlvr sft` runs: train and held-out (eval/loss) cross-entropy per token
+                         (drawn only for runs that log eval/loss: an RL run's loss is on another scale)
     timings.png          seconds per step, stacked by phase (timing/*), and the step's wall time
                          (eval runs outside it; with async rollouts generate/reward overlap it)
 
@@ -36,7 +38,9 @@ LINE_CHARTS = [
     ("tools", "tool calls (multi-turn)", "share of episodes",
      [("eval/multi_turn/valid_tool_call", "held-out: a valid tool call"),
       ("multi_turn/valid_tool_call", "train: a valid tool call"), ("multi_turn/truncated", "train: truncated")], None),
+    ("loss", "loss (SFT)", "cross-entropy per token", [("loss", "train batch"), ("eval/loss", "held-out")], None),
 ]
+REQUIRES = {"loss": "eval/loss"}  # charts drawn only when the run logged this metric
 
 
 def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -64,7 +68,7 @@ def plot_run(run_dir: str, out_dir: str | None = None) -> list[str]:
     written = []
     for stem, title, ylabel, keys, band in LINE_CHARTS:
         series = [(label, *_series(rows, key)) for key, label in keys]
-        if not any(xs for _, xs, _ in series):
+        if not any(xs for _, xs, _ in series) or (stem in REQUIRES and not _series(rows, REQUIRES[stem])[0]):
             continue
         fig, ax = plt.subplots(figsize=(6.4, 3.6))
         for label, xs, ys in series:

@@ -24,8 +24,9 @@ from rlvr.run.metrics import read_metrics
 from tests.helpers.runs import CACHE, REPO
 
 # the tiny CPU recipes train for real in other tests (test_short_run_outputs, test_multi_turn,
-# test_agent_runs, tests/e2e); their smoke configs are checked in tests/unit/test_recipes.py
-TINY = ("tiny-cpu.yaml", "tiny-tools-cpu.yaml", "tiny-agent-cpu.yaml")
+# test_agent_runs, tests/e2e; tiny-sft-cpu: `rlvr sft`, tests/e2e/test_sft.py); their smoke configs are
+# checked in tests/unit/test_recipes.py
+TINY = ("tiny-cpu.yaml", "tiny-tools-cpu.yaml", "tiny-agent-cpu.yaml", "tiny-sft-cpu.yaml")
 RECIPES = sorted(r for r in glob.glob(os.path.join(REPO, "recipes", "*.yaml")) if os.path.basename(r) not in TINY)
 
 

@@ -9,7 +9,7 @@ const ACTIVE = ["pending", "running", "paused"];
 const CHART_DEFS = [
   { title: "reward/mean", keys: ["reward/mean"] },
   { title: "eval/accuracy", keys: ["eval/accuracy"] },
-  { title: "loss", keys: ["loss"] },
+  { title: "loss", keys: ["loss", "eval/loss"] },  // eval/loss: `rlvr sft` runs
   { title: "kl", keys: ["kl"], optional: true },
   { title: "response_length/mean", keys: ["response_length/mean"] },
   { title: "multi_turn/valid_tool_call", keys: ["multi_turn/valid_tool_call", "eval/multi_turn/valid_tool_call"],
