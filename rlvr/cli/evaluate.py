@@ -4,6 +4,9 @@
         accuracy, pass@k (unbiased estimator) and maj@k for k = 1, 2, 4, ... <= K, mean
         response length, each verifier's mean and failures; DIR/summary.json and
         DIR/samples.jsonl (one line per completion).
+    rlvr eval MODEL --data FILE --verifiers '[{name: reward_model, path: RM}, {name: judge, ...}]' [--judge-model J]
+        verifiers with options (a YAML list as a recipe's reward.verifiers); --judge-model starts
+        a judge engine (on a private local Ray cluster) that the judge verifiers ask.
     rlvr sample MODEL --data FILE --n K --keep best|all-correct|threshold --out FILE.jsonl
         K completions per prompt, scored; the kept ones written as {"messages": [...]}
         rows (the prompt's messages + the assistant's completion), ready for SFT
@@ -111,6 +114,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=256, help="prompts per generate call (progress granularity)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--verifiers", default=None, help="verifiers with options: a YAML list as a recipe's "
+                   "reward.verifiers (or a file holding one), e.g. '[{name: reward_model, path: ./rm}]'; "
+                   "replaces --reward")
+    p.add_argument("--judge-model", default=None, help="start a judge vLLM engine on this model (a local Ray "
+                   "cluster) and point the judge verifiers at it, as reward.judge does in a run")
+    p.add_argument("--judge-max-tokens", type=int, default=64, help="a judge's answer at most (default 64)")
     g = p.add_argument_group("multi-turn episodes (as rollout.multi_turn in a recipe)")
     g.add_argument("--tools", default=None, help="tool names, comma-separated (registered or module:attr): "
                    "run multi-turn, tool-using episodes (pass@k over whole trajectories)")

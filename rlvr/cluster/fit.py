@@ -33,7 +33,9 @@ def needs(cfg) -> dict[str, float]:
     """
     t, r = cfg.trainer, cfg.rollout
     out: dict[str, float] = {"CPU": logical_cpus_needed(t, r, cfg.reward)}
-    gpus = t.num_workers * t.gpus_per_worker + r.num_engines * r.gpus_per_engine
+    j = cfg.reward.judge
+    gpus = t.num_workers * t.gpus_per_worker + r.num_engines * r.gpus_per_engine \
+        + (j.num_engines * j.gpus_per_engine if j.model else 0)
     if gpus:
         out["GPU"] = gpus
     return {**out, **custom_resources_needed(t, r)}
