@@ -40,7 +40,7 @@ def cmd_eval(args) -> int:
     if rows is None:
         return EXIT_USAGE
     groups, keys, timings = generate_and_score_model(args, rows)
-    summary = {"model": args.model, "data": args.data, "reward": args.reward, **summarize(groups, keys), **timings}
+    summary = {"model": args.model, "data": args.data, "reward": ",".join(keys), **summarize(groups, keys), **timings}
     out = args.out or os.path.join("evals", f"{os.path.basename(os.path.normpath(args.model))}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "samples.jsonl"),

@@ -96,6 +96,7 @@ class RewardConfig:
     failure_score: float = 0.0  # score used when a verifier raises, hangs or returns NaN
     max_failure_fraction: float = 0.5  # a verifier failing on more of a step's samples stops the run
     cpus_per_worker: float = 0.5
+    gpus_per_worker: float = 0.0  # a GPU (fraction) per reward worker, for a `reward_model` verifier on it
     # child processes per worker that score side by side (a hung verifier call holds one)
     procs_per_worker: int = 2
     # at most this many while every child is stuck on a call and samples wait (rlvr.cluster.pool)
@@ -111,6 +112,7 @@ class RewardConfig:
     def check(self) -> None:
         require(self.num_workers >= 1, "reward.num_workers", "must be >= 1")
         require(self.timeout_s > 0, "reward.timeout_s", "must be > 0")
+        require(self.gpus_per_worker >= 0, "reward.gpus_per_worker", "must be >= 0")
         require(1 <= self.procs_per_worker <= 64, "reward.procs_per_worker", "must be in [1, 64]")
         require(self.procs_per_worker <= self.max_procs_per_worker <= 256, "reward.max_procs_per_worker",
                 "must be in [reward.procs_per_worker, 256]")
