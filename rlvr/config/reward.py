@@ -60,7 +60,7 @@ JUDGE_TARGET = "rlvr.reward.builtin.judge:JudgeVerifier"  # the built-in `judge`
 
 @dataclass
 class JudgeConfig:
-    """`reward.judge`: a judge engine the run starts for `judge` verifiers (`rlvr.reward.judge_service`),
+    """`reward.judge`: a judge engine the run starts for `judge` verifiers (`rlvr.agent.judge`),
     served on `host` (loopback) with the rollout endpoint's code; None `model`: no judge engine."""
 
     model: Optional[str] = None  # a folder, a hub id, or builtin:tiny

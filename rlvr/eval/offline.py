@@ -36,7 +36,7 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
 
     from rlvr.config import DataConfig, RolloutConfig
     from rlvr.data.prompts import chat_messages, has_chat_template
-    from rlvr.reward.judge_service import with_judge
+    from rlvr.agent.judge import with_judge
     from rlvr.reward.worker import LocalRewards, RewardWorker
     from rlvr.rollout.episodes import episode_metrics
     from rlvr.rollout.group import generate_and_score
@@ -171,13 +171,13 @@ def eval_verifiers(args) -> list[dict]:
 
 def start_eval_judge(args):
     """With `--judge-model`: a private local Ray cluster and the judge engine on it, served as in a
-    run (`rlvr.reward.judge_service`); None without."""
+    run (`rlvr.agent.judge`); None without."""
     if not getattr(args, "judge_model", None):
         return None
     import ray
 
     from rlvr.config.reward import JudgeConfig
-    from rlvr.reward.judge_service import start_judge
+    from rlvr.agent.judge import start_judge
 
     judge = JudgeConfig(model=args.judge_model, num_threads=args.threads, max_tokens=args.judge_max_tokens,
                         dtype=args.dtype)

@@ -145,7 +145,7 @@ class Groups:
     tools: object = None  # multi-turn: the tool workers
     episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses (agents: AgentRunner)
     agent: object = None  # rollout.agent: the endpoint and the agent workers (rlvr.agent.service)
-    judge: object = None  # reward.judge: the judge engines and their endpoint (rlvr.reward.judge_service)
+    judge: object = None  # reward.judge: the judge engines and their endpoint (rlvr.agent.judge)
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
@@ -177,7 +177,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     from rlvr.config.model import lora_sync_mode
     from rlvr.eval.sets import Evaluator
     from rlvr.reward.group import RewardGroup
-    from rlvr.reward.judge_service import with_judge
+    from rlvr.agent.judge import with_judge
     from rlvr.rollout.group import RolloutGroup
     from rlvr.run.console import phase_bar
     from rlvr.sync.group import WeightSync
@@ -196,7 +196,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, timeout_s=timeout)
     bar.update()
     if judge is not None:
-        from rlvr.reward.judge_service import start_judge
+        from rlvr.agent.judge import start_judge
 
         groups.judge = start_judge(judge, inputs.judge_path, cfg.run.seed, pg=groups.pg, timeout_s=timeout)
     groups.rewards = RewardGroup(with_judge(list(cfg.reward.verifiers), groups.judge), cfg.reward, timeout_s=timeout)

@@ -11,7 +11,7 @@ its answer is read by a verdict parser:
   `normalize: true` maps it to `(x - lo) / (hi - lo)`.
 
 Where the judge comes from: a recipe with a `judge` section starts a judge engine in the run
-and serves it on 127.0.0.1 with the rollout endpoint's code (`rlvr.reward.judge_service`); rlvr
+and serves it on 127.0.0.1 with the rollout endpoint's code (`rlvr.agent.judge`); rlvr
 fills in this verifier's `url` and `token` (a per-run secret) itself. Or give `url` (any
 OpenAI-compatible server: vLLM's, a hosted API) and the name of the environment variable
 holding its key in `token_env` (and list it in `reward.env_passthrough`: the verifier's
