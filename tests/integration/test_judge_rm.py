@@ -64,7 +64,8 @@ def judged_run(ray_cluster, warm_model_dir, reward_model_dir, tmp_path_factory):
         yield run_short(tmp_path_factory.mktemp("judged"), "judged", [
             f"trainer.total_steps={STEPS}", f"data.prompts_per_step={PROMPTS}", f"rollout.n={N}", "eval.every=0",
             "eval.num_prompts=4", "logging.plots=false", "checkpoint.save_final=false", "reward.max_failure_fraction=1.0", verifiers,
-            "reward.judge.model=builtin:tiny", "reward.judge.cpus_per_engine=0.5", "reward.judge.max_tokens=8"])
+            "reward.judge.model=builtin:tiny", "reward.judge.cpus_per_engine=0.5", "reward.judge.max_tokens=8",
+            "reward.judge.placement=colocate"])  # in trainer bundle 0 (side placement: the eval test)
     finally:
         stop()
 
