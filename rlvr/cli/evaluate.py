@@ -36,6 +36,8 @@ EXIT_USAGE = 2
 
 
 def cmd_eval(args) -> int:
+    if not _verifiers_ok(args):
+        return EXIT_USAGE
     rows = _rows_or_exit(args)
     if rows is None:
         return EXIT_USAGE
@@ -54,6 +56,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    if not _verifiers_ok(args):
+        return EXIT_USAGE
     if args.keep == "threshold" and args.threshold is None:
         print("rlvr sample: --keep threshold needs --threshold X", file=sys.stderr)
         return EXIT_USAGE
@@ -80,6 +84,18 @@ def cmd_sample(args) -> int:
     print(f"[rlvr] kept {len(lines)} samples; {kept_prompts} of {len(groups)} prompts kept at least one "
           f"({kept_prompts / max(len(groups), 1):.1%}) -> {args.out}")
     return 0
+
+
+def _verifiers_ok(args) -> bool:
+    from rlvr.config.checks import RecipeError
+    from rlvr.eval.offline import eval_verifiers
+
+    try:
+        eval_verifiers(args)
+        return True
+    except RecipeError as e:
+        print(f"rlvr {args.command}: {e}", file=sys.stderr)
+        return False
 
 
 def _rows_or_exit(args) -> list[dict] | None:

@@ -156,17 +156,23 @@ def resolve_model(path: str) -> str:
 
 
 def eval_verifiers(args) -> list[dict]:
-    """`--verifiers` (a YAML list, as a recipe's `reward.verifiers`) or else `--reward`'s names."""
+    """`--verifiers` (a YAML list, as a recipe's `reward.verifiers`) or else `--reward`'s names;
+    RecipeError naming the item for a bad one."""
+    from rlvr.config.checks import require
+    from rlvr.config.reward import VerifierItem, is_judge
+
     if getattr(args, "verifiers", None):
         from omegaconf import OmegaConf
 
-        from rlvr.config.reward import VerifierItem
-
         text = open(args.verifiers).read() if os.path.isfile(args.verifiers) else args.verifiers
         items = OmegaConf.to_container(OmegaConf.create(text))
-        VerifierItem.parse(items, "--verifiers")
-        return items
-    return [{"name": name.strip()} for name in args.reward.split(",") if name.strip()]
+        require(isinstance(items, list), "--verifiers", "must be a YAML list like [{name: math}]")
+    else:
+        items = [{"name": name.strip()} for name in args.reward.split(",") if name.strip()]
+    for i, item in enumerate(VerifierItem.parse(items, "--verifiers")):
+        require(not is_judge(item.name) or "url" in item.options or bool(getattr(args, "judge_model", None)),
+                f"--verifiers[{i}].url", "a judge verifier needs a judge: give --judge-model or the verifier's url")
+    return items
 
 
 def start_eval_judge(args):

@@ -14,7 +14,7 @@ import threading
 import pytest
 
 from rlvr.run.metrics import read_metrics
-from tests.helpers.runs import run_short
+from tests.helpers.runs import read_status, run_short
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -102,3 +102,7 @@ def test_model_verifiers_score_a_run_and_bad_judges_fail_only_their_samples(judg
     assert all(rec["failures"][hang].startswith("timeout:") for rec in records)
     # the RM: every sample scored, its raw logit reported
     assert all(rm not in rec["failures"] and "raw" in rec["parts"][rm] for rec in records)
+    # the judge engine was placed and reported; its per-run token is in no file of the run
+    assert len(read_status(run_dir)["placement"]["judges"]) == 1
+    with open(os.path.join(run_dir, "recipe.yaml")) as f:
+        assert "token" not in f.read()

@@ -104,3 +104,24 @@ def test_recipe_needs_a_judge_for_a_judge_verifier_without_url():
     assert logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward) == 5  # 2 x 1 + 1 + 0.5 + 1 (the judge), rounded up
     with pytest.raises(RecipeError, match=r"reward\.judge\.placement"):
         load_recipe(None, ["reward.judge.placement=beside"])
+
+
+def test_eval_verifiers_take_options_and_need_a_judge(tmp_path):
+    from argparse import Namespace
+
+    from rlvr.eval.offline import eval_verifiers
+
+    judge = "rlvr.reward.builtin.judge:JudgeVerifier"
+    args = Namespace(reward="math,format", verifiers=None, judge_model=None)
+    assert eval_verifiers(args) == [{"name": "math"}, {"name": "format"}]
+    args.verifiers = f"[{{name: math}}, {{name: '{judge}', choices: {{'YES': 1, 'NO': 0}}}}]"
+    with pytest.raises(RecipeError, match=r"--verifiers\[1\]\.url.*--judge-model"):
+        eval_verifiers(args)
+    args.judge_model = "some/judge"
+    assert eval_verifiers(args)[1] == {"name": judge, "choices": {"YES": 1, "NO": 0}}
+    path = tmp_path / "v.yaml"
+    path.write_text("- {name: format, weight: 0.5}\n")
+    assert eval_verifiers(Namespace(reward="math", verifiers=str(path), judge_model=None)) == \
+        [{"name": "format", "weight": 0.5}]
+    with pytest.raises(RecipeError, match=r"--verifiers\[0\]\.weight"):
+        eval_verifiers(Namespace(reward="math", verifiers="[{name: math, weight: x}]", judge_model=None))
