@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from rlvr.config import load_recipe
 from rlvr.run.metrics import read_metrics
 from tests.helpers.runs import read_status, run_short
 
@@ -102,7 +103,7 @@ def test_model_verifiers_score_a_run_and_bad_judges_fail_only_their_samples(judg
     assert all(rec["failures"][hang].startswith("timeout:") for rec in records)
     # the RM: every sample scored, its raw logit reported
     assert all(rm not in rec["failures"] and "raw" in rec["parts"][rm] for rec in records)
-    # the judge engine was placed and reported; its per-run token is in no file of the run
+    # the judge engine was placed and reported; its url and per-run token went to the verifiers only
     assert len(read_status(run_dir)["placement"]["judges"]) == 1
-    with open(os.path.join(run_dir, "recipe.yaml")) as f:
-        assert "token" not in f.read()
+    saved = load_recipe(os.path.join(run_dir, "recipe.yaml")).reward.verifiers
+    assert [("url" in v, "token" in v) for v in saved[2:]] == [(False, False), (False, False), (True, False)]
