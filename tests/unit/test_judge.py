@@ -125,3 +125,11 @@ def test_eval_verifiers_take_options_and_need_a_judge(tmp_path):
         [{"name": "format", "weight": 0.5}]
     with pytest.raises(RecipeError, match=r"--verifiers\[0\]\.weight"):
         eval_verifiers(Namespace(reward="math", verifiers="[{name: math, weight: x}]", judge_model=None))
+
+
+def test_an_eval_sets_judge_needs_the_runs_judge():
+    sets = ("eval.sets=[{name: judged, path: builtin:arithmetic,"
+            " verifiers: [{name: 'rlvr.reward.builtin.judge:JudgeVerifier'}]}]")
+    with pytest.raises(RecipeError, match=r"eval\.sets\[0\]\.verifiers\[0\]\.url"):
+        load_recipe(None, [sets])
+    assert load_recipe(None, [sets, "reward.judge.model=builtin:tiny"]).reward.judge.model == "builtin:tiny"
