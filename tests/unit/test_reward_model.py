@@ -106,3 +106,16 @@ def test_reward_worker_loads_the_rm_once_and_counts_its_failures(reward_model_di
 def test_a_reward_model_that_cannot_load_fails_the_worker_start(tmp_path):
     with pytest.raises(RuntimeError, match="could not load the verifiers.*none"):
         RewardWorker([{"name": RM, "path": str(tmp_path / "none")}], procs=1)
+
+
+def test_the_rm_keeps_the_verifier_contract(reward_model_dir):
+    """The plugin conformance kit (`rlvr rewards check`) on the RM: hostile texts (1 MB, lone surrogates,
+    NUL) are scored (cut from the left with `on_truncation: flag`), batches follow their samples."""
+    from rlvr.reward.conformance import check_verifier
+
+    results = check_verifier(RM, {"path": reward_model_dir, "template": "plain", "on_truncation": "flag",
+                                  "max_length": 256}, timeout_s=60, n_timing=3, max_ms=5000)
+    assert {r.name: r.status for r in results if r.status != "SKIP"} == {
+        name: "PASS" for name in ("loads", "returns_score", "empty", "huge", "unicode", "surrogates_nul",
+                                  "deterministic", "latency", "batch_count", "batch_order", "finite",
+                                  "no_crash_or_hang")}, [(r.name, r.detail) for r in results]

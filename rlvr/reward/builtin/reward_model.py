@@ -131,6 +131,13 @@ class RewardModelVerifier:
         messages = [{"role": "user", "content": sample.prompt}, {"role": "assistant", "content": sample.completion}]
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
+    def encode(self, sample: RewardInput) -> list[int]:
+        """The token ids the model reads for `sample` (lone surrogates replaced: tokenizers refuse them)."""
+        clean = RewardInput(*(t.encode("utf-8", "replace").decode("utf-8") for t in (sample.prompt, sample.completion,
+                                                                                     sample.answer)))
+        return self.tokenizer(self.render(clean, self._chat), add_special_tokens=not self._chat,
+                              verbose=False)["input_ids"]
+
     def __call__(self, samples: list[RewardInput]) -> list[Score]:
         if self.model is None:
             self.setup()
@@ -142,11 +149,14 @@ class RewardModelVerifier:
     def _score(self, samples: list[RewardInput]) -> list[Score]:
         import torch
 
-        encoded = self.tokenizer([self.render(s, self._chat) for s in samples],
-                                 add_special_tokens=not self._chat)["input_ids"]
         results: list[Score | None] = [None] * len(samples)
         batch = []  # (index, ids, truncated)
-        for i, ids in enumerate(encoded):
+        for i, sample in enumerate(samples):
+            try:
+                ids = self.encode(sample)
+            except Exception as e:  # noqa: BLE001 - a text the template or tokenizer refuses fails alone
+                results[i] = Score(0.0, failure=f"invalid: cannot render or tokenize: {type(e).__name__}: {e}"[:300])
+                continue
             if len(ids) <= self.max_length:
                 batch.append((i, ids, False))
             elif self.on_truncation == "flag":
