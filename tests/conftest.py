@@ -68,6 +68,15 @@ def warm_model_dir():
 
 
 @pytest.fixture(scope="session")
+def reward_model_dir(warm_model_dir):
+    """A tiny sequence-classification reward model on the warm model's backbone (`rlvr.models.tiny_rm`:
+    well-formed answers above malformed ones), built once (~10 s) and cached in .cache/."""
+    from rlvr.models.tiny_rm import ensure_tiny_reward_model
+
+    return ensure_tiny_reward_model(warm_model_dir, CACHE)
+
+
+@pytest.fixture(scope="session")
 def tools_model_dir():
     """The built-in tool-calling model as recipes/tiny-tools-cpu.yaml builds it (`builtin:tiny-tools`,
     SFT warm start), built once and cached: the runs of that recipe find it."""

@@ -4,6 +4,9 @@
         accuracy, pass@k (unbiased estimator) and maj@k for k = 1, 2, 4, ... <= K, mean
         response length, each verifier's mean and failures; DIR/summary.json and
         DIR/samples.jsonl (one line per completion).
+    rlvr eval MODEL --data FILE --verifiers '[{name: reward_model, path: RM}, {name: judge, ...}]' [--judge-model J]
+        verifiers with options (a YAML list as a recipe's reward.verifiers); --judge-model starts
+        a judge engine (on a private local Ray cluster) that the judge verifiers ask.
     rlvr sample MODEL --data FILE --n K --keep best|all-correct|threshold --out FILE.jsonl
         K completions per prompt, scored; the kept ones written as {"messages": [...]}
         rows (the prompt's messages + the assistant's completion), ready for SFT
@@ -34,11 +37,13 @@ EXIT_USAGE = 2
 
 
 def cmd_eval(args) -> int:
+    if not _verifiers_ok(args):
+        return EXIT_USAGE
     rows = _rows_or_exit(args)
     if rows is None:
         return EXIT_USAGE
     groups, keys, timings = generate_and_score_model(args, rows)
-    summary = {"model": args.model, "data": args.data, "reward": args.reward, **summarize(groups, keys), **timings}
+    summary = {"model": args.model, "data": args.data, "reward": ",".join(keys), **summarize(groups, keys), **timings}
     out = args.out or os.path.join("evals", f"{os.path.basename(os.path.normpath(args.model))}-{time.strftime('%Y%m%d-%H%M%S')}")
     os.makedirs(out, exist_ok=True)
     atomic_write_text(os.path.join(out, "samples.jsonl"),
@@ -52,6 +57,8 @@ def cmd_eval(args) -> int:
 
 
 def cmd_sample(args) -> int:
+    if not _verifiers_ok(args):
+        return EXIT_USAGE
     if args.keep == "threshold" and args.threshold is None:
         print("rlvr sample: --keep threshold needs --threshold X", file=sys.stderr)
         return EXIT_USAGE
@@ -78,6 +85,18 @@ def cmd_sample(args) -> int:
     print(f"[rlvr] kept {len(lines)} samples; {kept_prompts} of {len(groups)} prompts kept at least one "
           f"({kept_prompts / max(len(groups), 1):.1%}) -> {args.out}")
     return 0
+
+
+def _verifiers_ok(args) -> bool:
+    from rlvr.config.checks import RecipeError
+    from rlvr.eval.offline import eval_verifiers
+
+    try:
+        eval_verifiers(args)
+        return True
+    except RecipeError as e:
+        print(f"rlvr {args.command}: {e}", file=sys.stderr)
+        return False
 
 
 def _rows_or_exit(args) -> list[dict] | None:
@@ -115,6 +134,12 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--chunk", type=int, default=256, help="prompts per generate call (progress granularity)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--verifiers", default=None, help="verifiers with options: a YAML list as a recipe's "
+                   "reward.verifiers (or a file holding one), e.g. '[{name: reward_model, path: ./rm}]'; "
+                   "replaces --reward")
+    p.add_argument("--judge-model", default=None, help="start a judge vLLM engine on this model (a local Ray "
+                   "cluster) and point the judge verifiers at it, as reward.judge does in a run")
+    p.add_argument("--judge-max-tokens", type=int, default=64, help="a judge's answer at most (default 64)")
     g = p.add_argument_group("multi-turn episodes (as rollout.multi_turn in a recipe)")
     g.add_argument("--tools", default=None, help="tool names, comma-separated (registered or module:attr): "
                    "run multi-turn, tool-using episodes (pass@k over whole trajectories)")

@@ -15,8 +15,9 @@ from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
 # the recipe keys that decide each resource, for the error message
 KEYS = {
     "CPU": "trainer.num_workers x trainer.cpus_per_worker + rollout.num_engines x rollout.cpus_per_engine + "
-           "reward.num_workers x reward.cpus_per_worker",
-    "GPU": "trainer.num_workers x trainer.gpus_per_worker + rollout.num_engines x rollout.gpus_per_engine",
+           "reward.num_workers x reward.cpus_per_worker + reward.judge.num_engines x reward.judge.cpus_per_engine",
+    "GPU": "trainer.num_workers x trainer.gpus_per_worker + rollout.num_engines x rollout.gpus_per_engine + "
+           "reward.num_workers x reward.gpus_per_worker + reward.judge.num_engines x reward.judge.gpus_per_engine",
 }
 
 
@@ -33,7 +34,9 @@ def needs(cfg) -> dict[str, float]:
     """
     t, r = cfg.trainer, cfg.rollout
     out: dict[str, float] = {"CPU": logical_cpus_needed(t, r, cfg.reward)}
-    gpus = t.num_workers * t.gpus_per_worker + r.num_engines * r.gpus_per_engine
+    j = cfg.reward.judge
+    gpus = t.num_workers * t.gpus_per_worker + r.num_engines * r.gpus_per_engine \
+        + (j.num_engines * j.gpus_per_engine if j.model else 0) + cfg.reward.num_workers * cfg.reward.gpus_per_worker
     if gpus:
         out["GPU"] = gpus
     return {**out, **custom_resources_needed(t, r)}

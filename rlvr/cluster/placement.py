@@ -19,8 +19,9 @@
 from __future__ import annotations
 
 
-def bundles(trainer, rollout=None, colocate: bool = False) -> list[dict[str, float]]:
-    """The placement group's bundles, one per trainer rank (`trainer`, `rollout`: recipe sections).
+def bundles(trainer, rollout=None, colocate: bool = False, judge=None) -> list[dict[str, float]]:
+    """The placement group's bundles, one per trainer rank (`trainer`, `rollout`: recipe sections;
+    `judge`: `reward.judge` when the run starts one: placed `colocate`, engine i joins bundle i).
 
     >>> from rlvr.config import RolloutConfig, TrainerConfig
     >>> t, r = TrainerConfig(num_workers=2), RolloutConfig(num_engines=1, cpus_per_engine=0.5)
@@ -37,6 +38,9 @@ def bundles(trainer, rollout=None, colocate: bool = False) -> list[dict[str, flo
             bundle["GPU"] += rollout.gpus_per_engine
             for key, value in rollout.resources.items():
                 bundle[key] = bundle.get(key, 0.0) + value
+        if judge is not None and judge.placement == "colocate" and i < judge.num_engines:
+            bundle["CPU"] += judge.cpus_per_engine
+            bundle["GPU"] += judge.gpus_per_engine
         out.append({k: float(v) for k, v in bundle.items() if v})
     return out
 

@@ -17,10 +17,13 @@ T = TypeVar("T")
 
 
 class WorkerGroup:
-    """`cls(*args)` as `num` Ray actors of `cpus` logical CPUs each; `label` names them in messages."""
+    """`cls(*args)` as `num` Ray actors of `cpus` logical CPUs (and `gpus` GPUs) each; `label` names
+    them in messages."""
 
-    def __init__(self, cls, args: tuple, num: int, cpus: float, *, label: str, timeout_s: float = 1800.0):
+    def __init__(self, cls, args: tuple, num: int, cpus: float, *, label: str, timeout_s: float = 1800.0,
+                 gpus: float = 0.0):
         self.cls, self.args, self.cpus, self.label, self.timeout_s = cls, args, cpus, label, timeout_s
+        self.gpus = gpus
         self.restarts = 0
         self._lock = threading.Lock()  # a replacement at a time (rollouts run in a background thread too)
         self._workers = [self._start() for _ in range(num)]
@@ -29,7 +32,7 @@ class WorkerGroup:
     def _start(self):
         import ray
 
-        return ray.remote(num_cpus=self.cpus)(actor_class(self.cls, self.label)).remote(*self.args)
+        return ray.remote(num_cpus=self.cpus, num_gpus=self.gpus)(actor_class(self.cls, self.label)).remote(*self.args)
 
     @property
     def handles(self) -> list:

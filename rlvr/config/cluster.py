@@ -39,7 +39,8 @@ def logical_cpus_needed(trainer, rollout, reward) -> int:
 
     mt = rollout.multi_turn
     need = (trainer.num_workers * trainer.cpus_per_worker + rollout.num_engines * rollout.cpus_per_engine
-            + reward.num_workers * reward.cpus_per_worker + (mt.tool_workers * mt.tool_cpus_per_worker if mt.enabled else 0))
+            + reward.num_workers * reward.cpus_per_worker + (mt.tool_workers * mt.tool_cpus_per_worker if mt.enabled else 0)
+            + (reward.judge.num_engines * reward.judge.cpus_per_engine if reward.judge.model else 0))
     return max(1, math.ceil(need))
 
 

@@ -8,7 +8,7 @@ from rlvr.config.algorithm import GROUP_ADVANTAGES
 from rlvr.config.checks import one_of, require
 from rlvr.config.cluster import logical_cpus_needed
 from rlvr.config.model import VLLM_MAX_LORA_RANKS
-from rlvr.config.reward import verifier_keys
+from rlvr.config.reward import VerifierItem, is_judge, verifier_keys
 
 
 def check_across(cfg) -> None:
@@ -27,6 +27,16 @@ def check_across(cfg) -> None:
     _check_lora(lora, t, r)
     _check_placement(cfg)
     _check_agent(cfg)
+    _check_eval_judges(cfg)
+
+
+def _check_eval_judges(cfg) -> None:
+    """An eval set's own judge verifier asks the run's judge (`reward.judge`) unless it names a url."""
+    for i, s in enumerate(cfg.eval.set_items()):
+        for j, item in enumerate(VerifierItem.parse(s.verifiers, f"eval.sets[{i}].verifiers") if s.verifiers else []):
+            require(not is_judge(item.name) or "url" in item.options or cfg.reward.judge.model is not None,
+                    f"eval.sets[{i}].verifiers[{j}].url", "a judge verifier needs a judge: set reward.judge.model "
+                    "(the run starts one) or give the verifier's url")
 
 
 def _check_agent(cfg) -> None:

@@ -36,6 +36,7 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
 
     from rlvr.config import DataConfig, RolloutConfig
     from rlvr.data.prompts import chat_messages, has_chat_template
+    from rlvr.agent.judge import with_judge
     from rlvr.reward.worker import LocalRewards, RewardWorker
     from rlvr.rollout.episodes import episode_metrics
     from rlvr.rollout.group import generate_and_score
@@ -49,8 +50,13 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
                           apply_chat_template=not args.no_chat_template and has_chat_template(tokenizer))
     episodes = _Episodes(args, model, tokenizer, data_cfg) if args.tools else None
     prompts = episodes.prompts(rows) if episodes else _render(rows, tokenizer, data_cfg)
-    worker = RewardWorker([{"name": name.strip()} for name in args.reward.split(",") if name.strip()],
-                          default_timeout_s=args.timeout_s)
+    judge = start_eval_judge(args)
+    try:
+        worker = RewardWorker(with_judge(eval_verifiers(args), judge), default_timeout_s=args.timeout_s)
+    except BaseException:
+        if judge is not None:
+            judge.stop()
+        raise
     t0 = time.perf_counter()
     print(f"[rlvr] starting vLLM on {args.model} ...", file=sys.stderr, flush=True)
     engine = _Engine(VLLMEngine(model, RolloutConfig(num_threads=args.threads), seed=args.seed, dtype=args.dtype))
@@ -79,6 +85,8 @@ def generate_and_score_model(args, rows: list[dict]) -> tuple[list[list[dict]], 
                 bar.update(len(chunk))
     finally:
         worker.shutdown()
+        if judge is not None:
+            judge.stop()
         if episodes:
             episodes.tools.stop()
     timings.update(generate_s=timer.times.get("timing/generate", 0.0), score_s=timer.times.get("timing/reward", 0.0))
@@ -145,3 +153,41 @@ def resolve_model(path: str) -> str:
         raise SystemExit(f"rlvr: {path} holds a LoRA adapter only: merge it first "
                          f"(rlvr export {path} OUT --merge) and evaluate OUT")
     return path
+
+
+def eval_verifiers(args) -> list[dict]:
+    """`--verifiers` (a YAML list, as a recipe's `reward.verifiers`) or else `--reward`'s names;
+    RecipeError naming the item for a bad one."""
+    from rlvr.config.checks import require
+    from rlvr.config.reward import VerifierItem, is_judge
+
+    if getattr(args, "verifiers", None):
+        from omegaconf import OmegaConf
+
+        text = open(args.verifiers).read() if os.path.isfile(args.verifiers) else args.verifiers
+        items = OmegaConf.to_container(OmegaConf.create(text))
+        require(isinstance(items, list), "--verifiers", "must be a YAML list like [{name: math}]")
+    else:
+        items = [{"name": name.strip()} for name in args.reward.split(",") if name.strip()]
+    for i, item in enumerate(VerifierItem.parse(items, "--verifiers")):
+        require(not is_judge(item.name) or "url" in item.options or bool(getattr(args, "judge_model", None)),
+                f"--verifiers[{i}].url", "a judge verifier needs a judge: give --judge-model or the verifier's url")
+    return items
+
+
+def start_eval_judge(args):
+    """With `--judge-model`: a private local Ray cluster and the judge engine on it, served as in a
+    run (`rlvr.agent.judge`); None without."""
+    if not getattr(args, "judge_model", None):
+        return None
+    import ray
+
+    from rlvr.config.reward import JudgeConfig
+    from rlvr.agent.judge import start_judge
+
+    judge = JudgeConfig(model=args.judge_model, num_threads=args.threads, max_tokens=args.judge_max_tokens,
+                        dtype=args.dtype)
+    if not ray.is_initialized():
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(f"[rlvr] starting the judge engine on {args.judge_model} ...", file=sys.stderr, flush=True)
+    return start_judge(judge, resolve_model(args.judge_model), args.seed)

@@ -10,6 +10,7 @@ evaluator. Whatever started is stopped on the way out, whatever happened.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 
@@ -70,6 +71,7 @@ class Inputs:
     tools: list | None = None  # the tools' schemas, as the chat template gets them
     make_env: object = None  # multi-turn: builds an environment object (one per episode)
     resume: str | None = None  # the checkpoint to resume from (`checkpoint.resume`, verified)
+    judge_path: str | None = None  # `reward.judge.model`'s folder (None: no judge engine)
 
 
 def prepare(cfg: Config) -> Inputs:
@@ -94,8 +96,11 @@ def prepare(cfg: Config) -> Inputs:
         train_prompts, eval_prompts, fits, cfg.data, cfg.rollout.max_tokens, cfg.eval.max_tokens,
         limit=" (or rollout.multi_turn.max_total_tokens)" if room else "")
     sets = prepare_sets(cfg.eval, cfg.data, cfg.rollout, cfg.run.seed, tokenizer, max_len, tools, start)
+    judge = cfg.reward.judge
+    judge_path = model_folder(dataclasses.replace(cfg.model, path=judge.model), cfg.data, cfg.logging.progress) \
+        if judge.model else None
     return Inputs(model_path, train_prompts, eval_prompts[: cfg.eval.num_prompts], sets, skipped, tokenizer, max_len,
-                  tools, make_env)
+                  tools, make_env, judge_path=judge_path)
 
 
 def model_folder(model_cfg, data_cfg, progress: bool = True) -> str:
@@ -147,22 +152,25 @@ class Groups:
     tools: object = None  # multi-turn: the tool workers
     episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses (agents: AgentRunner)
     agent: object = None  # rollout.agent: the endpoint and the agent workers (rlvr.agent.service)
+    judge: object = None  # reward.judge: the judge engines and their endpoint (rlvr.agent.judge)
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
                 "faults/reward_kills": self.rewards.kills, "faults/trainer_restarts": self.trainer.restarts,
                 **({"faults/tool_restarts": self.tools.restarts, "faults/tool_kills": self.tools.kills}
                    if self.tools is not None else {}),
-                **({"faults/agent_restarts": self.agent.restarts} if self.agent is not None else {})}
+                **({"faults/agent_restarts": self.agent.restarts} if self.agent is not None else {}),
+                **({"faults/judge_restarts": self.judge.restarts} if self.judge is not None else {})}
 
     def places(self) -> dict:
-        return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places()}
+        return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places(),
+                **({"judges": self.judge.places()} if self.judge is not None else {})}
 
     def stop(self) -> None:
         """Stop what started (the cluster may outlive the run)."""
         from ray.util.placement_group import remove_placement_group
 
-        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.rollouts, self.trainer):
+        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.judge, self.rollouts, self.trainer):
             if group is not None:
                 group.stop()
         if self.pg is not None:
@@ -176,6 +184,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     from rlvr.config.model import lora_sync_mode
     from rlvr.eval.sets import Evaluator
     from rlvr.reward.group import RewardGroup
+    from rlvr.agent.judge import with_judge
     from rlvr.rollout.group import RolloutGroup
     from rlvr.run.console import phase_bar
     from rlvr.sync.group import WeightSync
@@ -183,7 +192,8 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
 
     t, r, timeout = cfg.trainer, cfg.rollout, cfg.cluster.rpc_timeout_s
     colocate = cfg.cluster.placement == "colocate"
-    groups.pg = create_placement_group(bundles(t, r, colocate), timeout_s=cfg.cluster.startup_timeout_s)
+    judge = cfg.reward.judge if inputs.judge_path else None
+    groups.pg = create_placement_group(bundles(t, r, colocate, judge), timeout_s=cfg.cluster.startup_timeout_s)
     bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
     groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
                                    colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
@@ -193,7 +203,14 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, teacher=cfg.teacher.path,
                                   timeout_s=timeout)
     bar.update()
-    groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout)
+    if judge is not None:
+        from rlvr.agent.judge import start_judge
+
+        groups.judge = start_judge(judge, inputs.judge_path, cfg.run.seed, pg=groups.pg, timeout_s=timeout)
+    groups.rewards = RewardGroup(with_judge(list(cfg.reward.verifiers), groups.judge), cfg.reward, timeout_s=timeout)
+    for s in inputs.eval_sets:  # an eval set's own judge verifiers ask the same judge
+        if s.verifiers is not None:
+            s.verifiers = with_judge(s.verifiers, groups.judge)
     if r.multi_turn.enabled:
         from rlvr.data.prompts import template_kwargs
         from rlvr.rollout.episodes import EpisodeRunner

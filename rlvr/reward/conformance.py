@@ -99,9 +99,11 @@ def check_verifier(name: str, options: dict | None = None, *, samples: list[Samp
 
 
 def _same(a: SampleReward, b: SampleReward, key: str) -> bool:
-    """Do two results of the same sample agree (both failed, or equal values)?"""
+    """Do two results of the same sample agree (both failed, or equal values)? Equal up to a relative
+    1e-6: a model verifier (`reward_model`) scoring a sample in a padded batch is not bit-exact with
+    it scored alone (another reduction order), while a result given to the wrong sample is far off."""
     fa, fb = key in a.failures, key in b.failures
-    return fa == fb and (fa or abs(a.scores[key] - b.scores[key]) <= 1e-9)
+    return fa == fb and (fa or math.isclose(a.scores[key], b.scores[key], rel_tol=1e-6, abs_tol=1e-9))
 
 
 class _Kit:

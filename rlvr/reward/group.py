@@ -33,7 +33,7 @@ class RewardGroup:
         self.workers = WorkerGroup(RewardWorker, args,
                                    num_workers or cfg.num_workers,
                                    cfg.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
-                                   label="reward worker", timeout_s=timeout_s)
+                                   label="reward worker", timeout_s=timeout_s, gpus=cfg.gpus_per_worker)
 
     @property
     def handles(self) -> list:

@@ -32,6 +32,10 @@ worker's shard in one call. Its `timeout_s` bounds each call (one chunk), not
 each sample. A call that raises, hangs or returns the wrong number of results
 fails every sample of that chunk, and only that chunk.
 
+Set-up. A verifier object with a `setup()` method (a model to load: `reward_model`) has it
+called once when its process starts, inside the start-up allowance (not a call's
+`timeout_s`); the recipe check (`rlvr.cluster.plugin_check`) builds verifiers without it.
+
 The unit of work is a *call*: `(k, [i, ...])`, verifier k on samples i. A
 per-sample verifier makes one call per sample; a batched one one call per chunk.
 The parent sends the calls in order and reads one result per (sample, verifier)
@@ -163,16 +167,20 @@ class RewardWorker:
         return SampleReward(total=total, scores=used, failures=failures, parts=parts)
 
 
-FAILURE_KINDS = ("timeout", "exception", "invalid", "reported")
+FAILURE_KINDS = ("timeout", "exception", "invalid", "reported", "truncated", "unparsed", "http")
 
 
 def failure_kind(reason: str) -> str:
     """The kind a failure reason starts with: `timeout` (killed or timed out), `exception`
     (raised, or its process died), `invalid` (NaN, inf, wrong type) or `reported` (the
-    verifier's own explicit failure).
+    verifier's own explicit failure). Model verifiers name theirs: `truncated` (the input is
+    longer than the model takes: `reward_model`), `unparsed` (no verdict in a judge's answer)
+    and `http` (the judge's endpoint answered with an error: `judge`).
 
     >>> failure_kind("timeout: no answer after 5 s"), failure_kind("could not parse the tests")
     ('timeout', 'reported')
+    >>> failure_kind("unparsed: no score in 'I think so'")
+    'unparsed'
     """
     head = reason.split(":", 1)[0].strip()
     return head if head in FAILURE_KINDS else "reported"
@@ -286,6 +294,8 @@ def _load_verifiers(specs) -> tuple[list, list[int]]:
     for key, name, options in specs:
         try:
             fns.append(load_verifier(name, options))
+            if callable(getattr(fns[-1], "setup", None)):  # load a model once, in the start-up allowance
+                fns[-1].setup()
             sizes.append(batch_size_of(fns[-1]))
         except BaseException as e:
             raise SetupError(f"{key}: {type(e).__name__}: {e}") from None

@@ -58,3 +58,22 @@ def test_sample_keeps_correct_completions_as_a_messages_dataset(warm_model_dir, 
         *prompt, reply = row["messages"]
         assert prompt[-1]["role"] == "user" and reply["role"] == "assistant"
         assert reply["content"].strip() == row["answer"]  # only correct completions are kept
+
+
+def test_eval_with_a_reward_model_and_a_judge_engine(warm_model_dir, reward_model_dir, tmp_path):
+    """`--verifiers` with options and `--judge-model`: the judge engine starts for the eval (a private Ray
+    cluster) and is asked each sample's own question; the RM scores every sample."""
+    out = str(tmp_path / "judged")
+    verifiers = (f"[{{name: math}}, {{name: 'rlvr.reward.builtin.reward_model:RewardModelVerifier', path: '{reward_model_dir}',"
+                 " template: plain, timeout_s: 60}, {name: 'rlvr.reward.builtin.judge:JudgeVerifier', chat: false,"
+                 " template: '{prompt}', 'range': [0, 198], max_tokens: 6, timeout_s: 60}]")
+    _run(["eval", warm_model_dir, "--data", "builtin:arithmetic", "--limit", "8", "--max-tokens", "6", "--dtype",
+          "float32", "--no-progress", "--verifiers", verifiers, "--judge-model", warm_model_dir,
+          "--judge-max-tokens", "8", "--out", out])
+    with open(os.path.join(out, "samples.jsonl")) as f:
+        samples = [json.loads(line) for line in f]
+    assert len(samples) == 8 and all(s["failures"] == {} for s in samples), [s["failures"] for s in samples]
+    judge = "rlvr.reward.builtin.judge:JudgeVerifier"
+    # greedy policy and greedy judge are the same model on the same question: the verdict is the answer given
+    same = [s["scores"][judge] == float(s["completion"].strip()) for s in samples if s["completion"].strip().isdigit()]
+    assert same and sum(same) >= 0.75 * len(same), same

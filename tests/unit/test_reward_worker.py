@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from rlvr.reward.worker import RewardWorker, failure_kind, reward_metrics
+from rlvr.reward.worker import FAILURE_KINDS, RewardWorker, failure_kind, reward_metrics
 from rlvr.types import RewardInput, SampleReward
 
 CHAOS = "tests.helpers.bad_verifiers:chaos"
@@ -212,7 +212,7 @@ def test_reward_metrics_hand_checked():
         SampleReward(total=0.5, scores={"math": 0.0, "format": 1.0}, failures={}),
     ]
     zero_kinds = {f"reward/{key}/failures/{kind}": 0.0 for key in ("math", "format")
-                  for kind in ("timeout", "exception", "invalid", "reported")}
+                  for kind in FAILURE_KINDS}
     assert reward_metrics(results) == {
         **zero_kinds,
         "reward/math/mean": 1 / 3,  # (1 + 0 + 0) / 3
