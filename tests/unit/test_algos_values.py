@@ -141,3 +141,42 @@ def test_explained_variance_hand_computed_and_reference():
     assert algos.explained_variance(values, ret, mask2) == pytest.approx(
         algos.explained_variance_reference(values, ret, mask2), abs=1e-6)
     assert math.isnan(algos.explained_variance(v, torch.ones_like(v), mask))  # returns that do not vary
+
+
+# --------------------------------------------------------------------------- per-token advantages in the policy losses
+
+
+def _policy_inputs(seed, B=5, T=7):
+    g = _gen(seed)
+    logp = -torch.rand(B, T, generator=g) * 2
+    old = logp + 0.3 * torch.randn(B, T, generator=g)
+    mask = (torch.rand(B, T, generator=g) > 0.2).float()
+    return logp, old, mask, torch.randn(B, generator=g), torch.randn(B, T, generator=g)
+
+
+@pytest.mark.parametrize("name", sorted(algos.POLICY_LOSSES))
+def test_every_loss_takes_broadcast_token_advantages(name):
+    # a [B] advantage and the same value on every token ([B, T]) give the same loss and gradient
+    logp, old, mask, seq_adv, _ = _policy_inputs(1)
+    out = []
+    for adv in (seq_adv, seq_adv[:, None].expand_as(logp).clone()):
+        lp = logp.clone().requires_grad_(True)
+        loss, _ = algos.POLICY_LOSSES[name](lp, old, adv, mask)
+        loss.sum().backward()
+        out.append((loss.detach(), lp.grad))
+    assert torch.allclose(out[0][0], out[1][0], atol=1e-6) and torch.allclose(out[0][1], out[1][1], atol=1e-6)
+
+
+@pytest.mark.parametrize("name,reference", [("ppo_clip", algos.ppo_clip_loss_reference),
+                                            ("cispo", algos.cispo_loss_reference),
+                                            ("sapo", algos.sapo_loss_reference)])
+def test_token_losses_match_reference_with_token_advantages(name, reference):
+    logp, old, mask, _, token_adv = _policy_inputs(2)
+    loss, _ = algos.POLICY_LOSSES[name](logp, old, token_adv, mask)
+    assert torch.allclose(loss.double(), reference(logp, old, token_adv, mask).detach().double(), atol=1e-5)
+
+
+def test_ppo_clip_token_advantage_hand_computed():
+    # one row, ratio exp(0) = 1 on both tokens, A = [2, -1] per token: loss = -A * 1 = [-2, 1]
+    loss, _ = algos.ppo_clip_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.tensor([[2.0, -1.0]]), torch.ones(1, 2))
+    assert loss.tolist() == [[-2.0, 1.0]]

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from rlvr.trainer.batch import collate, num_micro_batches, shard_for_ranks, split_micro
+from rlvr.trainer.batch import collate, collate_shared, num_micro_batches, shard_for_ranks, split_micro
 from rlvr.types import TrainSample
 
 
@@ -74,7 +75,7 @@ def test_shared_prompt_layout_gives_the_same_logprobs_and_gradients_as_the_plain
         model.zero_grad()
         logp = _completion_logprobs(model, batch)
         mask = batch["completion_mask"]
-        (-(logp * mask * batch["advantages"][:, None]).sum() / mask.sum()).backward()
+        (-(logp * mask * batch["advantages"]).sum() / mask.sum()).backward()
         results.append((logp.detach() * mask, torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
@@ -87,3 +88,17 @@ def test_shared_layout_falls_back_when_nothing_is_shared():
     assert collate_shared(distinct, pad_id=0) is None  # every prompt once: the plain layout
     same = [TrainSample([3, 4], [4, 5, 6], 0.0, [-1.0] * 3)] * 2
     assert collate_shared(same, pad_id=0)["prompt_ids"].shape == (1, 2)
+
+
+def test_token_advantages_and_critic_targets_collate_per_token():
+    # a sample without token advantages broadcasts its scalar over its completion; one with them keeps them;
+    # padding is 0; the critic's returns / old values appear only when a sample carries them
+    a = TrainSample([5, 6], [7, 8, 9], 0.5, [-1.0] * 3)
+    b = TrainSample([5, 6], [7, 8], 0.0, [-1.0] * 2, token_advantages=[1.0, -2.0], returns=[0.3, 0.4],
+                    values=[0.1, 0.2])
+    plain, shared = collate([a, b], pad_id=0), collate_shared([a, b], pad_id=0)
+    for batch in (plain, shared):
+        assert batch["advantages"].tolist() == [[0.5, 0.5, 0.5], [1.0, -2.0, 0.0]]
+        assert batch["returns"].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.3, 0.4, 0.0])
+        assert batch["old_values"].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2, 0.0])
+    assert "returns" not in collate([a], pad_id=0)
