@@ -64,7 +64,7 @@ class TrainerWorker:
 
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
+        model = self._pretrained(model_path).to(self.device)
         if cfg.gradient_checkpointing:  # non-reentrant: the frozen LoRA base gives its inputs no grad
             model.gradient_checkpointing_enable({"use_reentrant": False} if self.lora else None)
         model.config.use_cache = False
@@ -94,6 +94,13 @@ class TrainerWorker:
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
         return self.rank
+
+    def _pretrained(self, model_path: str):
+        """The model this rank trains, on the CPU (`rlvr.trainer.critic` loads a value model instead)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
 
     def ping(self) -> int:
         return self.rank
