@@ -140,6 +140,7 @@ class Groups:
     tools: object = None  # multi-turn: the tool workers
     episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses (agents: AgentRunner)
     agent: object = None  # rollout.agent: the endpoint and the agent workers (rlvr.agent.service)
+    critic: object = None  # PPO (algorithm.advantage: gae): the critic ranks (rlvr.trainer.critic.CriticGroup)
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
@@ -149,13 +150,14 @@ class Groups:
                 **({"faults/agent_restarts": self.agent.restarts} if self.agent is not None else {})}
 
     def places(self) -> dict:
-        return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places()}
+        return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places(),
+                **({"critics": self.critic.places()} if self.critic is not None else {})}
 
     def stop(self) -> None:
         """Stop what started (the cluster may outlive the run)."""
         from ray.util.placement_group import remove_placement_group
 
-        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.rollouts, self.trainer):
+        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.rollouts, self.critic, self.trainer):
             if group is not None:
                 group.stop()
         if self.pg is not None:
@@ -166,6 +168,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     """Start every group into `groups` (filled as they start, so the caller can stop them)."""
     from rlvr.cluster.env import runtime_env_for_actors
     from rlvr.cluster.placement import bundles, create_placement_group
+    from rlvr.config.critic import critic_ranks
     from rlvr.config.model import lora_sync_mode
     from rlvr.eval.sets import Evaluator
     from rlvr.reward.group import RewardGroup
@@ -176,7 +179,8 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
 
     t, r, timeout = cfg.trainer, cfg.rollout, cfg.cluster.rpc_timeout_s
     colocate = cfg.cluster.placement == "colocate"
-    groups.pg = create_placement_group(bundles(t, r, colocate), timeout_s=cfg.cluster.startup_timeout_s)
+    critic = critic_ranks(cfg.critic, cfg.algorithm, t)  # its rank i sits in trainer rank i's bundle
+    groups.pg = create_placement_group(bundles(t, r, colocate, critic), timeout_s=cfg.cluster.startup_timeout_s)
     bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
     groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
                                    colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
@@ -184,6 +188,11 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     groups.trainer = TrainerGroup(t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
                                   runtime_env=runtime_env_for_actors(cfg.model.cache_dir), temperature=r.temperature,
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, timeout_s=timeout)
+    if critic is not None:
+        from rlvr.trainer.critic import CriticGroup
+
+        groups.critic = CriticGroup(cfg.critic, t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
+                                    runtime_env=runtime_env_for_actors(cfg.model.cache_dir), timeout_s=timeout)
     bar.update()
     groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout)
     if r.multi_turn.enabled:
@@ -219,6 +228,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
 
     from rlvr.cluster.connect import connect
     from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
+    from rlvr.config.critic import critic_ranks
     from rlvr.cluster.fit import check_fits
     from rlvr.cluster.logs import send_actor_output_to
     from rlvr.loop.control import stop_at_once_on_signals, stop_gracefully_on_signals, stop_request_in
@@ -231,7 +241,8 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     inputs.resume = resume_point(cfg.checkpoint.resume, run_dir)  # a damaged checkpoint is skipped before any actor
     status.update(phase="actors")
     send_actor_output_to(None if cfg.logging.verbose else os.path.join(run_dir, "logs"))
-    started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
+    cpus = logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward, critic_ranks(cfg.critic, cfg.algorithm, cfg.trainer))
+    started_cluster = connect(cfg.cluster, cpus,
                               custom_resources_needed(cfg.trainer, cfg.rollout), verbose=cfg.logging.verbose)
     restore_signals = stop_at_once_on_signals()  # after ray.init, which installs its own
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "

@@ -89,5 +89,12 @@ def test_two_rank_critic_matches_single_process(ray_cluster, random_model_dir, c
         with torch.no_grad():
             again = completion_values(saved, collate(samples, pad_id=0), torch.device("cpu"))
         assert torch.allclose(again, ref_after, atol=1e-4)
+        # resuming: another update moves the critic; loading the checkpoint part brings back its weights
+        group.train(samples)
+        assert group.values(samples) != after
+        with open(os.path.join(tmp_path, "rlvr_state.json"), "w") as f:
+            f.write('{"step": 1}')
+        assert group.load_checkpoint(str(tmp_path)) == {"step": 1}
+        assert group.values(samples) == after
     finally:
         group.stop()
