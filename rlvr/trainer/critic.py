@@ -22,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 
+import torch
+
 from rlvr.trainer.group import TrainerGroup
 from rlvr.trainer.worker import TrainerWorker
 from rlvr.types import TrainSample
@@ -50,7 +52,19 @@ def value_model(path: str):
 
 def completion_values(model, batch, device):
     """V(s_t) of every completion token [B, T] of a `collate` batch: the head's output at the
-    column that predicts token t (P - 1 + t)."""
+    column that predicts token t (P - 1 + t); of a `collate_shared` batch: the prompts once with
+    the KV cache on, then the completions on top (as `rlvr.trainer.worker.shared_prompt_logits`;
+    the head's model returns no cache, so it fills one passed in)."""
+    if "prompt_row" in batch:
+        from transformers import DynamicCache
+
+        row, cache = batch["prompt_row"].to(device), DynamicCache()
+        first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=batch["prompt_mask"].to(device),
+                      position_ids=batch["prompt_positions"].to(device), past_key_values=cache, use_cache=True)
+        cache.reorder_cache(row)
+        second = model(input_ids=batch["targets"].to(device), attention_mask=batch["attention_mask"].to(device),
+                       position_ids=batch["position_ids"].to(device), past_key_values=cache, use_cache=True)
+        return torch.cat([first.logits[:, -1:, 0][row], second.logits[:, :-1, 0]], dim=1).float()
     P, T = int(batch["prompt_len"]), batch["targets"].shape[1]
     out = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                 position_ids=batch["position_ids"].to(device))

@@ -19,7 +19,7 @@ def test_ppo_preset_selects_gae_and_the_critic():
     assert not a.skip_uniform_groups and critic_on(a)
     ranks = critic_ranks(cfg.critic, a, cfg.trainer)
     assert ranks.lr == 0.002 and ranks.backend == cfg.trainer.backend and ranks.num_workers == cfg.trainer.num_workers
-    assert not ranks.share_prompts and not ranks.fused_logprobs and ranks.cpus_per_worker == cfg.critic.cpus_per_worker
+    assert ranks.share_prompts and not ranks.fused_logprobs and ranks.cpus_per_worker == cfg.critic.cpus_per_worker
     assert critic_ranks(cfg.critic, load_recipe(RECIPE).algorithm, cfg.trainer) is None  # grpo: no critic
 
 
