@@ -246,7 +246,9 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
                               custom_resources_needed(cfg.trainer, cfg.rollout), verbose=cfg.logging.verbose)
     restore_signals = stop_at_once_on_signals()  # after ray.init, which installs its own
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
-          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)"
+          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s)"
+          + (" and as many critic ranks" if critic_ranks(cfg.critic, cfg.algorithm, cfg.trainer) else "")
+          + f", {cfg.reward.num_workers} reward worker(s)"
           + ("" if cfg.logging.verbose else f"; their output: {os.path.join(run_dir, 'logs')}/ (--verbose to show it)"),
           flush=True)
     groups = Groups()
