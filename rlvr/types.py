@@ -155,6 +155,11 @@ class TrainSample:
     advantage: float
     rollout_logprobs: list[float]  # the engine's sampling log-probs (for diagnostics)
     loss_mask: list[int] | None = None  # multi-turn: 1 for sampled tokens, 0 for observations (None: all 1)
+    # PPO with a critic (`rlvr.algos.values`): one advantage per completion token (None: `advantage`
+    # on every token), and the critic's targets: the returns and its values when the batch was sampled
+    token_advantages: list[float] | None = None
+    returns: list[float] | None = None
+    values: list[float] | None = None
 
     @property
     def num_loss_tokens(self) -> int:

@@ -61,7 +61,9 @@ class PlainStep:
 
         logp = torch.cat([checkpoint(chunk_logp, h[i:i + CHUNK], targets[i:i + CHUNK], use_reentrant=False)
                           for i in range(0, h.shape[0], CHUNK)])
-        advantages = batch["advantages"].to(dev)[:, None].expand_as(valid)[valid]
+        from rlvr.algos.losses import per_token
+
+        advantages = per_token(batch["advantages"].to(dev), valid.float()).expand(valid.shape)[valid]
         loss_tokens, _ = algos.POLICY_LOSSES["ppo_clip"](logp[None], logp.detach()[None], advantages[None],
                                                          torch.ones_like(logp)[None])
         return loss_tokens.sum() / denominator

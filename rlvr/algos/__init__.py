@@ -1,7 +1,7 @@
 """RL algorithms as pure tensor functions: advantages, policy losses, rollout corrections, KL, aggregation.
 
 No Ray, no config objects: tensors in, tensors out. Variants live in plain dicts
-(`ADVANTAGES`, `POLICY_LOSSES`, `CORRECTIONS`, `AGGREGATIONS`, `KL`) with one signature each, and
+(`ADVANTAGES`, `TOKEN_ADVANTAGES`, `WHITENING`, `POLICY_LOSSES`, `CORRECTIONS`, `AGGREGATIONS`, `KL`) with one signature each, and
 every call site goes through the dicts. Each fast function has a slow loop
 `*_reference` beside it; the unit tests check that the two agree.
 
@@ -24,8 +24,11 @@ Where we depart from the papers:
 - The ratio uses the trainer's own log-probs of the behaviour policy (`old_logp`), not
   the engine's sampling log-probs; `CORRECTIONS` correct for that gap when a caller asks.
 
+- PPO with a critic (GAE, the clipped value loss, whitening): see `values` (observation tokens
+  are skipped, not terminal).
+
 Layout: advantages.py, losses.py, corrections.py, aggregation.py, kl.py, logprobs.py,
-shaping.py, distill.py; this package re-exports their public names (`from rlvr.algos import X`).
+shaping.py, distill.py, values.py; this package re-exports their public names (`from rlvr.algos import X`).
 """
 
 from rlvr.algos.advantages import (ADVANTAGES, GROUP_ADVANTAGES, dr_grpo_advantages, dr_grpo_advantages_reference,
@@ -43,6 +46,9 @@ from rlvr.algos.losses import (POLICY_LOSSES, cispo_loss, cispo_loss_reference, 
                                gspo_loss, gspo_loss_reference, nll_loss, nll_loss_reference, ppo_clip_loss,
                                ppo_clip_loss_reference, sapo_loss, sapo_loss_reference)
 from rlvr.algos.shaping import overlong_penalty, overlong_penalty_reference
+from rlvr.algos.values import (TOKEN_ADVANTAGES, WHITENING, explained_variance, explained_variance_reference,
+                               gae_advantages, gae_advantages_reference, terminal_rewards, value_loss,
+                               value_loss_reference, whiten_reference)
 
 __all__ = [
     "ADVANTAGES", "AGGREGATIONS", "Aggregation", "CORRECTIONS", "GROUP_ADVANTAGES", "KL", "POLICY_LOSSES",
@@ -55,5 +61,7 @@ __all__ = [
     "overlong_penalty_reference", "ppo_clip_loss", "ppo_clip_loss_reference", "reinforce_pp_advantages",
     "reinforce_pp_advantages_reference", "rloo_advantages", "rloo_advantages_reference", "sapo_loss",
     "sapo_loss_reference", "tis_correction", "tis_weights", "tis_weights_reference", "token_logprobs",
-    "uniform_groups",
+    "uniform_groups", "TOKEN_ADVANTAGES", "WHITENING", "explained_variance", "explained_variance_reference",
+    "gae_advantages", "gae_advantages_reference", "terminal_rewards", "value_loss", "value_loss_reference",
+    "whiten_reference",
 ]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import torch
 
+from rlvr.algos.losses import _adv_at, per_token
+
 
 def distill_advantages(advantages: torch.Tensor, teacher_logp: torch.Tensor, student_logp: torch.Tensor, *,
                        coef: float = 1.0, reward_weight: float = 0.0) -> torch.Tensor:
-    """[B, T] per-token advantages: `reward_weight` x the [B] sequence `advantages` (broadcast)
-    plus `coef` x (teacher - student) log-probs [B, T] (the student's detached)."""
-    seq = advantages.to(student_logp.dtype).unsqueeze(-1)
-    return reward_weight * seq + coef * (teacher_logp - student_logp.detach())
+    """[B, T] per-token advantages: `reward_weight` x the verifier's `advantages` ([B], broadcast,
+    or [B, T]) plus `coef` x (teacher - student) log-probs [B, T] (the student's detached)."""
+    return reward_weight * per_token(advantages, student_logp) + coef * (teacher_logp - student_logp.detach())
 
 
 def distill_advantages_reference(advantages, teacher_logp, student_logp, *, coef=1.0, reward_weight=0.0):
@@ -33,6 +34,6 @@ def distill_advantages_reference(advantages, teacher_logp, student_logp, *, coef
     out = torch.zeros(student_logp.shape, dtype=torch.float64)
     for b in range(student_logp.shape[0]):
         for t in range(student_logp.shape[1]):
-            out[b, t] = (reward_weight * advantages[b].item()
+            out[b, t] = (reward_weight * _adv_at(advantages, b, t)
                          + coef * (teacher_logp[b, t].item() - student_logp[b, t].item()))
     return out

@@ -1,4 +1,8 @@
-"""Policy losses (`POLICY_LOSSES`): [B, T] per-token losses plus float metrics, one signature."""
+"""Policy losses (`POLICY_LOSSES`): [B, T] per-token losses plus float metrics, one signature.
+
+`advantages` is [B] (one per sequence) or [B, T] (one per token, from a critic: `rlvr.algos.values`).
+The sequence-ratio losses (GSPO, GMPO) then keep their token form: each token's loss is its own
+advantage times the sequence's ratio; their sequence-form references take [B] only."""
 
 from __future__ import annotations
 
@@ -7,18 +11,18 @@ import math
 import torch
 
 
-TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo")  # take [B, T] advantages as well as [B]
+TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo", "nll")  # per-token advantage semantics (distillation)
 
 
-def per_token_advantages(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """[B] sequence advantages as a [B, 1] column (broadcast over tokens), or [B, T] ones
-    (a token's own advantage, e.g. on-policy distillation's) as they are, in `like`'s dtype."""
+def per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Advantages as [B, T] (a [B, T] tensor: per token, PPO's GAE) or [B, 1] (a [B] tensor: one
+    per sequence, broadcast over its tokens), in `like`'s dtype. Every loss takes either."""
     adv = advantages.to(like.dtype)
     return adv if adv.dim() == 2 else adv.unsqueeze(-1)
 
 
-def _adv(advantages, b: int, t: int) -> float:
-    """The references' advantage of token t of row b ([B] or [B, T] advantages)."""
+def _adv_at(advantages, b: int, t: int) -> float:
+    """A sample's (or, [B, T], a token's) advantage in the loop references."""
     return (advantages[b, t] if advantages.dim() == 2 else advantages[b]).item()
 
 
@@ -42,13 +46,13 @@ def ppo_clip_loss(
 
     `clip_high > clip_low` is DAPO's clip-higher. `dual_clip = c > 1` (Ye et al. 2020)
     caps the loss of tokens with A < 0 at -c*A. `logp`, `old_logp`, `mask` are
-    [B, T]; `advantages` is [B] (or [B, T]: per token). Returns the [B, T] per-token loss (zero where mask
+    [B, T]; `advantages` is [B] or [B, T]. Returns the [B, T] per-token loss (zero where mask
     is 0) and float metrics: clip_fraction, approx_kl, and dual_clip_fraction if used.
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     mask = mask.to(logp.dtype)
-    adv = per_token_advantages(advantages, logp)
+    adv = per_token(advantages, logp)
     log_ratio = (logp - old_logp) * mask
     ratio = torch.exp(log_ratio)
     unclipped = ratio * adv
@@ -76,7 +80,7 @@ def ppo_clip_loss_reference(logp, old_logp, advantages, mask, *, clip_low=0.2, c
         for t in range(logp.shape[1]):
             if mask[b, t] == 0:
                 continue
-            a = _adv(advantages, b, t)
+            a = _adv_at(advantages, b, t)
             r = math.exp(logp[b, t].item() - old_logp[b, t].item())
             loss = -min(r * a, min(max(r, 1 - clip_low), 1 + clip_high) * a)
             if dual_clip is not None and a < 0:
@@ -110,7 +114,7 @@ def gspo_loss(
     The clip range defaults to the paper's 3e-4 / 4e-4; config usually passes its own.
     """
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token(advantages, logp)
     log_ratio = (logp - old_logp) * mask
     seq_log_ratio = log_ratio.sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)
     s = torch.exp(seq_log_ratio.detach() + logp - logp.detach())  # value s_i, gradient s_i per own token
@@ -164,7 +168,7 @@ def cispo_loss(
     Metrics: clip_fraction (tokens whose weight was clipped), approx_kl.
     """
     mask = mask.to(logp.dtype)
-    adv = per_token_advantages(advantages, logp)
+    adv = per_token(advantages, logp)
     log_ratio = (logp - old_logp) * mask
     with torch.no_grad():
         ratio = torch.exp(log_ratio)
@@ -187,7 +191,7 @@ def cispo_loss_reference(logp, old_logp, advantages, mask, *, clip_low=1.0, clip
                 continue
             r = math.exp(logp[b, t].item() - old_logp[b, t].item())
             w = min(max(r, 1 - clip_low), 1 + clip_high)
-            row.append(-w * _adv(advantages, b, t) * logp[b, t])
+            row.append(-w * _adv_at(advantages, b, t) * logp[b, t])
         rows.append(torch.stack(row))
     return torch.stack(rows)
 
@@ -216,7 +220,7 @@ def gmpo_loss(
     Metrics: clip_fraction (tokens on the clipped side), approx_kl.
     """
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token(advantages, logp)
     sign = torch.sign(adv)
     log_ratio = (logp - old_logp) * mask
     clipped = torch.clamp(log_ratio, -clip_low, clip_high)
@@ -267,7 +271,7 @@ def sapo_loss(
     approx_kl.
     """
     mask = mask.to(logp.dtype)
-    adv = per_token_advantages(advantages, logp)
+    adv = per_token(advantages, logp)
     tau = torch.where(adv > 0, torch.full_like(adv, tau_pos), torch.full_like(adv, tau_neg))
     log_ratio = (logp - old_logp) * mask
     ratio = torch.exp(log_ratio)
@@ -285,7 +289,7 @@ def sapo_loss_reference(logp, old_logp, advantages, mask, *, tau_pos=1.0, tau_ne
     for b in range(logp.shape[0]):
         for t in range(logp.shape[1]):
             if mask[b, t]:
-                a = _adv(advantages, b, t)
+                a = _adv_at(advantages, b, t)
                 tau = tau_pos if a > 0 else tau_neg
                 r = math.exp(logp[b, t].item() - old_logp[b, t].item())
                 out[b, t] = -(4 / tau) / (1 + math.exp(-tau * (r - 1))) * a
@@ -309,7 +313,7 @@ def nll_loss(
     `old_logp` only feeds `approx_kl`; `clip_fraction` is 0 (nothing is clipped).
     """
     mask = mask.to(logp.dtype)
-    adv = advantages.to(logp.dtype).unsqueeze(-1)
+    adv = per_token(advantages, logp)
     loss = -adv * logp * mask
     with torch.no_grad():
         metrics = {"clip_fraction": 0.0, "approx_kl": _k3_mean((logp - old_logp) * mask, mask)}
@@ -320,7 +324,7 @@ def nll_loss_reference(logp, advantages, mask):
     """Token-by-token `nll_loss`, differentiable in `logp`."""
     rows = []
     for b in range(logp.shape[0]):
-        rows.append(torch.stack([-advantages[b].item() * logp[b, t] if mask[b, t] else logp[b, t] * 0.0
+        rows.append(torch.stack([-_adv_at(advantages, b, t) * logp[b, t] if mask[b, t] else logp[b, t] * 0.0
                                  for t in range(logp.shape[1])]))
     return torch.stack(rows)
 

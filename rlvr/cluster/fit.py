@@ -15,9 +15,11 @@ from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
 # the recipe keys that decide each resource, for the error message
 KEYS = {
     "CPU": "trainer.num_workers x trainer.cpus_per_worker + rollout.num_engines x rollout.cpus_per_engine + "
-           "reward.num_workers x reward.cpus_per_worker + reward.judge.num_engines x reward.judge.cpus_per_engine",
+           "reward.num_workers x reward.cpus_per_worker + reward.judge.num_engines x reward.judge.cpus_per_engine "
+           "(+ trainer.num_workers x critic.cpus_per_worker with a critic)",
     "GPU": "trainer.num_workers x trainer.gpus_per_worker + rollout.num_engines x rollout.gpus_per_engine + "
-           "reward.num_workers x reward.gpus_per_worker + reward.judge.num_engines x reward.judge.gpus_per_engine",
+           "reward.num_workers x reward.gpus_per_worker + reward.judge.num_engines x reward.judge.gpus_per_engine "
+           "(+ trainer.num_workers x critic.gpus_per_worker with a critic)",
 }
 
 
@@ -32,11 +34,15 @@ def needs(cfg) -> dict[str, float]:
     >>> needs(Config())
     {'CPU': 4}
     """
+    from rlvr.config.critic import critic_ranks
+
     t, r = cfg.trainer, cfg.rollout
-    out: dict[str, float] = {"CPU": logical_cpus_needed(t, r, cfg.reward)}
+    critic = critic_ranks(cfg.critic, cfg.algorithm, t)
+    out: dict[str, float] = {"CPU": logical_cpus_needed(t, r, cfg.reward, critic)}
     j = cfg.reward.judge
     gpus = t.num_workers * t.gpus_per_worker + r.num_engines * r.gpus_per_engine \
         + (j.num_engines * j.gpus_per_engine if j.model else 0) + cfg.reward.num_workers * cfg.reward.gpus_per_worker
+    gpus += critic.num_workers * critic.gpus_per_worker if critic is not None else 0
     if gpus:
         out["GPU"] = gpus
     return {**out, **custom_resources_needed(t, r)}

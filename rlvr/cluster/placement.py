@@ -19,9 +19,11 @@
 from __future__ import annotations
 
 
-def bundles(trainer, rollout=None, colocate: bool = False, judge=None) -> list[dict[str, float]]:
+def bundles(trainer, rollout=None, colocate: bool = False, judge=None, critic=None) -> list[dict[str, float]]:
     """The placement group's bundles, one per trainer rank (`trainer`, `rollout`: recipe sections;
-    `judge`: `reward.judge` when the run starts one: placed `colocate`, engine i joins bundle i).
+    `judge`: `reward.judge` when the run starts one: placed `colocate`, engine i joins bundle i;
+    `critic`: the critic ranks' TrainerConfig, `rlvr.config.critic.critic_ranks`, whose rank i
+    shares bundle i with trainer rank i).
 
     >>> from rlvr.config import RolloutConfig, TrainerConfig
     >>> t, r = TrainerConfig(num_workers=2), RolloutConfig(num_engines=1, cpus_per_engine=0.5)
@@ -33,6 +35,9 @@ def bundles(trainer, rollout=None, colocate: bool = False, judge=None) -> list[d
     out = []
     for i in range(trainer.num_workers):
         bundle = {"CPU": trainer.cpus_per_worker, "GPU": trainer.gpus_per_worker, **trainer.resources}
+        if critic is not None:
+            bundle["CPU"] += critic.cpus_per_worker
+            bundle["GPU"] += critic.gpus_per_worker
         if colocate and i < rollout.num_engines:
             bundle["CPU"] += rollout.cpus_per_engine
             bundle["GPU"] += rollout.gpus_per_engine

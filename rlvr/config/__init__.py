@@ -9,6 +9,7 @@
     reward.py     reward (verifier items)
     algorithm.py  algorithm (and the papers' presets)
     trainer.py    trainer
+    critic.py     critic (PPO's value model)
     eval.py       eval (named eval-set items)
     cluster.py    cluster
     sft.py        sft (`rlvr sft` only)
@@ -23,6 +24,7 @@ from rlvr.config.algorithm import (ASYNC_TIS_CAP, PRESETS, AlgorithmConfig, Dyna
                                    OverlongConfig)
 from rlvr.config.checks import RecipeError
 from rlvr.config.cluster import ClusterConfig
+from rlvr.config.critic import CriticConfig
 from rlvr.config.data import BUILTIN_ARITHMETIC, ArithmeticConfig, DataConfig, MixItem, ToolArithmeticConfig
 from rlvr.config.eval import EvalConfig, EvalSetItem
 from rlvr.config.model import BUILTIN_TINY_MODEL, LoRAConfig, ModelConfig, TinyModelConfig
@@ -36,7 +38,7 @@ from rlvr.config.trainer import DeepSpeedConfig, FSDP2Config, TrainerConfig
 
 __all__ = [
     "ASYNC_TIS_CAP", "BUILTIN_ARITHMETIC", "BUILTIN_TINY_MODEL", "PRESETS", "AlgorithmConfig", "ArithmeticConfig",
-    "CheckpointConfig", "ClusterConfig", "Config", "DataConfig", "DeepSpeedConfig", "DynamicSamplingConfig",
+    "CheckpointConfig", "ClusterConfig", "Config", "CriticConfig", "DataConfig", "DeepSpeedConfig", "DynamicSamplingConfig",
     "EvalConfig", "EvalSetItem", "FSDP2Config", "KLConfig", "LoRAConfig", "LoggingConfig", "MixItem",
     "MlflowConfig", "ModelConfig", "MultiTurnConfig", "OverlongConfig", "RecipeError", "RewardConfig", "RolloutConfig", "RunConfig",
     "SFTConfig", "ServiceConfig", "SyncConfig", "TinyModelConfig", "ToolArithmeticConfig", "ToolItem", "TrainerConfig", "VerifierItem", "WandbConfig",

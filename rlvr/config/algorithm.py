@@ -12,13 +12,14 @@ from typing import Literal, Optional
 
 from rlvr.config.checks import require
 
-Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp"]  # rlvr.algos.ADVANTAGES
+Advantage = Literal["grpo", "dr_grpo", "rloo", "reinforce_pp", "gae"]  # rlvr.algos.ADVANTAGES + TOKEN_ADVANTAGES
 PolicyLoss = Literal["ppo_clip", "gspo", "cispo", "gmpo", "sapo", "nll"]  # rlvr.algos.POLICY_LOSSES
 Correction = Literal["none", "tis", "mis_token", "mis_seq", "icepop"]  # "none" + rlvr.algos.CORRECTIONS
 Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum_norm"]  # rlvr.algos.AGGREGATIONS
 KLEstimator = Literal["k1", "k2", "k3"]  # rlvr.algos.KL
-Preset = Literal["grpo", "dr_grpo", "dapo", "cispo", "gmpo", "sapo", "distill"]  # PRESETS
-TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo")  # rlvr.algos.losses.TOKEN_ADVANTAGE_LOSSES
+Preset = Literal["grpo", "dr_grpo", "dapo", "cispo", "gmpo", "sapo", "ppo", "distill"]  # PRESETS
+Whitening = Literal["none", "batch", "group"]  # rlvr.algos.WHITENING
+TOKEN_ADVANTAGE_LOSSES = ("ppo_clip", "cispo", "sapo", "nll")  # rlvr.algos.losses.TOKEN_ADVANTAGE_LOSSES
 # advantages that compare a sample with the rest of its group (need group size >= 2); rlvr.algos.GROUP_ADVANTAGES
 GROUP_ADVANTAGES = ("grpo", "dr_grpo", "rloo", "reinforce_pp")
 
@@ -48,8 +49,18 @@ class OverlongConfig:
 
 
 @dataclass
+class GAEConfig:
+    """`advantage: gae` (PPO with a critic, the `critic` section): per-token GAE from the critic's values."""
+
+    gamma: float = 1.0
+    lam: float = 0.95  # GAE's lambda
+    whiten: Whitening = "batch"  # advantages to mean 0, std 1 over the batch's tokens, each group's, or not at all
+
+
+@dataclass
 class AlgorithmConfig:
-    preset: Optional[Preset] = None  # grpo | dr_grpo | dapo | cispo | gmpo | sapo | distill: the paper's settings (PRESETS)
+    # grpo | dr_grpo | dapo | cispo | gmpo | sapo | ppo | distill: the paper's settings (PRESETS)
+    preset: Optional[Preset] = None
     advantage: Advantage = "grpo"
     advantage_eps: float = 1e-6
     loss: PolicyLoss = "ppo_clip"
@@ -76,6 +87,7 @@ class AlgorithmConfig:
     skip_uniform_groups: bool = True  # don't train on groups whose rewards are all equal (zero advantage)
     dynamic_sampling: DynamicSamplingConfig = field(default_factory=DynamicSamplingConfig)
     overlong: OverlongConfig = field(default_factory=OverlongConfig)
+    gae: GAEConfig = field(default_factory=GAEConfig)
 
     def check(self) -> None:
         require(self.kl.coef >= 0, "algorithm.kl.coef", "must be >= 0")
@@ -92,6 +104,10 @@ class AlgorithmConfig:
         require(low is None or low >= 0, "algorithm.correction_low", "must be >= 0 (or null)")
         require(high is None or high > 0, "algorithm.correction_high", "must be > 0 (or null)")
         require(low is None or high is None or low <= high, "algorithm.correction_low", "must be <= correction_high")
+        require(0 <= self.gae.gamma <= 1, "algorithm.gae.gamma", "must be in [0, 1]")
+        require(0 <= self.gae.lam <= 1, "algorithm.gae.lam", "must be in [0, 1]")
+        require(not (self.advantage == "gae" and self.loss in ("gspo", "gmpo")), "algorithm.loss",
+                f"{self.loss!r} weighs whole sequences: with per-token GAE advantages use ppo_clip, cispo or sapo")
 
     def correction_mode(self) -> str:
         """The correction the trainer applies: `correction`, or "tis" when only `tis_cap` is set."""
@@ -143,6 +159,13 @@ PRESETS: dict[str, dict] = {
     # per-sequence token mean as in its objective; no KL
     "sapo": {"advantage": "grpo", "loss": "sapo", "aggregation": "seq_mean_token_mean", "tau_pos": 1.0,
              "tau_neg": 1.05, "kl": {"coef": 0.0}},
+    # PPO with a critic (Schulman et al. 2017; the RLHF form of Ouyang et al. 2022): per-token GAE
+    # (gamma 1, lambda 0.95 as verl/OpenRLHF's defaults) from a value model (the `critic` section),
+    # advantages whitened over the batch, clipped surrogate, token-mean; every group trains (a critic
+    # learns from uniform groups too); no KL (the `critic` section holds value_clip and warm-up)
+    "ppo": {"advantage": "gae", "loss": "ppo_clip", "aggregation": "token_mean", "clip_low": 0.2,
+            "clip_high": 0.2, "kl": {"coef": 0.0}, "skip_uniform_groups": False,
+            "gae": {"gamma": 1.0, "lam": 0.95, "whiten": "batch"}},
     # On-policy distillation (GKD, arXiv 2306.13649; Thinking Machines 2025): every sampled token's
     # advantage is the teacher's minus the student's log-prob (reverse KL), no verifier signal
     # (reward_weight 0: set it > 0 to mix the verifier's advantage in), every group trained

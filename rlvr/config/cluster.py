@@ -28,8 +28,9 @@ class ClusterConfig:
         require(self.startup_timeout_s > 0, "cluster.startup_timeout_s", "must be > 0")
 
 
-def logical_cpus_needed(trainer, rollout, reward) -> int:
-    """Logical CPUs the recipe's actors ask Ray for (what a private local cluster is sized to).
+def logical_cpus_needed(trainer, rollout, reward, critic=None) -> int:
+    """Logical CPUs the recipe's actors ask Ray for (what a private local cluster is sized to;
+    `critic`: the critic ranks' TrainerConfig or None).
 
     >>> from rlvr.config import TrainerConfig, RolloutConfig, RewardConfig
     >>> logical_cpus_needed(TrainerConfig(), RolloutConfig(), RewardConfig())  # 2 x 1 + 1 x 1 + 1 x 0.5
@@ -40,7 +41,8 @@ def logical_cpus_needed(trainer, rollout, reward) -> int:
     mt = rollout.multi_turn
     need = (trainer.num_workers * trainer.cpus_per_worker + rollout.num_engines * rollout.cpus_per_engine
             + reward.num_workers * reward.cpus_per_worker + (mt.tool_workers * mt.tool_cpus_per_worker if mt.enabled else 0)
-            + (reward.judge.num_engines * reward.judge.cpus_per_engine if reward.judge.model else 0))
+            + (reward.judge.num_engines * reward.judge.cpus_per_engine if reward.judge.model else 0)
+            + (critic.num_workers * critic.cpus_per_worker if critic is not None else 0))
     return max(1, math.ceil(need))
 
 

@@ -7,6 +7,7 @@ import os
 from rlvr.config.algorithm import GROUP_ADVANTAGES
 from rlvr.config.checks import one_of, require
 from rlvr.config.cluster import logical_cpus_needed
+from rlvr.config.critic import critic_ranks
 from rlvr.config.model import VLLM_MAX_LORA_RANKS
 from rlvr.config.reward import VerifierItem, is_judge, verifier_keys
 
@@ -25,6 +26,8 @@ def check_across(cfg) -> None:
     require(not a.distill_coef or cfg.teacher.path is not None, "teacher.path",
             "algorithm.distill_coef > 0 (preset distill) needs a teacher model: a folder or hub id")
     _check_lora(lora, t, r)
+    require(cfg.critic.warmup_steps < t.total_steps or a.advantage != "gae", "critic.warmup_steps",
+            f"must be < trainer.total_steps={t.total_steps} (the policy never trains otherwise)")
     _check_placement(cfg)
     _check_agent(cfg)
     _check_eval_judges(cfg)
@@ -72,7 +75,8 @@ def _check_placement(cfg) -> None:
                 f"colocate puts each engine beside a trainer rank: at most trainer.num_workers="
                 f"{cfg.trainer.num_workers} engines, got {r.num_engines}")
     if c.num_cpus is not None and not (c.address or os.environ.get("RAY_ADDRESS")):
-        need = logical_cpus_needed(cfg.trainer, r, cfg.reward)  # a private cluster would wait forever for the rest
+        critic = critic_ranks(cfg.critic, cfg.algorithm, cfg.trainer)
+        need = logical_cpus_needed(cfg.trainer, r, cfg.reward, critic)  # a private cluster would wait forever for the rest
         require(c.num_cpus >= need, "cluster.num_cpus",
                 f"the recipe's trainer ranks, engines and reward workers need {need} logical CPUs, got "
                 f"{c.num_cpus} (raise it, or leave it null to size the cluster to the recipe)")

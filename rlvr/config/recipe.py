@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from rlvr.config.algorithm import ASYNC_TIS_CAP, PRESETS, AlgorithmConfig
 from rlvr.config.checks import RecipeError
 from rlvr.config.cluster import ClusterConfig
+from rlvr.config.critic import CriticConfig
 from rlvr.config.cross import check_across
 from rlvr.config.data import DataConfig
 from rlvr.config.eval import EvalConfig
@@ -40,6 +41,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)  # PPO's value model (algorithm.advantage: gae)
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
@@ -51,8 +53,8 @@ class Config:
     def check(self) -> None:
         """Every section's own checks, in the order a recipe reads, then the cross-section ones."""
         for section in (self.run, self.model, self.teacher, self.data, self.rollout, self.algorithm, self.reward,
-                        self.logging, self.eval, self.trainer, self.checkpoint, self.cluster, self.sync, self.service,
-                        self.sft):
+                        self.logging, self.eval, self.trainer, self.critic, self.checkpoint, self.cluster, self.sync,
+                        self.service, self.sft):
             section.check()
         check_across(self)
 

@@ -3,7 +3,8 @@
     batch   = batches.next(step)          generate on the engines, score on the reward workers
     totals  = shaped rewards              (minus KL to the reference, from the trainer ranks, if in the reward)
     samples = advantages, kept samples    pure functions (`rlvr.loop.samples`, `rlvr.algos`)
-    trainer.train(samples)                the trainer ranks: one update
+      (PPO: critic_step)                  the critic ranks' values -> GAE -> the critic ranks' update
+    trainer.train(samples)                the trainer ranks: one update (not during critic.warmup_steps)
     sync.push(version + 1)                trainer rank 0 -> every engine (and every few syncs, verify)
     evaluator.run()                       held-out evaluation, every `eval.every` steps
     run.step(...)                         metrics.jsonl, samples/, status.json, console
@@ -28,7 +29,8 @@ import os
 import torch
 
 from rlvr.cluster.remote import RemoteCallError
-from rlvr.loop.samples import build_samples, candidate_samples, mean_staleness, shaped_rewards
+from rlvr.loop.samples import (build_samples, candidate_samples, gae_samples, mean_staleness, scored_samples,
+                               shaped_rewards)
 
 
 def run_loop(cfg, run_dir: str, status, groups, inputs) -> dict:
@@ -36,6 +38,7 @@ def run_loop(cfg, run_dir: str, status, groups, inputs) -> dict:
     from rlvr.run.reporter import RunReporter
 
     trainer, rollouts, sync, evaluator, algo = groups.trainer, groups.rollouts, groups.sync, groups.evaluator, cfg.algorithm
+    critic = groups.critic  # PPO's value model (algorithm.advantage: gae), else None
     run = RunReporter(run_dir, status, cfg.logging, cfg.trainer.total_steps)
     batches = make_batches(cfg, groups, inputs)
     saver = Checkpoints(run_dir, cfg.checkpoint, groups, batches, run)
@@ -54,9 +57,15 @@ def run_loop(cfg, run_dir: str, status, groups, inputs) -> dict:
                         kl = algo.kl.coef * torch.tensor(trainer.reference_kl(candidate_samples(batch.prompts,
                                                                                                 batch.completions)))
                     totals, stats["reward/kl_penalty"] = totals - kl, kl.mean().item()
-                samples, sample_stats, advantages = build_samples(batch.prompts, batch.completions, totals, algo)
+                if critic is None:
+                    samples, sample_stats, advantages = build_samples(batch.prompts, batch.completions, totals, algo)
+                else:  # PPO: the critic's values, GAE, the critic's update
+                    samples, sample_stats, advantages = critic_step(critic, batch, totals, algo, timer)
+                stats.update(sample_stats)
+                if critic is not None and step <= cfg.critic.warmup_steps:
+                    samples = []  # critic warm-up: the policy is frozen (no update, no sync)
                 with timer("train"):
-                    stats.update(sample_stats, **trainer.train(samples))
+                    stats.update(trainer.train(samples))
                 rollouts.wake_up()
                 with timer("sync"):
                     if samples:  # no update happened otherwise: the engines already hold these weights
@@ -76,6 +85,17 @@ def run_loop(cfg, run_dir: str, status, groups, inputs) -> dict:
                 raise
             step = recover_trainer(saver, groups, run)
     return finish(cfg, saver, batches, run, stopped)
+
+
+def critic_step(critic, batch, totals, algo, timer):
+    """PPO's critic part of a step; returns what `build_samples` does (samples, metrics, advantages)."""
+    samples, owners = scored_samples(batch.prompts, batch.completions)
+    with timer("values"):
+        values = critic.values(samples)  # the critic ranks: V(s_t) of every completion token
+    samples, stats, advantages = gae_samples(samples, owners, batch.completions, totals, values, algo)
+    with timer("critic"):
+        stats.update(critic.train(samples))  # the critic ranks: one update toward the returns
+    return samples, stats, advantages
 
 
 def make_batches(cfg, groups, inputs):
@@ -144,7 +164,9 @@ class Checkpoints:
         self.run.phase("checkpoint")
         sampler, files = self.batches.state()
         run_state = {"step": step, "weight_version": self.groups.sync.version, "sampler": sampler}
-        path = self.groups.trainer.save_checkpoint(os.path.join(self.run_dir, "checkpoints", name), run_state, files)
+        critic = (self.groups.critic,) if self.groups.critic is not None else ()  # its part: <checkpoint>/critic/
+        path = self.groups.trainer.save_checkpoint(os.path.join(self.run_dir, "checkpoints", name), run_state, files,
+                                                   parts=critic)
         prune_checkpoints(self.run_dir, self.cfg.keep_last)
         self.run.checkpoints(checkpoint_names(self.run_dir))
         return path
@@ -153,6 +175,8 @@ class Checkpoints:
         """Trainer state, prompt order (and an async run's batch in flight) and the engines'
         weights as `path` left them (None: as the run started); returns its step."""
         state = self.groups.trainer.load_checkpoint(path) if path else {"step": 0, "weight_version": 0, "sampler": None}
+        if path and self.groups.critic is not None:
+            self.groups.critic.load_checkpoint(path)
         self.batches.restore(state["sampler"], path)
         self.groups.sync.push(state["weight_version"])
         return state["step"]

@@ -70,6 +70,55 @@ def build_samples(prompts, completions: list[Completion], totals: torch.Tensor, 
     return samples, stats, advantages.tolist()
 
 
+def scored_samples(prompts, completions: list[Completion]) -> tuple[list[TrainSample], list[int]]:
+    """PPO: every completion's training sequences (an agent episode's segments each), advantage 0
+    until GAE fills it in, and the completion each came from."""
+    samples, owners = [], []
+    for i, c in enumerate(completions):
+        for p, t, lp, m in c.pieces(prompts[c.prompt_index].token_ids):
+            if t:
+                samples.append(TrainSample(p, t, 0.0, lp, m))
+                owners.append(i)
+    return samples, owners
+
+
+def _padded(rows: list[list[float]], T: int) -> torch.Tensor:
+    out = torch.zeros((len(rows), T), dtype=torch.float32)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+    return out
+
+
+def gae_samples(samples: list[TrainSample], owners: list[int], completions: list[Completion], totals: torch.Tensor,
+                values: list[list[float]], algo):
+    """PPO's advantages (`algo.advantage`: gae, `algo.gae`): each sequence's reward (its completion's
+    total) on its last sampled token, GAE from the critic's `values` (observation tokens skipped),
+    whitening; returns (samples with token_advantages / returns / values, metrics, per-completion
+    mean token advantage)."""
+    from dataclasses import replace
+
+    groups = torch.tensor([c.prompt_index for c in completions], dtype=torch.long)
+    uniform = algos.uniform_groups(totals.to(torch.float32), groups) if len(completions) else torch.zeros(0, dtype=torch.bool)
+    stats = {"groups/uniform_fraction": uniform.float().mean().item() if len(uniform) else 0.0,
+             "samples/trained": len(samples)}
+    if not samples:
+        return [], {**stats, "advantage/abs_mean": 0.0}, [0.0] * len(completions)
+    T = max(len(s.completion_ids) for s in samples)
+    mask = _padded([s.loss_mask if s.loss_mask is not None else [1.0] * len(s.completion_ids) for s in samples], T)
+    V = _padded(values, T) * mask
+    rewards = algos.terminal_rewards(totals.to(torch.float32)[owners], mask)
+    adv, ret = algos.TOKEN_ADVANTAGES[algo.advantage](rewards, V, mask, gamma=algo.gae.gamma, lam=algo.gae.lam)
+    adv = algos.WHITENING[algo.gae.whiten](adv, mask, groups[owners], eps=algo.advantage_eps)
+    out = [replace(s, token_advantages=adv[i, :n].tolist(), returns=ret[i, :n].tolist(), values=V[i, :n].tolist())
+           for i, (s, n) in enumerate((s, len(s.completion_ids)) for s in samples)]
+    per_completion = torch.zeros(len(completions)).index_add_(0, torch.tensor(owners), adv.sum(-1))
+    counts = torch.zeros(len(completions)).index_add_(0, torch.tensor(owners), mask.sum(-1)).clamp(min=1)
+    stats.update({"advantage/abs_mean": ((adv.abs() * mask).sum() / mask.sum().clamp(min=1)).item(),
+                  "critic/explained_variance": algos.explained_variance(V, ret, mask),
+                  "critic/returns_mean": ((ret * mask).sum() / mask.sum().clamp(min=1)).item()})
+    return out, stats, (per_completion / counts).tolist()
+
+
 def mean_staleness(completions: list[Completion], trainer_version: int) -> float:
     """How many updates behind the trainer the generating weights were, on average (0: on-policy)."""
     if not completions:

@@ -153,6 +153,7 @@ class Groups:
     episodes: object = None  # multi-turn: the EpisodeRunner every batch and evaluation uses (agents: AgentRunner)
     agent: object = None  # rollout.agent: the endpoint and the agent workers (rlvr.agent.service)
     judge: object = None  # reward.judge: the judge engines and their endpoint (rlvr.agent.judge)
+    critic: object = None  # PPO (algorithm.advantage: gae): the critic ranks (rlvr.trainer.critic.CriticGroup)
 
     def faults(self) -> dict:
         return {"faults/rollout_restarts": self.rollouts.restarts, "faults/reward_restarts": self.rewards.restarts,
@@ -164,13 +165,15 @@ class Groups:
 
     def places(self) -> dict:
         return {"trainers": self.trainer.places(), "engines": self.rollouts.places(), "rewarders": self.rewards.places(),
-                **({"judges": self.judge.places()} if self.judge is not None else {})}
+                **({"judges": self.judge.places()} if self.judge is not None else {}),
+                **({"critics": self.critic.places()} if self.critic is not None else {})}
 
     def stop(self) -> None:
         """Stop what started (the cluster may outlive the run)."""
         from ray.util.placement_group import remove_placement_group
 
-        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.judge, self.rollouts, self.trainer):
+        for group in (self.evaluator, self.agent, self.tools, self.rewards, self.judge, self.rollouts, self.critic,
+                      self.trainer):
             if group is not None:
                 group.stop()
         if self.pg is not None:
@@ -181,6 +184,7 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     """Start every group into `groups` (filled as they start, so the caller can stop them)."""
     from rlvr.cluster.env import runtime_env_for_actors
     from rlvr.cluster.placement import bundles, create_placement_group
+    from rlvr.config.critic import critic_ranks
     from rlvr.config.model import lora_sync_mode
     from rlvr.eval.sets import Evaluator
     from rlvr.reward.group import RewardGroup
@@ -193,7 +197,8 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     t, r, timeout = cfg.trainer, cfg.rollout, cfg.cluster.rpc_timeout_s
     colocate = cfg.cluster.placement == "colocate"
     judge = cfg.reward.judge if inputs.judge_path else None
-    groups.pg = create_placement_group(bundles(t, r, colocate, judge), timeout_s=cfg.cluster.startup_timeout_s)
+    critic = critic_ranks(cfg.critic, cfg.algorithm, t)  # its rank i sits in trainer rank i's bundle
+    groups.pg = create_placement_group(bundles(t, r, colocate, judge, critic), timeout_s=cfg.cluster.startup_timeout_s)
     bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
     groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
                                    colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
@@ -202,6 +207,11 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
                                   runtime_env=runtime_env_for_actors(cfg.model.cache_dir), temperature=r.temperature,
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, teacher=cfg.teacher.path,
                                   timeout_s=timeout)
+    if critic is not None:
+        from rlvr.trainer.critic import CriticGroup
+
+        groups.critic = CriticGroup(cfg.critic, t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
+                                    runtime_env=runtime_env_for_actors(cfg.model.cache_dir), timeout_s=timeout)
     bar.update()
     if judge is not None:
         from rlvr.agent.judge import start_judge
@@ -244,6 +254,7 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
 
     from rlvr.cluster.connect import connect
     from rlvr.config.cluster import custom_resources_needed, logical_cpus_needed
+    from rlvr.config.critic import critic_ranks
     from rlvr.cluster.fit import check_fits
     from rlvr.cluster.logs import send_actor_output_to
     from rlvr.loop.control import stop_at_once_on_signals, stop_gracefully_on_signals, stop_request_in
@@ -257,11 +268,14 @@ def _run(cfg: Config, run_dir: str, status) -> dict:
     inputs.resume = resume_point(cfg.checkpoint.resume, run_dir)  # a damaged checkpoint is skipped before any actor
     status.update(phase="actors")
     send_actor_output_to(None if cfg.logging.verbose else os.path.join(run_dir, "logs"))
-    started_cluster = connect(cfg.cluster, logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward),
+    cpus = logical_cpus_needed(cfg.trainer, cfg.rollout, cfg.reward, critic_ranks(cfg.critic, cfg.algorithm, cfg.trainer))
+    started_cluster = connect(cfg.cluster, cpus,
                               custom_resources_needed(cfg.trainer, cfg.rollout), verbose=cfg.logging.verbose)
     restore_signals = stop_at_once_on_signals()  # after ray.init, which installs its own
     print(f"[rlvr] starting {cfg.rollout.num_engines} {cfg.rollout.engine} engine(s), "
-          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s), {cfg.reward.num_workers} reward worker(s)"
+          f"{cfg.trainer.num_workers} {cfg.trainer.backend} trainer rank(s)"
+          + (" and as many critic ranks" if critic_ranks(cfg.critic, cfg.algorithm, cfg.trainer) else "")
+          + f", {cfg.reward.num_workers} reward worker(s)"
           + ("" if cfg.logging.verbose else f"; their output: {os.path.join(run_dir, 'logs')}/ (--verbose to show it)"),
           flush=True)
     groups = Groups()

@@ -31,26 +31,33 @@ def _completions(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Ten
     """What both layouts hold per completion: targets (the completion tokens), completion_mask
     (the tokens that carry loss: all of them, or a multi-turn episode's sampled ones),
     completion_tokens (every token there, observations included: what attention sees),
-    rollout_logprobs [B, T] right-padded, advantages [B]."""
-    T = max(max(len(s.completion_ids) for s in samples), 1)
-    targets = torch.full((len(samples), T), pad_id, dtype=torch.long)
-    completion_mask = torch.zeros((len(samples), T), dtype=torch.float32)
-    completion_tokens = torch.zeros((len(samples), T), dtype=torch.long)
-    rollout_logprobs = torch.zeros((len(samples), T), dtype=torch.float32)
+    rollout_logprobs and advantages [B, T] right-padded (a sample's scalar advantage on every
+    token, or its `token_advantages`); with a critic's targets (`returns`) also returns and
+    old_values [B, T]."""
+    B, T = len(samples), max(max(len(s.completion_ids) for s in samples), 1)
+    targets = torch.full((B, T), pad_id, dtype=torch.long)
+    completion_tokens = torch.zeros((B, T), dtype=torch.long)
+    floats = ["completion_mask", "rollout_logprobs", "advantages"]
+    critic = any(s.returns is not None for s in samples)
+    floats += ["returns", "old_values"] if critic else []
+    out = {k: torch.zeros((B, T), dtype=torch.float32) for k in floats}
     for i, s in enumerate(samples):
         c = len(s.completion_ids)
         targets[i, :c] = torch.tensor(s.completion_ids, dtype=torch.long)
-        completion_mask[i, :c] = 1.0 if s.loss_mask is None else torch.tensor(s.loss_mask[:c], dtype=torch.float32)
+        out["completion_mask"][i, :c] = 1.0 if s.loss_mask is None else torch.tensor(s.loss_mask[:c], dtype=torch.float32)
         completion_tokens[i, :c] = 1
-        rollout_logprobs[i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
-    return {"targets": targets, "completion_mask": completion_mask, "completion_tokens": completion_tokens,
-            "rollout_logprobs": rollout_logprobs,
-            "advantages": torch.tensor([s.advantage for s in samples], dtype=torch.float32)}
+        out["rollout_logprobs"][i, :c] = torch.tensor(s.rollout_logprobs[:c], dtype=torch.float32)
+        adv = s.advantage if s.token_advantages is None else torch.tensor(s.token_advantages[:c], dtype=torch.float32)
+        out["advantages"][i, :c] = adv
+        if critic and s.returns is not None:
+            out["returns"][i, :c] = torch.tensor(s.returns[:c], dtype=torch.float32)
+            out["old_values"][i, :c] = torch.tensor(s.values[:c], dtype=torch.float32)
+    return {"targets": targets, "completion_tokens": completion_tokens, **out}
 
 
 def collate(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
     """Pad samples into tensors: input_ids/attention_mask/position_ids [B, L],
-    targets/completion_mask/rollout_logprobs [B, T], advantages [B]."""
+    targets/completion_mask/rollout_logprobs/advantages [B, T] (and returns/old_values)."""
     completions = _completions(samples, pad_id)
     P = max(len(s.prompt_ids) for s in samples)
     T = completions["targets"].shape[1]
@@ -83,7 +90,7 @@ def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False
     prompt_row [B]: the prompt row of each sample; targets (= the completion tokens),
     completion_mask, rollout_logprobs [B, T] right-padded; attention_mask [B, P + T] (the
     prompt row's mask, then the completion's) and position_ids [B, T] (continuing after
-    the prompt's real tokens); advantages [B]."""
+    the prompt's real tokens); advantages [B, T]."""
     rows: list[list[int]] = []
     prompt_row: list[int] = []
     for s in samples:

@@ -29,13 +29,16 @@ class TrainerGroup:
     """`cfg`: the `trainer` section; `algo`: `algorithm`; `pg`: a placement group with one bundle
     per rank (made for these ranks alone when None); `lora`: `model.lora` (rank > 0: LoRA)."""
 
+    role = "trainer"  # the ranks' name in logs and errors
+
     def __init__(self, cfg, algo, model_path: str, seed: int, *, pg=None, runtime_env: dict | None = None,
                  temperature: float = 1.0, norm_tokens: int | None = None, lora=None, teacher: str | None = None,
-                 timeout_s: float = 1800.0):
+                 timeout_s: float = 1800.0, worker_options: dict | None = None):
         from rlvr.cluster.placement import bundles, create_placement_group
 
         self.cfg, self.algo, self.model_path, self.seed, self.timeout_s = cfg, algo, model_path, seed, timeout_s
-        self.options = {"temperature": temperature, "norm_tokens": norm_tokens, "lora": lora, "teacher": teacher}
+        self.options = {"temperature": temperature, "norm_tokens": norm_tokens, "lora": lora, "teacher": teacher,
+                        **(worker_options or {})}
         self.runtime_env = dict(runtime_env or {})
         self.runtime_env["env_vars"] = {**omp_env(cfg.num_threads), **self.runtime_env.get("env_vars", {})}
         self._own_pg = pg is None
@@ -47,18 +50,25 @@ class TrainerGroup:
         import ray
 
         from rlvr.cluster.placement import in_bundle
-        from rlvr.trainer.worker import TrainerWorker
 
-        actor_cls = ray.remote(actor_class(TrainerWorker, "trainer"))
+        actor_cls = ray.remote(actor_class(self.worker_class(), self.role))
         ranks = [actor_cls.options(num_cpus=self.cfg.cpus_per_worker, num_gpus=self.cfg.gpus_per_worker,
                                    resources=dict(self.cfg.resources), runtime_env=self.runtime_env,
                                    **in_bundle(self.pg, rank))
                  .remote(rank, self.cfg.num_workers, self.cfg, self.algo, self.seed, **self.options)
                  for rank in range(self.cfg.num_workers)]
-        addr, port = wait_all([ranks[0].rendezvous_address.remote()], "starting the trainer ranks", self.timeout_s)[0]
-        wait_all([w.setup.remote(addr, port, self.model_path) for w in ranks], "setting up the trainer ranks",
+        addr, port = wait_all([ranks[0].rendezvous_address.remote()], f"starting the {self.role} ranks",
+                              self.timeout_s)[0]
+        wait_all([w.setup.remote(addr, port, self.model_path) for w in ranks], f"setting up the {self.role} ranks",
                  self.timeout_s)
         return ranks
+
+    @staticmethod
+    def worker_class():
+        """The rank's class (`rlvr.trainer.critic.CriticGroup`: the critic's)."""
+        from rlvr.trainer.worker import TrainerWorker
+
+        return TrainerWorker
 
     @property
     def handles(self) -> list:
@@ -103,13 +113,20 @@ class TrainerGroup:
         """Rank 0's setup notes (`TrainerWorker.notices`)."""
         return self._all("notices", [()] * len(self._ranks))[0]
 
-    def save_checkpoint(self, path: str, run_state: dict, files: dict[str, str] | None = None) -> str:
-        """Every rank writes its part into `<path>.tmp`; rank 0 seals it with `run_state` (and
-        `files`, name -> text) into `rlvr_state.json` and a manifest, then renames it to `path`."""
+    def save_checkpoint(self, path: str, run_state: dict, files: dict[str, str] | None = None, parts=()) -> str:
+        """Every rank writes its part into `<path>.tmp` (and so do the groups in `parts`: the
+        critic); rank 0 seals it with `run_state` (and `files`, name -> text) into `rlvr_state.json`
+        and a manifest, then renames it to `path`."""
         tmp = f"{path}.tmp"
-        self._all("save_checkpoint", [(tmp,)] * len(self._ranks))
+        self.write_into(tmp)
+        for group in parts:
+            group.write_into(tmp)
         return wait_all([self._ranks[0].finalize_checkpoint.remote(tmp, path, run_state, files)],
                         "sealing the checkpoint", self.timeout_s)[0]
+
+    def write_into(self, folder: str) -> None:
+        """Collective: every rank writes its part of a checkpoint into `folder` (not sealed)."""
+        self._all("save_checkpoint", [(folder,)] * len(self._ranks))
 
     def load_checkpoint(self, path: str) -> dict:
         """Restore every rank from a checkpoint; returns its run state (step, sampler, ...)."""
@@ -161,12 +178,12 @@ class TrainerGroup:
 
         t0 = time.perf_counter()
         self.restarts += 1
-        print(f"[rlvr] fault: a trainer rank died; starting the {len(self._ranks)} ranks again "
+        print(f"[rlvr] fault: a {self.role} rank died; starting the {len(self._ranks)} ranks again "
               f"(restart {self.restarts} of trainer.max_restarts={self.cfg.max_restarts})", flush=True)
         for w in self._ranks:
             ray.kill(w)
         self._ranks = self._start()
-        print(f"[rlvr] fault: trainer ranks started again in {time.perf_counter() - t0:.1f} s", flush=True)
+        print(f"[rlvr] fault: {self.role} ranks started again in {time.perf_counter() - t0:.1f} s", flush=True)
 
     def places(self) -> list[dict]:
         return places(self._ranks)

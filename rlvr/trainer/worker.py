@@ -66,7 +66,7 @@ class TrainerWorker:
 
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
+        model = self._pretrained(model_path).to(self.device)
         if cfg.gradient_checkpointing:  # non-reentrant: the frozen LoRA base gives its inputs no grad
             model.gradient_checkpointing_enable({"use_reentrant": False} if self.lora else None)
         model.config.use_cache = False
@@ -121,6 +121,13 @@ class TrainerWorker:
         """What this rank's setup found that the user should know (printed once by the driver,
         `rlvr.loop.notices`)."""
         return list(self.notes)
+
+    def _pretrained(self, model_path: str):
+        """The model this rank trains, on the CPU (`rlvr.trainer.critic` loads a value model instead)."""
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
 
     def ping(self) -> int:
         return self.rank

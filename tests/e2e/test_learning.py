@@ -73,16 +73,37 @@ def test_async_rollouts_learn(ray_cluster, warm_model_dir, tmp_path):
     assert all("timing/wait_rollout" in r for r in rows)
 
 
-@pytest.mark.parametrize("preset", ["dr_grpo", "dapo"])  # grpo: test_deepspeed_zero2_learns
+@pytest.mark.parametrize("preset", ["dr_grpo", "dapo", "ppo"])  # grpo: test_deepspeed_zero2_learns
 def test_each_preset_learns(ray_cluster, warm_model_dir, tmp_path, preset):
     # the placements and sync methods ride along: dr_grpo runs colocated with ipc sync
-    extra = ["cluster.placement=colocate", "sync.method=ipc"] if preset == "dr_grpo" else []
+    extra = {"dr_grpo": ["cluster.placement=colocate", "sync.method=ipc"], "ppo": ["critic.warmup_steps=2"]}.get(preset, [])
     summary = run_short(tmp_path, f"e2e-{preset}", [f"algorithm.preset={preset}", "trainer.total_steps=30",
                                                     "eval.every=30", "eval.num_prompts=300", *extra])
     assert_learned(summary, min_gain=0.05)
     last = read_metrics(summary["run_dir"])[-1]
     if preset == "dapo":  # uniform groups were dropped and refilled
         assert last["dynamic_sampling/kept_groups"] > 0 and "dynamic_sampling/rounds" in last
+    if preset == "ppo":
+        _check_critic(summary)
+
+
+def _check_critic(summary: dict) -> None:
+    """PPO: the policy stayed frozen through the critic's warm-up, the critic learned the returns'
+    level from a zero head, its metrics are logged every step and it is in the final checkpoint."""
+    import math
+    import statistics
+
+    rows = read_metrics(summary["run_dir"])[1:]
+    assert [r["weight_version"] for r in rows[:3]] == [0, 0, 1]  # warm-up: no policy update, no sync
+    assert rows[0]["critic/values_mean"] == 0.0 and rows[0]["critic/explained_variance"] == pytest.approx(0.0, abs=1e-6)
+    last = rows[-1]
+    assert last["critic/returns_mean"] > 0.2 and abs(last["critic/values_mean"] - last["critic/returns_mean"]) < 0.1
+    assert all(math.isfinite(r["critic/explained_variance"]) and r["critic/value_loss"] > 0 for r in rows)
+    cost = statistics.median(r["timing/values"] + r["timing/critic"] for r in rows)
+    print(f"critic per step (median): {cost:.2f} s of {statistics.median(r['timing/step'] for r in rows):.2f} s; "
+          f"policy train {statistics.median(r['timing/train'] for r in rows[2:]):.2f} s; explained variance by step",
+          [round(r["critic/explained_variance"], 3) for r in rows])
+    assert os.path.isfile(os.path.join(summary["checkpoint"], "critic", "model.safetensors"))
 
 
 def test_distill_moves_the_student_halfway_to_the_teacher(fsdp2_run, warm_model_dir, tmp_path):

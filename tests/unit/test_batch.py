@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from rlvr.trainer.batch import collate, num_micro_batches, shard_for_ranks, split_micro
+from rlvr.trainer.batch import collate, collate_shared, num_micro_batches, shard_for_ranks, split_micro
 from rlvr.types import TrainSample
 
 
@@ -74,7 +75,7 @@ def test_shared_prompt_layout_gives_the_same_logprobs_and_gradients_as_the_plain
         model.zero_grad()
         logp = _completion_logprobs(model, batch)
         mask = batch["completion_mask"]
-        (-(logp * mask * batch["advantages"][:, None]).sum() / mask.sum()).backward()
+        (-(logp * mask * batch["advantages"]).sum() / mask.sum()).backward()
         results.append((logp.detach() * mask, torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
     assert torch.allclose(results[0][0], results[1][0], atol=1e-5)
     assert torch.allclose(results[0][1], results[1][1], atol=1e-5)
@@ -133,3 +134,17 @@ def test_token_budget_sets_the_micro_batch_count_of_the_rank_that_needs_most():
     assert num_micro_batches(shards, micro_batch_size=64) == 1
     # rank 0: [4, 4, 4] (3 x 4 = 12) + [4]: 2; rank 1: [10] + [10] (2 x 10 = 20 > 12) + [2]: 3
     assert num_micro_batches(shards, micro_batch_size=64, max_tokens=12) == 3
+
+
+def test_token_advantages_and_critic_targets_collate_per_token():
+    # a sample without token advantages broadcasts its scalar over its completion; one with them keeps them;
+    # padding is 0; the critic's returns / old values appear only when a sample carries them
+    a = TrainSample([5, 6], [7, 8, 9], 0.5, [-1.0] * 3)
+    b = TrainSample([5, 6], [7, 8], 0.0, [-1.0] * 2, token_advantages=[1.0, -2.0], returns=[0.3, 0.4],
+                    values=[0.1, 0.2])
+    plain, shared = collate([a, b], pad_id=0), collate_shared([a, b], pad_id=0)
+    for batch in (plain, shared):
+        assert batch["advantages"].tolist() == [[0.5, 0.5, 0.5], [1.0, -2.0, 0.0]]
+        assert batch["returns"].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.3, 0.4, 0.0])
+        assert batch["old_values"].flatten().tolist() == pytest.approx([0.0, 0.0, 0.0, 0.1, 0.2, 0.0])
+    assert "returns" not in collate([a], pad_id=0)

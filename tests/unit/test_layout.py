@@ -149,7 +149,9 @@ def test_choice_types_list_the_registries():
     assert _choices(RolloutConfig, "engine") == set(ENGINES)
     assert _choices(TrainerConfig, "backend") == set(BACKENDS)
     assert _choices(SyncConfig, "method") == set(TRANSPORTS)
-    assert _choices(AlgorithmConfig, "advantage") == set(algos.ADVANTAGES)
+    assert _choices(AlgorithmConfig, "advantage") == set(algos.ADVANTAGES) | set(algos.TOKEN_ADVANTAGES)
+    from rlvr.config.algorithm import GAEConfig
+    assert _choices(GAEConfig, "whiten") == set(algos.WHITENING)
     assert _choices(AlgorithmConfig, "loss") == set(algos.POLICY_LOSSES)
     assert set(get_args(get_args(get_type_hints(AlgorithmConfig)["correction"])[0])) == {"none", *algos.CORRECTIONS}
     assert _choices(AlgorithmConfig, "aggregation") == set(algos.AGGREGATIONS)

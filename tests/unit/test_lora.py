@@ -98,7 +98,7 @@ def test_shared_prompt_layout_and_disabled_adapters_through_peft():
         model.zero_grad()
         logp = _completion_logprobs(model, batch)
         mask = batch["completion_mask"]
-        (-(logp * mask * batch["advantages"][:, None]).sum() / mask.sum()).backward()
+        (-(logp * mask * batch["advantages"]).sum() / mask.sum()).backward()
         grads = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.requires_grad])
         results.append((logp.detach() * mask, grads))
     assert results[0][1].abs().sum() > 0
