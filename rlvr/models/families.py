@@ -140,24 +140,17 @@ def ensure_family_model(family: str, cache_dir: str, seed: int = 0) -> str:
     """The cached folder of `model.path: builtin:random-<family>` (what `--smoke` runs on):
     `build_tiny(family)` once under `cache_dir`, reused after (a lock makes concurrent
     builders wait; the marker file is written last, so a half-built folder is rebuilt)."""
-    import fcntl
     import json
+
+    from rlvr.run.files import build_once
 
     if family not in FAMILIES:
         raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
-    cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
-    os.makedirs(cache_dir, exist_ok=True)
-    path = os.path.join(cache_dir, f"random-{family}-v{RANDOM_BUILDER_VERSION}-s{seed}")
-    marker = os.path.join(path, "rlvr_random.json")
-    if os.path.isfile(marker):
-        return path
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not os.path.isfile(marker):
-                build_tiny(family, path, seed=seed)
-                with open(marker, "w") as f:
-                    json.dump({"family": family, "seed": seed, "version": RANDOM_BUILDER_VERSION}, f)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return path
+    path = os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), f"random-{family}-v{RANDOM_BUILDER_VERSION}-s{seed}")
+
+    def build(folder: str) -> None:
+        build_tiny(family, folder, seed=seed)
+        with open(os.path.join(folder, "rlvr_random.json"), "w") as f:  # the marker, last
+            json.dump({"family": family, "seed": seed, "version": RANDOM_BUILDER_VERSION}, f)
+
+    return build_once(path, "rlvr_random.json", build)

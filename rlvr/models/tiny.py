@@ -400,19 +400,9 @@ def tiny_model_key(tiny_cfg: TinyModelConfig, task) -> str:
 def ensure_tiny_model(model_cfg: ModelConfig, task, progress: bool = True) -> str:
     """Return the cached tiny model folder for these configs (`task`: an `ArithmeticTask` or the
     `ArithmeticConfig` of one, or the tool task), building it once if absent."""
-    import fcntl
+    from rlvr.run.files import build_once
 
     task = ArithmeticTask(task) if isinstance(task, ArithmeticConfig) else task
     cache_dir = os.path.abspath(os.path.expanduser(model_cfg.cache_dir))
-    os.makedirs(cache_dir, exist_ok=True)
     path = os.path.join(cache_dir, tiny_model_key(model_cfg.tiny, task))
-    if os.path.isfile(os.path.join(path, "rlvr_tiny.json")):
-        return path
-    with open(path + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then re-check
-        try:
-            if not os.path.isfile(os.path.join(path, "rlvr_tiny.json")):
-                build_tiny_model(path, model_cfg.tiny, task, progress=progress)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return path
+    return build_once(path, "rlvr_tiny.json", lambda p: build_tiny_model(p, model_cfg.tiny, task, progress=progress))

@@ -122,19 +122,8 @@ def _base_key(base_dir: str) -> str:
 
 def ensure_tiny_reward_model(base_dir: str, cache_dir: str, seed: int = 0) -> str:
     """The tiny RM on `base_dir` (a built tiny model), built once and cached under `cache_dir`."""
-    import fcntl
+    from rlvr.run.files import build_once
 
     key = hashlib.sha256(f"{BUILDER_VERSION}:{_base_key(base_dir)}:{seed}".encode()).hexdigest()[:16]
-    cache_dir = os.path.abspath(os.path.expanduser(cache_dir))
-    os.makedirs(cache_dir, exist_ok=True)
-    out = os.path.join(cache_dir, f"tiny-rm-{key}")
-    if os.path.isfile(os.path.join(out, "rlvr_tiny_rm.json")):
-        return out
-    with open(out + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then re-check
-        try:
-            if not os.path.isfile(os.path.join(out, "rlvr_tiny_rm.json")):
-                build_tiny_reward_model(out, base_dir, seed)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return out
+    out = os.path.join(os.path.abspath(os.path.expanduser(cache_dir)), f"tiny-rm-{key}")
+    return build_once(out, "rlvr_tiny_rm.json", lambda p: build_tiny_reward_model(p, base_dir, seed))

@@ -97,6 +97,26 @@ def atomic_folder_write(path: str, write: Callable[[str], None]) -> str:
     return path
 
 
+def build_once(path: str, marker: str, build: Callable[[str], None]) -> str:
+    """`path`, made by `build(path)` unless `path/marker` already exists (`build` writes the marker
+    last, so a half-built folder is built again). An fcntl lock on `path.lock` makes concurrent
+    builders (two tests, two Ray actors) wait for the first one, then find its result."""
+    import fcntl
+
+    done = os.path.join(path, marker)
+    if os.path.isfile(done):
+        return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then re-check
+        try:
+            if not os.path.isfile(done):
+                build(path)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return path
+
+
 def jsonable(value):
     """`value` with non-finite floats turned into None (JSON has no NaN), recursively.
 
