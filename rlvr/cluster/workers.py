@@ -21,13 +21,20 @@ class WorkerGroup:
     them in messages."""
 
     def __init__(self, cls, args: tuple, num: int, cpus: float, *, label: str, timeout_s: float = 1800.0,
-                 gpus: float = 0.0):
+                 gpus: float = 0.0, wait: bool = True):
         self.cls, self.args, self.cpus, self.label, self.timeout_s = cls, args, cpus, label, timeout_s
         self.gpus = gpus
         self.restarts = 0
         self._lock = threading.Lock()  # a replacement at a time (rollouts run in a background thread too)
         self._workers = [self._start() for _ in range(num)]
-        wait_all([w.ping.remote() for w in self._workers], f"starting the {label}s", timeout_s)
+        self._starting = [w.ping.remote() for w in self._workers]
+        if wait:
+            self.wait_started()
+
+    def wait_started(self) -> None:
+        """Wait until every worker has started (`wait=False` starts them in the background)."""
+        starting, self._starting = self._starting, []
+        wait_all(starting, f"starting the {self.label}s", self.timeout_s)
 
     def _start(self):
         import ray

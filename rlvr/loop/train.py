@@ -200,24 +200,38 @@ def start_groups(cfg: Config, inputs: Inputs, run_dir: str, groups: Groups) -> G
     critic = critic_ranks(cfg.critic, cfg.algorithm, t)  # its rank i sits in trainer rank i's bundle
     groups.pg = create_placement_group(bundles(t, r, colocate, judge, critic), timeout_s=cfg.cluster.startup_timeout_s)
     bar = phase_bar(cfg.logging.progress, 3, "starting engines, trainers, reward workers", unit="group")
+    # engines, trainer ranks and reward workers start side by side (each group's `wait=False`) and
+    # are waited for in turn; colocated on GPUs the engines start first: vLLM sizes its KV cache
+    # from the GPU memory it finds free, which a trainer loading beside it would change
+    overlap = not (colocate and r.gpus_per_engine)
     groups.rollouts = RolloutGroup(r, inputs.model_path, cfg.run.seed, cfg.model.dtype, lora=cfg.model.lora,
-                                   colocate_pg=groups.pg if colocate else None, timeout_s=timeout)
-    bar.update()
+                                   colocate_pg=groups.pg if colocate else None, timeout_s=timeout, wait=not overlap)
     groups.trainer = TrainerGroup(t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
                                   runtime_env=runtime_env_for_actors(cfg.model.cache_dir), temperature=r.temperature,
                                   norm_tokens=r.max_tokens, lora=cfg.model.lora, teacher=cfg.teacher.path,
-                                  timeout_s=timeout)
+                                  timeout_s=timeout, wait=False)
     if critic is not None:
         from rlvr.trainer.critic import CriticGroup
 
         groups.critic = CriticGroup(cfg.critic, t, cfg.algorithm, inputs.model_path, cfg.run.seed, pg=groups.pg,
-                                    runtime_env=runtime_env_for_actors(cfg.model.cache_dir), timeout_s=timeout)
+                                    runtime_env=runtime_env_for_actors(cfg.model.cache_dir), timeout_s=timeout,
+                                    wait=False)
+    if judge is None:  # else its verifiers need the judge's address: they start after it
+        groups.rewards = RewardGroup(list(cfg.reward.verifiers), cfg.reward, timeout_s=timeout, wait=False)
+    groups.rollouts.wait_started()
+    bar.update()
+    for group in (groups.trainer, groups.critic):
+        if group is not None:
+            group.wait_started()
     bar.update()
     if judge is not None:
         from rlvr.agent.judge import start_judge
 
         groups.judge = start_judge(judge, inputs.judge_path, cfg.run.seed, pg=groups.pg, timeout_s=timeout)
-    groups.rewards = RewardGroup(with_judge(list(cfg.reward.verifiers), groups.judge), cfg.reward, timeout_s=timeout)
+    if groups.rewards is None:  # the verifiers need the judge's address
+        groups.rewards = RewardGroup(with_judge(list(cfg.reward.verifiers), groups.judge), cfg.reward,
+                                     timeout_s=timeout, wait=False)
+    groups.rewards.wait_started()
     for s in inputs.eval_sets:  # an eval set's own judge verifiers ask the same judge
         if s.verifiers is not None:
             s.verifiers = with_judge(s.verifiers, groups.judge)

@@ -22,7 +22,7 @@ class RewardGroup:
     failure score, workers and their CPUs unless given here)."""
 
     def __init__(self, verifiers: list[dict], cfg, *, num_workers: int | None = None,
-                 cpus_per_worker: float | None = None, timeout_s: float = 1800.0):
+                 cpus_per_worker: float | None = None, timeout_s: float = 1800.0, wait: bool = True):
         from rlvr.reward.worker import RewardWorker
 
         verifiers = [dict(v) for v in verifiers]
@@ -33,7 +33,8 @@ class RewardGroup:
         self.workers = WorkerGroup(RewardWorker, args,
                                    num_workers or cfg.num_workers,
                                    cfg.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
-                                   label="reward worker", timeout_s=timeout_s, gpus=cfg.gpus_per_worker)
+                                   label="reward worker", timeout_s=timeout_s, gpus=cfg.gpus_per_worker, wait=wait)
+        self.wait_started = self.workers.wait_started
 
     @property
     def handles(self) -> list:

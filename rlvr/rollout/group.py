@@ -39,7 +39,7 @@ class RolloutGroup:
     LoRA serving on); `colocate_pg`: the trainer's placement group when engines share its bundles."""
 
     def __init__(self, cfg, model_path: str, seed: int, dtype: str, *, lora=None, colocate_pg=None,
-                 timeout_s: float = 1800.0):
+                 timeout_s: float = 1800.0, wait: bool = True):
         if lora is not None and lora_sync_mode(lora, cfg) == "adapter":
             from rlvr.rollout.vllm_engine import lora_kwargs
 
@@ -51,9 +51,14 @@ class RolloutGroup:
         self.restarts = 0
         self.lock = threading.RLock()  # shared with the weight sync (see the module doc)
         self.after_replace = lambda index: None  # the weight sync brings a new engine to the current weights
-        self._engines = self._start(range(cfg.num_engines))
+        # `wait=False`: the engines start in the background until `wait_started` (the driver starts
+        # the trainer ranks meanwhile); calls made before then queue behind their start
+        self._engines, self._starting = self._launch(range(cfg.num_engines))
+        if wait:
+            self.wait_started()
 
-    def _start(self, indices) -> list[Any]:
+    def _launch(self, indices) -> tuple[list[Any], list]:
+        """Engine actors for `indices`, and the calls that answer once each has started."""
         import ray
 
         from rlvr.cluster.placement import in_bundle
@@ -64,8 +69,17 @@ class RolloutGroup:
                                      resources=dict(self.cfg.resources), runtime_env=env,
                                      **(in_bundle(self.colocate_pg, i) if self.colocate_pg else {}))
                    .remote(self.model_path, self.cfg, self.seed + i, self.dtype) for i in indices]
-        wait_all([e.ping.remote() for e in engines], "starting the rollout engines", self.timeout_s)
+        return engines, [e.ping.remote() for e in engines]
+
+    def _start(self, indices) -> list[Any]:
+        engines, starting = self._launch(indices)
+        wait_all(starting, "starting the rollout engines", self.timeout_s)
         return engines
+
+    def wait_started(self) -> None:
+        """Wait until every engine has started (raises `RemoteCallError` naming the failure)."""
+        starting, self._starting = self._starting, []
+        wait_all(starting, "starting the rollout engines", self.timeout_s)
 
     @property
     def handles(self) -> list:

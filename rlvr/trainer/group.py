@@ -33,7 +33,7 @@ class TrainerGroup:
 
     def __init__(self, cfg, algo, model_path: str, seed: int, *, pg=None, runtime_env: dict | None = None,
                  temperature: float = 1.0, norm_tokens: int | None = None, lora=None, teacher: str | None = None,
-                 timeout_s: float = 1800.0, worker_options: dict | None = None):
+                 timeout_s: float = 1800.0, worker_options: dict | None = None, wait: bool = True):
         from rlvr.cluster.placement import bundles, create_placement_group
 
         self.cfg, self.algo, self.model_path, self.seed, self.timeout_s = cfg, algo, model_path, seed, timeout_s
@@ -44,9 +44,14 @@ class TrainerGroup:
         self._own_pg = pg is None
         self.pg = pg if pg is not None else create_placement_group(bundles(cfg))
         self.restarts = 0
-        self._ranks = self._start()
+        # `wait=False`: the ranks set up in the background until `wait_started` (see RolloutGroup)
+        self._ranks, self._starting = self._launch()
+        if wait:
+            self.wait_started()
 
-    def _start(self) -> list:
+    def _launch(self) -> tuple[list, list]:
+        """The rank actors and their `setup` calls (rank 0's rendezvous address goes to every rank's
+        setup as an object ref: Ray passes it on once rank 0 answers, the driver does not wait)."""
         import ray
 
         from rlvr.cluster.placement import in_bundle
@@ -57,11 +62,18 @@ class TrainerGroup:
                                    **in_bundle(self.pg, rank))
                  .remote(rank, self.cfg.num_workers, self.cfg, self.algo, self.seed, **self.options)
                  for rank in range(self.cfg.num_workers)]
-        addr, port = wait_all([ranks[0].rendezvous_address.remote()], f"starting the {self.role} ranks",
-                              self.timeout_s)[0]
-        wait_all([w.setup.remote(addr, port, self.model_path) for w in ranks], f"setting up the {self.role} ranks",
-                 self.timeout_s)
+        address = ranks[0].rendezvous_address.remote()
+        return ranks, [w.setup.remote(address, self.model_path) for w in ranks]
+
+    def _start(self) -> list:
+        ranks, starting = self._launch()
+        wait_all(starting, f"setting up the {self.role} ranks", self.timeout_s)
         return ranks
+
+    def wait_started(self) -> None:
+        """Wait until every rank has joined the group and loaded the model."""
+        starting, self._starting = self._starting, []
+        wait_all(starting, f"setting up the {self.role} ranks", self.timeout_s)
 
     @staticmethod
     def worker_class():

@@ -49,12 +49,14 @@ class TrainerWorker:
 
         return ray.util.get_node_ip_address(), free_port()
 
-    def setup(self, master_addr: str, master_port: int, model_path: str) -> int:
-        """Collective: join the process group, load the model, wrap it in the backend."""
+    def setup(self, address: tuple[str, int], model_path: str) -> int:
+        """Collective: join the process group at rank 0's `address` (`rendezvous_address`), load the
+        model, wrap it in the backend."""
         import torch
         import torch.distributed as dist
 
         cfg = self.cfg
+        master_addr, master_port = address
         os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
                           WORLD_SIZE=str(self.world_size), LOCAL_RANK="0")
         self.device = torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")

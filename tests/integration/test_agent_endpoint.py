@@ -7,6 +7,9 @@
   its history) are captured as the engine served them: each call's prompt is the template's
   rendering of its messages, the captured log-probs are the ones the API returned, and the
   trainer's log-probs of every sampled token equal the engine's (`sync.verify_tol`);
+* rlvr's own multi-turn episodes (tool calls, `calc` results, answers) sampled by the same engine:
+  the trainer's log-probs of every sampled token equal the engine's, and the trained sequence
+  is what the chat template renders for the conversation;
 * 64 concurrent episodes against one engine complete, batched into few engine calls;
 * malformed and hostile requests (fuzzed bodies, garbage bytes, a body over the limit) get a
   4xx with an error object, never a 5xx.
@@ -42,7 +45,8 @@ def endpoint(ray_cluster, tools_model_dir):
     served = Served(tokenizer, "hermes", SamplingSpec(max_tokens=48, temperature=1.0), max_len=1024,
                     model_name="tiny-tools")
     server = start_app_in_thread(create_agent_app(board, dispatcher, served, TOKEN), "127.0.0.1", 0, "test-agent")
-    yield {"url": server.url, "board": board, "dispatcher": dispatcher, "tokenizer": tokenizer, "trainer": trainer}
+    yield {"url": server.url, "board": board, "dispatcher": dispatcher, "tokenizer": tokenizer, "trainer": trainer,
+           "rollouts": rollouts}
     server.stop()
     trainer.stop()
     rollouts.stop()
@@ -235,3 +239,54 @@ def test_episodes_sample_the_same_however_they_are_scheduled(endpoint):
     _, again, _ = asyncio.run(run_episodes(endpoint["url"], endpoint["board"], rows, 2, slow_start))
     assert [[c.token_ids for c in e.calls] for e in first] == [[c.token_ids for c in e.calls] for e in again]
     assert any(len(e.calls) == 2 for e in first)
+
+
+def test_multi_turn_episodes_through_vllm_are_token_exact(endpoint, tools_model_dir):
+    from transformers import AutoTokenizer
+
+    from rlvr.config import DataConfig, SyncConfig, ToolArithmeticConfig
+    from rlvr.config.rollout import MultiTurnConfig
+    from rlvr.data.prompts import render_prompts, template_kwargs
+    from rlvr.data.rows import tool_arithmetic_rows
+    from rlvr.rollout.episodes import EpisodeRunner
+    from rlvr.run.metrics import Timer
+    from rlvr.tools.worker import LocalTools
+    from rlvr.tools.env import env_factory
+    from rlvr.types import SamplingSpec, TrainSample
+
+    rollouts, trainer = endpoint["rollouts"], endpoint["trainer"]
+    tools = LocalTools(MultiTurnConfig(tools=[{"name": "calc"}]))
+    tokenizer = AutoTokenizer.from_pretrained(tools_model_dir)
+    kwargs = template_kwargs(DataConfig(), tools.schemas)
+    prompts = render_prompts(tool_arithmetic_rows(ToolArithmeticConfig(), "eval")[:16], tokenizer, DataConfig(),
+                             tools.schemas)
+    cfg = MultiTurnConfig(enabled=True, tools=[{"name": "calc"}], max_turns=3, max_total_tokens=400)
+    runner = EpisodeRunner(cfg, env_factory("tools"), tools, tokenizer, kwargs, max_len=1024)
+    try:
+        completions = runner.run(rollouts, prompts, SamplingSpec(n=4, max_tokens=48, temperature=1.0, seed=7), 1,
+                                 Timer())
+    finally:
+        tools.stop()
+    multi = [c for c in completions if c.episode["observation_tokens"] > 0 and c.episode["turns"] >= 2]
+    assert len(multi) >= 8, [c.episode["turns"] for c in completions]  # the warm model calls calc often
+
+    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs, c.mask)
+               for c in completions]
+    trainer_logprobs = trainer.probe_logprobs(samples)
+    sampled = [(a, b) for s, lp in zip(samples, trainer_logprobs) for a, b, m in zip(s.rollout_logprobs, lp, s.loss_mask)
+               if m]
+    assert len(sampled) == sum(s.num_loss_tokens for s in samples)
+    assert max(abs(a - b) for a, b in sampled) <= SyncConfig().verify_tol
+
+    # what the trainer sees is the template's rendering of the conversation (when the model's
+    # turns hold no special token, which a message's text cannot carry)
+    special = set(tokenizer.all_special_ids)
+    checked = 0
+    for c in multi:
+        turns = [t for t, m in zip(c.token_ids, c.mask) if m]
+        if sum(t in special for t in turns) != c.episode["turns"]:  # one end-of-turn per turn, nothing else
+            continue
+        full = tokenizer.apply_chat_template(c.episode["messages"], tokenize=False, **kwargs)
+        assert tokenizer.decode(prompts[c.prompt_index].token_ids + c.token_ids) + "\n" == full
+        checked += 1
+    assert checked >= len(multi) // 2

