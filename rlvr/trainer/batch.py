@@ -18,6 +18,17 @@ prompt keys/values from it, and runs the completions on top (`shared_prompt_logi
 in `rlvr.trainer.worker`). The prompt's forward and backward run once per micro-batch
 instead of once per completion, and attention only spans prompt + own completion.
 The log-probs and gradients equal the plain layout's (a unit test checks).
+
+Packed (`collate_packed`, `trainer.pack_sequences`): every sample of the micro-batch, prompt
+then completion, concatenated into one row with no pad token, position ids restarting at 0 at
+each sample; the forward (`rlvr.trainer.packed`) keeps attention inside each sample:
+
+    [p0 p1 p2 c0 c1 c2 | p0 p1 p2 p3 p4 c0 c1]    positions [0 1 2 3 4 5 | 0 1 2 3 4 5 6]
+
+`packed_index` [B, T] names the column whose hidden state predicts each completion token
+(sample start + prompt length - 1 + t), so the per-token outputs come back as [B, T] like the
+other layouts'. Packing replaces the shared-prompt layout when on (each prompt runs once per
+completion again, but no column is padding).
 """
 
 from __future__ import annotations
@@ -114,6 +125,29 @@ def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False
         "prompt_row": row,
         "attention_mask": torch.cat([prompt_mask[row], completions["completion_tokens"]], dim=1),
         "position_ids": prompt_mask.sum(-1)[row, None] + torch.arange(T),
+        **completions,
+    }
+
+
+def collate_packed(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
+    """The packed layout (see the module docstring): input_ids/position_ids [1, N] (N = the sum of
+    the samples' prompt + completion lengths), seq_lens [B], packed_index [B, T] (0 past a
+    completion's end, where completion_tokens is 0) and `_completions`' [B, T] tensors."""
+    completions = _completions(samples, pad_id)
+    T = completions["targets"].shape[1]
+    ids: list[int] = []
+    positions: list[torch.Tensor] = []
+    packed_index = torch.zeros((len(samples), T), dtype=torch.long)
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        packed_index[i, :c] = len(ids) + p - 1 + torch.arange(c)
+        ids += list(s.prompt_ids) + list(s.completion_ids)
+        positions.append(torch.arange(p + c))
+    return {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.cat(positions)[None],
+        "seq_lens": torch.tensor([len(s.prompt_ids) + len(s.completion_ids) for s in samples], dtype=torch.long),
+        "packed_index": packed_index,
         **completions,
     }
 

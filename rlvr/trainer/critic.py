@@ -54,7 +54,12 @@ def completion_values(model, batch, device):
     """V(s_t) of every completion token [B, T] of a `collate` batch: the head's output at the
     column that predicts token t (P - 1 + t); of a `collate_shared` batch: the prompts once with
     the KV cache on, then the completions on top (as `rlvr.trainer.worker.shared_prompt_logits`;
-    the head's model returns no cache, so it fills one passed in)."""
+    the head's model returns no cache, so it fills one passed in); of a `collate_packed` batch:
+    `rlvr.trainer.packed.packed_values`."""
+    if "packed_index" in batch:
+        from rlvr.trainer.packed import packed_values
+
+        return packed_values(model, batch, device)
     if "prompt_row" in batch:
         from transformers import DynamicCache
 

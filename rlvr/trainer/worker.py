@@ -420,8 +420,12 @@ class TrainerWorker:
 
 
 def completion_logits(model, batch, device):
-    """Logits at the completion positions, [B, T, V], of a `collate` or `collate_shared` batch
-    (the LM head runs on those columns only)."""
+    """Logits at the completion positions, [B, T, V], of a `collate`, `collate_shared` or
+    `collate_packed` batch (the LM head runs on those columns only)."""
+    if "packed_index" in batch:
+        from rlvr.trainer.heads import packed_logits
+
+        return packed_logits(model, batch, device)
     if "prompt_row" in batch:
         return shared_prompt_logits(model, batch, device)
     P, T = int(batch["prompt_len"]), batch["targets"].shape[1]

@@ -1,0 +1,174 @@
+"""The packed layout (`trainer.pack_sequences`: `rlvr.trainer.batch.collate_packed` and
+`rlvr.trainer.packed`) against the padded one: the same per-token log-probs, entropies and
+values, and the same gradient w.r.t. every parameter, on every family rlvr checks
+(`rlvr.models.families`) with sdpa and eager attention, fused and unfused heads."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlvr import algos
+from rlvr.trainer.batch import collate, collate_packed
+from rlvr.types import TrainSample
+
+VOCAB = 64
+
+
+def _tokenizer():
+    """A real (word-level) tokenizer just big enough to size the family configs."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from rlvr.models.tiny import EOS_TOKEN, PAD_TOKEN
+
+    vocab = {t: i for i, t in enumerate([PAD_TOKEN, EOS_TOKEN] + [f"w{i}" for i in range(VOCAB - 2)])}
+    return PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab, unk_token="w0")))
+
+
+def _model(family: str, attn: str = "sdpa"):
+    from transformers import AutoModelForCausalLM
+
+    from rlvr.models.families import FAMILIES
+
+    config = FAMILIES[family](_tokenizer())
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn).train()
+
+
+def _samples(lengths=((3, 1), (9, 37), (2, 12), (9, 3), (5, 24)), seed=1):
+    """Prompts and completions of very different lengths (> the families' sliding window of 8);
+    the fourth sample is a multi-turn episode (observation tokens masked out of the loss)."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda n: torch.randint(2, VOCAB, (n,), generator=g).tolist()  # noqa: E731
+    out = []
+    for i, (p, c) in enumerate(lengths):
+        mask = [1, 0, 1][:c] + [1] * (c - 3) if i == 3 else None
+        out.append(TrainSample(rand(p), rand(c), 0.7 - 0.3 * i, [-1.0] * c, loss_mask=mask))
+    return out
+
+
+def _stats(model, batch, fused: bool):
+    """(log-probs, entropies) [B, T] the trainer computes from `batch` (`TrainerWorker._token_stats`)."""
+    from rlvr.trainer.heads import completion_logprobs
+    from rlvr.trainer.worker import completion_logits
+
+    if fused:
+        return completion_logprobs(model, batch, "cpu", 0.8, entropy=True, chunk=7)
+    logits = completion_logits(model, batch, "cpu")
+    return algos.token_logprobs(logits, batch["targets"], 0.8), algos.entropy_from_logits(logits, 0.8)
+
+
+def _run(model, batch, fused: bool):
+    """Log-probs, entropies (on the completion tokens) and every parameter's gradient of a loss
+    weighted by position, advantage and the loss mask."""
+    model.zero_grad()
+    logp, ent = _stats(model, batch, fused)
+    mask, valid = batch["completion_mask"], batch["completion_tokens"].bool()
+    weight = torch.linspace(-1, 1, logp.shape[1]) + batch["advantages"]
+    ((logp * weight + 0.1 * ent) * mask).sum().backward()
+    return logp[valid].detach(), ent[valid].detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+                                                       if p.grad is not None}
+
+
+def _assert_same(got, ref):
+    torch.testing.assert_close(got[0], ref[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got[1], ref[1], atol=1e-5, rtol=1e-5)
+    assert got[2].keys() == ref[2].keys() and len(ref[2]) > 0
+    for name in ref[2]:
+        torch.testing.assert_close(got[2][name], ref[2][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_collate_packed_by_hand():
+    samples = [TrainSample([5, 6, 7], [8, 9], 1.0, [-0.1, -0.2]), TrainSample([10], [11, 12, 13], -1.0, [0.0] * 3,
+                                                                                loss_mask=[1, 0, 1])]
+    batch = collate_packed(samples, pad_id=0)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
+    assert batch["seq_lens"].tolist() == [5, 4]
+    # sample 0: prompt ends at column 2, which predicts 8; sample 1 starts at 5: column 5 predicts 11
+    assert batch["packed_index"].tolist() == [[2, 3, 0], [5, 6, 7]]
+    assert batch["targets"].tolist() == [[8, 9, 0], [11, 12, 13]]
+    assert batch["completion_mask"].tolist() == [[1, 1, 0], [1, 0, 1]]
+    assert batch["completion_tokens"].tolist() == [[1, 1, 0], [1, 1, 1]]
+    plain = collate(samples, pad_id=0)
+    for key in ("targets", "completion_mask", "completion_tokens", "advantages", "rollout_logprobs"):
+        assert torch.equal(batch[key], plain[key]), key
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"])
+def test_packed_equals_padded_on_every_family(family, attn):
+    """The automatic block-diagonal mask transformers builds from the position ids is exact for
+    each family (gemma3/mistral: sliding windows of 8 inside longer samples; gemma3: soft-capped
+    logits, so the unfused head): log-probs, entropies and gradients."""
+    from rlvr.trainer.heads import fused_head_reason
+
+    samples = _samples()
+    model = _model(family, attn)
+    fused = fused_head_reason(model) is None
+    ref = _run(model, collate(samples, 0), fused)
+    _assert_same(_run(model, collate_packed(samples, 0), fused), ref)
+    if fused:  # and the logits path on the same batch
+        _assert_same(_run(model, collate_packed(samples, 0), False), ref)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_one_sample_batch_and_a_filler_row(fused):
+    """One sample (no boundary in the position ids: plain causal attention) and the trainer's
+    filler micro-batch (a one-token prompt, no completion: nothing to predict)."""
+    model = _model("qwen2")
+    one = _samples(((4, 9),))
+    _assert_same(_run(model, collate_packed(one, 0), fused), _run(model, collate(one, 0), fused))
+    filler = [TrainSample([0], [], 0.0, [])]
+    logp, ent = _stats(model, collate_packed(filler, 0), fused)
+    ref_logp, ref_ent = _stats(model, collate(filler, 0), fused)
+    assert logp.shape == ent.shape == (1, 1)
+    torch.testing.assert_close((logp.detach(), ent.detach()), (ref_logp.detach(), ref_ent.detach()))
+
+
+def test_a_cache_turns_the_packed_mask_off():
+    """Why `packed_forward` passes use_cache=False: with a cache (which use_cache=True creates)
+    transformers does not look for packed sequences, and the samples attend to each other."""
+    from rlvr.trainer.packed import packed_forward
+
+    model = _model("qwen3")
+    batch = collate_packed(_samples(), 0)
+    with torch.no_grad():
+        right = packed_forward(model, batch, "cpu").logits
+        leaky = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=True).logits
+    first = int(batch["seq_lens"][0])
+    torch.testing.assert_close(leaky[:, :first], right[:, :first])  # the first sample has nothing before it
+    assert (leaky[:, first:] - right[:, first:]).abs().max() > 1e-2
+
+
+def test_packing_refuses_an_attention_without_the_packed_mask():
+    from rlvr.trainer.packed import packing_reason
+
+    model = _model("qwen2")
+    assert packing_reason(model) is None
+    model.config._attn_implementation = "paged|sdpa"
+    assert "packed-sequence mask" in packing_reason(model)
+
+
+def test_critic_values_equal_the_padded_layout():
+    from transformers import AutoModelForTokenClassification
+
+    from rlvr.models.families import FAMILIES
+    from rlvr.trainer.critic import completion_values
+
+    config = FAMILIES["qwen3"](_tokenizer())
+    config.num_labels, config.classifier_dropout = 1, 0.0
+    torch.manual_seed(0)
+    model = AutoModelForTokenClassification.from_config(config, dtype=torch.float32).train()
+    samples = _samples()
+    results = []
+    for batch in (collate(samples, 0), collate_packed(samples, 0)):
+        model.zero_grad()
+        values = completion_values(model, batch, "cpu")
+        mask = batch["completion_mask"]
+        ((values - batch["advantages"]) ** 2 * mask).sum().backward()
+        results.append((values[batch["completion_tokens"].bool()].detach(),
+                        torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
+    torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)
