@@ -32,9 +32,13 @@ class TrainerConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
     micro_batch_size: int = 64  # sequences per forward/backward on one rank
-    # > 0: micro-batches balanced by padded tokens (rows x longest prompt + completion) instead of by
-    # count, at most this many per micro-batch where a sequence allows (micro_batch_size is then unused)
+    # > 0: micro-batches balanced by tokens instead of by count, at most this many per micro-batch
+    # where a sequence allows (micro_batch_size is then unused): padded tokens (rows x longest prompt
+    # + completion), or with pack_sequences the real ones (sum of prompt + completion lengths)
     max_tokens_per_micro: int = 0
+    # each micro-batch as one row of its samples back to back, no padding, attention kept inside
+    # each sample (rlvr.trainer.packed); replaces the share_prompts layout when on
+    pack_sequences: bool = False
     updates_per_step: int = 1  # optimizer steps per batch (mini-batches)
     dtype: Literal["float32", "bfloat16"] = "float32"  # training precision
     num_threads: int = 1  # torch threads per rank

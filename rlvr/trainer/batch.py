@@ -158,12 +158,12 @@ def shard_for_ranks(samples: list, world_size: int) -> list[list]:
     return split_micro(samples, world_size)
 
 
-def num_micro_batches(shards: list[list], micro_batch_size: int, max_tokens: int = 0) -> int:
+def num_micro_batches(shards: list[list], micro_batch_size: int, max_tokens: int = 0, packed: bool = False) -> int:
     """Micro-batches every rank runs: all ranks must run the same count (collectives).
     `max_tokens` > 0 (`trainer.max_tokens_per_micro`): as many as the rank whose samples need
-    the most micro-batches of at most that many padded tokens (`pack_by_tokens`)."""
+    the most micro-batches of at most that many tokens (`pack_by_tokens`; `packed`: real tokens)."""
     if max_tokens:
-        return max(1, max(len(pack_by_tokens(s, max_tokens)) for s in shards))
+        return max(1, max(len(pack_by_tokens(s, max_tokens, packed)) for s in shards))
     longest = max(len(s) for s in shards)
     return max(1, -(-longest // micro_batch_size))
 
@@ -177,37 +177,45 @@ def padded_tokens(chunk: list) -> int:
     return len(chunk) * max((_length(s) for s in chunk), default=0)
 
 
-def pack_by_tokens(samples: list, budget: int) -> list[list]:
-    """Contiguous chunks, each as long as its padded size (`padded_tokens`) stays within
-    `budget` (a sample longer than the budget alone). Greedy is optimal here: any sub-run of a
-    chunk that fits also fits, so extending while it fits gives the fewest chunks."""
+def micro_tokens(chunk: list, packed: bool = False) -> int:
+    """A micro-batch's size in tokens: `padded_tokens`, or with `packed` (`collate_packed`) the
+    sum of its samples' prompt + completion lengths."""
+    return sum(_length(s) for s in chunk) if packed else padded_tokens(chunk)
+
+
+def pack_by_tokens(samples: list, budget: int, packed: bool = False) -> list[list]:
+    """Contiguous chunks, each as long as its size (`micro_tokens`) stays within `budget` (a
+    sample longer than the budget alone). Greedy is optimal here: any sub-run of a chunk that
+    fits also fits (both sizes only grow with the chunk), so extending while it fits gives the
+    fewest chunks."""
     chunks: list[list] = []
     current: list = []
-    longest = 0
+    longest = total = 0
     for s in samples:
         n = _length(s)
-        if current and (len(current) + 1) * max(longest, n) > budget:
+        size = total + n if packed else (len(current) + 1) * max(longest, n)  # micro_tokens(current + [s])
+        if current and size > budget:
             chunks.append(current)
-            current, longest = [], 0
+            current, longest, total = [], 0, 0
         current.append(s)
-        longest = max(longest, n)
+        longest, total = max(longest, n), total + n
     return chunks + ([current] if current else [])
 
 
-def split_by_tokens(samples: list, count: int) -> list[list]:
-    """Exactly `count` contiguous chunks, in order, with the largest padded size as small as
-    it can be (the smallest budget `pack_by_tokens` fits in `count`, by bisection); the
+def split_by_tokens(samples: list, count: int, packed: bool = False) -> list[list]:
+    """Exactly `count` contiguous chunks, in order, with the largest size (`micro_tokens`) as
+    small as it can be (the smallest budget `pack_by_tokens` fits in `count`, by bisection); the
     chunks it does not need are empty (the trainer runs those as all-masked rows)."""
     if not samples:
         return [[] for _ in range(count)]
-    low, high = max(_length(s) for s in samples), padded_tokens(samples)
+    low, high = max(_length(s) for s in samples), micro_tokens(samples, packed)
     while low < high:
         mid = (low + high) // 2
-        if len(pack_by_tokens(samples, mid)) <= count:
+        if len(pack_by_tokens(samples, mid, packed)) <= count:
             high = mid
         else:
             low = mid + 1
-    chunks = pack_by_tokens(samples, low)
+    chunks = pack_by_tokens(samples, low, packed)
     return chunks + [[] for _ in range(count - len(chunks))]
 
 

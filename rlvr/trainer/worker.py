@@ -22,7 +22,7 @@ import os
 import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
-from rlvr.trainer.batch import collate, collate_shared, split_by_tokens, split_micro
+from rlvr.trainer.batch import collate, collate_packed, collate_shared, split_by_tokens, split_micro
 from rlvr.types import TrainSample
 
 
@@ -81,8 +81,15 @@ class TrainerWorker:
             from rlvr.trainer.compile import compile_blocks
 
             compile_blocks(model)
-        # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns off
-        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing
+        # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns
+        # off; the packed layout replaces it
+        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not cfg.pack_sequences
+        if cfg.pack_sequences:
+            from rlvr.trainer.packed import packing_reason
+
+            reason = packing_reason(model)
+            if reason:
+                raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -187,11 +194,15 @@ class TrainerWorker:
             yield batch
 
     def _split(self, samples: list[TrainSample], count: int) -> list[list[TrainSample]]:
-        """`count` micro-batches in order: balanced by padded tokens with `trainer.max_tokens_per_micro`,
+        """`count` micro-batches in order: balanced by tokens with `trainer.max_tokens_per_micro`,
         else by sample count."""
-        return split_by_tokens(samples, count) if self.cfg.max_tokens_per_micro else split_micro(samples, count)
+        if self.cfg.max_tokens_per_micro:
+            return split_by_tokens(samples, count, self.cfg.pack_sequences)
+        return split_micro(samples, count)
 
     def _collate(self, samples: list[TrainSample]):
+        if self.cfg.pack_sequences:  # one forward per micro-batch on every rank, like the plain layout
+            return collate_packed(samples, self.pad_id)
         # one layout on every rank: the forward's collective count depends on it (see collate_shared)
         shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None
         return shared if shared is not None else collate(samples, self.pad_id)
