@@ -9,7 +9,9 @@ recipe's architecture: Qwen2, hidden 128, 2 layers), `train_step` on the same sa
 layout, the layouts interleaved step by step in the same process (the machine is shared: a
 slow minute hits every layout alike). Layouts: `shared` (the default: each prompt once, its
 completions on top of its KV cache), `padded` (share_prompts off: left-padded prompts,
-right-padded completions), `packed` (pack_sequences: one unpadded row per micro-batch).
+right-padded completions), `packed` (pack_sequences: one unpadded row per micro-batch, one SDPA
+call per sample: `rlvr.trainer.packed.varlen_attention`, what the trainer runs), `packed_mask`
+(the same row under transformers' own block-diagonal [N, N] mask with SDPA: kept to show why not).
 
 Settings:
 - `tiny`: one rank's half of the default recipe's batch: 32 prompts x 8 samples, chat-formatted
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import weakref
 
-LAYOUTS = ("shared", "padded", "packed")
+LAYOUTS = ("shared", "padded", "packed", "packed_mask")
 SETTINGS = {  # prompts, group size, completion lengths (low, high), micro-batch
     "tiny": (32, 8, (2, 16), 64),
     "varlen": (8, 8, (8, 256), 16),
@@ -92,8 +94,13 @@ def samples_for(setting: str, model_dir: str, seed: int = 0):
 
 
 def set_layout(worker, layout: str) -> None:
-    worker.cfg.pack_sequences = layout == "packed"
+    from rlvr.trainer.packed import use_varlen_attention
+
+    worker.cfg.pack_sequences = layout.startswith("packed")
     worker.share_prompts = layout == "shared"
+    worker.hf_model.config._attn_implementation = "sdpa"
+    if layout == "packed":
+        use_varlen_attention(worker.hf_model)
 
 
 def run(setting: str, steps: int, threads: int) -> dict:

@@ -1,16 +1,20 @@
 """The packed layout's forward (`trainer.pack_sequences`; the layout is `rlvr.trainer.batch.collate_packed`).
 
 One row holds every sample of the micro-batch back to back, no padding; position ids restart
-at 0 at each sample. The model is called with `attention_mask=None`, those position ids and
-no cache: transformers 5 then finds the sample boundaries in the position ids
-(`masking_utils.find_packed_sequence_indices`: a step other than +1 starts a new sequence) and
-builds a block-diagonal causal mask for sdpa, eager and flex attention; its flash-attention
-path turns the same position ids into varlen `cu_seqlens`. Two conditions, both enforced here:
-no `past_key_values` (a cache, which `use_cache=True` creates by itself, switches the detection
-off, so every call passes `use_cache=False`), and an attention implementation that goes
-through that mask machinery (`PACKED_ATTENTION`; any other one would see no mask at all and
-let samples attend to each other, so `packing_reason` refuses it). The tests check packed ==
-padded log-probs and gradients on every family of `rlvr.models.families`, sdpa and eager.
+at 0 at each sample, and attention must stay inside each sample. Two ways, both exact (the
+tests compare with the padded layout on every family of `rlvr.models.families`):
+
+- transformers' own (flash, flex; and sdpa/eager when `use_varlen_attention` was not called):
+  with `attention_mask=None`, those position ids and no cache, transformers 5 finds the sample
+  boundaries in the position ids (`masking_utils.find_packed_sequence_indices`: a step other
+  than +1 starts a sequence) and builds a block-diagonal causal mask for sdpa/eager/flex; flash
+  attention gets the `cu_seq_lens_*` we pass (its varlen kernel). A cache (which `use_cache=True`
+  creates by itself) turns the detection off, hence `use_cache=False` on every call; an attention
+  implementation outside that machinery would get no mask at all (`packing_reason` refuses it).
+- `varlen_attention` (what the trainer uses for sdpa/eager models, `use_varlen_attention`): one
+  SDPA call per sample. The block-diagonal mask is [N, N] and SDPA on CPU computes all N^2 scores
+  under it, so a 64-sample row costs ~64x the attention of its samples (measured in
+  `bench.packing`: the packed step was 3.7x slower than the padded one with the mask).
 
 Per-token outputs are read at `packed_index` (the column that predicts each completion token),
 so callers get [B, T] tensors as with the padded layouts; the LM head (or fused log-probs,
@@ -20,25 +24,74 @@ so callers get [B, T] tensors as with the padded layouts; the LM head (or fused 
 from __future__ import annotations
 
 # attention implementations whose masks transformers 5 builds from packed position ids (read in
-# masking_utils 5.19: sdpa/eager/flex get the block-diagonal mask, flash_* get cu_seqlens)
-PACKED_ATTENTION = frozenset({"sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3"})
+# masking_utils 5.19: sdpa/eager/flex get the block-diagonal mask, flash_* get cu_seqlens), and ours
+VARLEN = "rlvr_varlen"
+PACKED_ATTENTION = frozenset({"sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3", VARLEN})
+
+
+def _hf(model):
+    inner = getattr(model, "module", model)  # DeepSpeedEngine
+    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
 
 
 def packing_reason(model) -> str | None:
     """None when the packed layout is exact for `model` (the HF model, under any wrapper); else why not."""
-    inner = getattr(model, "module", model)  # DeepSpeedEngine
-    inner = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
-    attn = getattr(inner.config, "_attn_implementation", None)
+    attn = getattr(_hf(model).config, "_attn_implementation", None)
     if attn not in PACKED_ATTENTION:
         return (f"attention implementation {attn!r} does not build transformers' packed-sequence mask "
                 f"(one of {sorted(PACKED_ATTENTION)} does)")
     return None
 
 
+def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                     sliding_window=None, cu_seq_lens_q=None, **kwargs):
+    """Causal attention inside each packed sample, one SDPA call per sample ([1, heads, N, D] in,
+    [1, N, heads, D] out, as transformers' attention functions): no [N, N] mask and none of the
+    N^2 work across samples that the block-diagonal mask would still pay for on CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    if cu_seq_lens_q is None or attention_mask is not None:
+        raise ValueError(f"{VARLEN} attention runs packed batches only (rlvr.trainer.packed.packed_forward)")
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise ValueError(f"{VARLEN} attention: attention logit soft-capping / sinks are not supported")
+    gqa = query.shape[1] != key.shape[1]
+    bounds = cu_seq_lens_q.tolist()
+    out = []
+    for start, end in zip(bounds[:-1], bounds[1:]):
+        q, k, v = query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]
+        n, mask = end - start, None
+        if sliding_window is not None and n > sliding_window:  # transformers' window: q - kv < window
+            i = torch.arange(n, device=query.device)
+            mask = (i[:, None] >= i[None, :]) & (i[:, None] - i[None, :] < sliding_window)
+        out.append(F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout if module.training
+                                                  else 0.0, is_causal=mask is None, scale=scaling, enable_gqa=gqa))
+    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
+
+
+def use_varlen_attention(model) -> None:
+    """Switch an sdpa/eager model to `varlen_attention` (registered with transformers by name). For
+    good: under gradient checkpointing the layers' recomputation must pick the same function as
+    their forward. The model then runs packed batches only (`packed_forward`; others raise). Any
+    other implementation is left alone (flash/flex have their own varlen paths)."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention)
+    config = _hf(model).config
+    if config._attn_implementation in ("sdpa", "eager"):
+        config._attn_implementation = VARLEN
+
+
 def packed_forward(model, batch, device, **kwargs):
     """`model` on a `collate_packed` batch's row (see the module docstring for why each argument)."""
+    import torch
+
+    lens = batch["seq_lens"]
+    cu = torch.nn.functional.pad(lens.cumsum(0), (1, 0)).to(device=device, dtype=torch.int32)
+    longest = int(lens.max())
     return model(input_ids=batch["input_ids"].to(device), position_ids=batch["position_ids"].to(device),
-                 attention_mask=None, use_cache=False, **kwargs)
+                 attention_mask=None, use_cache=False, cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest,
+                 max_length_k=longest, **kwargs)
 
 
 def packed_values(model, batch, device):

@@ -85,11 +85,7 @@ class TrainerWorker:
         # off; the packed layout replaces it
         self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not cfg.pack_sequences
         if cfg.pack_sequences:
-            from rlvr.trainer.packed import packing_reason
-
-            reason = packing_reason(model)
-            if reason:
-                raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
+            self._packable(model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -104,8 +100,20 @@ class TrainerWorker:
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
+            if cfg.pack_sequences:
+                self._packable(self.ref_model)
         self.teacher = self._load_teacher(tokenizer) if self.teacher_path else None
         return self.rank
+
+    def _packable(self, model):
+        """`model` ready for packed batches (`rlvr.trainer.packed`), or a ValueError naming the key."""
+        from rlvr.trainer.packed import packing_reason, use_varlen_attention
+
+        reason = packing_reason(model)
+        if reason:
+            raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
+        use_varlen_attention(model)
+        return model
 
     def _load_teacher(self, tokenizer):
         """The distillation teacher, frozen, on every rank (like the KL reference)."""
@@ -122,6 +130,8 @@ class TrainerWorker:
             reason = fused_head_reason(teacher)
             if reason:
                 raise ValueError(f"teacher.path {self.teacher_path}: {reason}; set trainer.fused_logprobs=false")
+        if self.cfg.pack_sequences:
+            self._packable(teacher)
         return teacher.eval().requires_grad_(False)
 
     def notices(self) -> list[str]:

@@ -27,13 +27,18 @@ def _tokenizer():
 
 
 def _model(family: str, attn: str = "sdpa"):
+    """attn: sdpa/eager (transformers' block-diagonal mask from the position ids on packed batches)
+    or varlen (`rlvr.trainer.packed.varlen_attention`, what the trainer switches sdpa/eager to)."""
     from transformers import AutoModelForCausalLM
 
     from rlvr.models.families import FAMILIES
+    from rlvr.trainer.packed import use_varlen_attention
 
     config = FAMILIES[family](_tokenizer())
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn).train()
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation=attn.replace(
+        "varlen", "sdpa")).train()
+    return model, (lambda: use_varlen_attention(model)) if attn == "varlen" else (lambda: None)
 
 
 def _samples(lengths=((3, 1), (9, 37), (2, 12), (9, 3), (5, 24)), seed=1):
@@ -96,33 +101,38 @@ def test_collate_packed_by_hand():
         assert torch.equal(batch[key], plain[key]), key
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["varlen", "sdpa", "eager"])
 @pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"])
 def test_packed_equals_padded_on_every_family(family, attn):
-    """The automatic block-diagonal mask transformers builds from the position ids is exact for
-    each family (gemma3/mistral: sliding windows of 8 inside longer samples; gemma3: soft-capped
-    logits, so the unfused head): log-probs, entropies and gradients."""
+    """Per-sample attention (varlen) and the block-diagonal mask transformers builds from the
+    position ids (sdpa, eager) are exact for each family (gemma3/mistral: sliding windows of 8
+    inside longer samples; gemma3: soft-capped logits, so the unfused head): log-probs,
+    entropies and gradients."""
     from rlvr.trainer.heads import fused_head_reason
 
     samples = _samples()
-    model = _model(family, attn)
+    model, pack = _model(family, attn)
     fused = fused_head_reason(model) is None
     ref = _run(model, collate(samples, 0), fused)
+    pack()
     _assert_same(_run(model, collate_packed(samples, 0), fused), ref)
     if fused:  # and the logits path on the same batch
         _assert_same(_run(model, collate_packed(samples, 0), False), ref)
 
 
+@pytest.mark.parametrize("attn", ["varlen", "sdpa"])
 @pytest.mark.parametrize("fused", [True, False])
-def test_one_sample_batch_and_a_filler_row(fused):
+def test_one_sample_batch_and_a_filler_row(fused, attn):
     """One sample (no boundary in the position ids: plain causal attention) and the trainer's
     filler micro-batch (a one-token prompt, no completion: nothing to predict)."""
-    model = _model("qwen2")
+    model, pack = _model("qwen2", attn)
     one = _samples(((4, 9),))
-    _assert_same(_run(model, collate_packed(one, 0), fused), _run(model, collate(one, 0), fused))
     filler = [TrainSample([0], [], 0.0, [])]
-    logp, ent = _stats(model, collate_packed(filler, 0), fused)
+    ref = _run(model, collate(one, 0), fused)
     ref_logp, ref_ent = _stats(model, collate(filler, 0), fused)
+    pack()
+    _assert_same(_run(model, collate_packed(one, 0), fused), ref)
+    logp, ent = _stats(model, collate_packed(filler, 0), fused)
     assert logp.shape == ent.shape == (1, 1)
     torch.testing.assert_close((logp.detach(), ent.detach()), (ref_logp.detach(), ref_ent.detach()))
 
@@ -132,7 +142,7 @@ def test_a_cache_turns_the_packed_mask_off():
     transformers does not look for packed sequences, and the samples attend to each other."""
     from rlvr.trainer.packed import packed_forward
 
-    model = _model("qwen3")
+    model, _ = _model("qwen3")
     batch = collate_packed(_samples(), 0)
     with torch.no_grad():
         right = packed_forward(model, batch, "cpu").logits
@@ -145,10 +155,25 @@ def test_a_cache_turns_the_packed_mask_off():
 def test_packing_refuses_an_attention_without_the_packed_mask():
     from rlvr.trainer.packed import packing_reason
 
-    model = _model("qwen2")
+    model, pack = _model("qwen2", "varlen")
     assert packing_reason(model) is None
-    model.config._attn_implementation = "paged|sdpa"
+    pack()
+    assert packing_reason(model) is None and model.config._attn_implementation == "rlvr_varlen"
+    with pytest.raises(ValueError, match="packed batches only"):  # varlen attention is for packed rows only
+        _stats(model, collate(_samples(), 0), True)
+    model.config._attn_implementation = "paged|eager"
     assert "packed-sequence mask" in packing_reason(model)
+
+
+def test_varlen_attention_under_gradient_checkpointing():
+    """The recomputed layers pick the same attention function as their forward (the switch is
+    for good, not per call): gradients equal the padded layout's."""
+    model, pack = _model("qwen3", "varlen")
+    samples = _samples()
+    ref = _run(model, collate(samples, 0), True)
+    pack()
+    model.gradient_checkpointing_enable({"use_reentrant": False})
+    _assert_same(_run(model, collate_packed(samples, 0), True), ref)
 
 
 def test_critic_values_equal_the_padded_layout():
@@ -156,6 +181,7 @@ def test_critic_values_equal_the_padded_layout():
 
     from rlvr.models.families import FAMILIES
     from rlvr.trainer.critic import completion_values
+    from rlvr.trainer.packed import use_varlen_attention
 
     config = FAMILIES["qwen3"](_tokenizer())
     config.num_labels, config.classifier_dropout = 1, 0.0
@@ -164,6 +190,8 @@ def test_critic_values_equal_the_padded_layout():
     samples = _samples()
     results = []
     for batch in (collate(samples, 0), collate_packed(samples, 0)):
+        if "packed_index" in batch:
+            use_varlen_attention(model)
         model.zero_grad()
         values = completion_values(model, batch, "cpu")
         mask = batch["completion_mask"]
