@@ -9,8 +9,10 @@ recipe's architecture: Qwen2, hidden 128, 2 layers), `train_step` on the same sa
 layout, the layouts interleaved step by step in the same process (the machine is shared: a
 slow minute hits every layout alike). Layouts: `shared` (the default: each prompt once, its
 completions on top of its KV cache), `padded` (share_prompts off: left-padded prompts,
-right-padded completions), `packed` (pack_sequences: one unpadded row per micro-batch, one SDPA
-call per sample: `rlvr.trainer.packed.varlen_attention`, what the trainer runs), `packed_mask`
+right-padded completions), `packed_shared` (pack_sequences with share_prompts, the trainer's
+packed default: one unpadded row per micro-batch, each prompt once followed by its completions,
+per-sample SDPA: `rlvr.trainer.packed.varlen_attention`), `packed` (share_prompts off: every
+sample's prompt again), `packed_mask`
 (the same row under transformers' own block-diagonal [N, N] mask with SDPA: kept to show why not).
 
 Settings:
@@ -32,7 +34,7 @@ import sys
 import tempfile
 import weakref
 
-LAYOUTS = ("shared", "padded", "packed", "packed_mask")
+LAYOUTS = ("shared", "padded", "packed_shared", "packed", "packed_mask")
 SETTINGS = {  # prompts, group size, completion lengths (low, high), micro-batch
     "tiny": (32, 8, (2, 16), 64),
     "varlen": (8, 8, (8, 256), 16),
@@ -98,8 +100,9 @@ def set_layout(worker, layout: str) -> None:
 
     worker.cfg.pack_sequences = layout.startswith("packed")
     worker.share_prompts = layout == "shared"
+    worker.pack_shared = layout == "packed_shared"
     worker.hf_model.config._attn_implementation = "sdpa"
-    if layout == "packed":
+    if layout in ("packed", "packed_shared"):
         use_varlen_attention(worker.hf_model)
 
 

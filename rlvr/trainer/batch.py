@@ -27,8 +27,11 @@ each sample; the forward (`rlvr.trainer.packed`) keeps attention inside each sam
 
 `packed_index` [B, T] names the column whose hidden state predicts each completion token
 (sample start + prompt length - 1 + t), so the per-token outputs come back as [B, T] like the
-other layouts'. Packing replaces the shared-prompt layout when on (each prompt runs once per
-completion again, but no column is padding).
+other layouts'. With shared prompts on, a prompt is in the row once, then each completion
+that shares it, positions continuing after the prompt, each completion attending to the
+prompt and itself (`collate_packed(share=True)`):
+
+    [p0 p1 p2 a0 a1 b0 b1 b2]    positions [0 1 2 3 4 3 4 5]
 """
 
 from __future__ import annotations
@@ -129,27 +132,44 @@ def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False
     }
 
 
-def collate_packed(samples: list[TrainSample], pad_id: int) -> dict[str, torch.Tensor]:
+def collate_packed(samples: list[TrainSample], pad_id: int, share: bool = False) -> dict[str, torch.Tensor]:
     """The packed layout (see the module docstring): input_ids/position_ids [1, N] (N = the sum of
-    the samples' prompt + completion lengths), seq_lens [B], packed_index [B, T] (0 past a
-    completion's end, where completion_tokens is 0) and `_completions`' [B, T] tensors."""
+    the samples' prompt + completion lengths), segments [B, 4] (each sample's prompt start, prompt
+    length, completion start, completion length in the row), seq_lens [B] (prompt + completion),
+    packed_index [B, T] (0 past a completion's end, where completion_tokens is 0) and
+    `_completions`' [B, T] tensors.
+
+    `share`: a prompt that consecutive samples share is in the row once, followed by each of
+    their completions, whose positions continue after it (each completion attends to the prompt
+    and itself: `rlvr.trainer.packed.varlen_attention`); seq_lens is then absent (no
+    transformers attention can run this row)."""
     completions = _completions(samples, pad_id)
     T = completions["targets"].shape[1]
     ids: list[int] = []
     positions: list[torch.Tensor] = []
+    segments = torch.zeros((len(samples), 4), dtype=torch.long)
     packed_index = torch.zeros((len(samples), T), dtype=torch.long)
     for i, s in enumerate(samples):
         p, c = len(s.prompt_ids), len(s.completion_ids)
-        packed_index[i, :c] = len(ids) + p - 1 + torch.arange(c)
-        ids += list(s.prompt_ids) + list(s.completion_ids)
-        positions.append(torch.arange(p + c))
-    return {
+        if not (share and i and samples[i - 1].prompt_ids == s.prompt_ids):
+            start = len(ids)
+            ids += list(s.prompt_ids)
+            positions.append(torch.arange(p))
+        segments[i] = torch.tensor([start, p, len(ids), c])
+        # token 0 is predicted by the prompt's last column, token t by the completion's column t - 1
+        packed_index[i, :c] = torch.cat([torch.tensor([start + p - 1]), len(ids) + torch.arange(max(c - 1, 0))])[:c]
+        ids += list(s.completion_ids)
+        positions.append(torch.arange(p, p + c))
+    out = {
         "input_ids": torch.tensor([ids], dtype=torch.long),
         "position_ids": torch.cat(positions)[None],
-        "seq_lens": torch.tensor([len(s.prompt_ids) + len(s.completion_ids) for s in samples], dtype=torch.long),
+        "segments": segments,
         "packed_index": packed_index,
         **completions,
     }
+    if not share:
+        out["seq_lens"] = segments[:, 1] + segments[:, 3]
+    return out
 
 
 def shard_for_ranks(samples: list, world_size: int) -> list[list]:

@@ -82,10 +82,9 @@ class TrainerWorker:
 
             compile_blocks(model)
         # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns
-        # off; the packed layout replaces it
+        # off; packed, prompts are shared inside the row (rlvr.trainer.batch.collate_packed)
         self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not cfg.pack_sequences
-        if cfg.pack_sequences:
-            self._packable(model)
+        self.pack_shared = self._packable(model) and cfg.share_prompts if cfg.pack_sequences else False
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -105,15 +104,15 @@ class TrainerWorker:
         self.teacher = self._load_teacher(tokenizer) if self.teacher_path else None
         return self.rank
 
-    def _packable(self, model):
-        """`model` ready for packed batches (`rlvr.trainer.packed`), or a ValueError naming the key."""
+    def _packable(self, model) -> bool:
+        """Make `model` ready for packed batches (`rlvr.trainer.packed`), or a ValueError naming the
+        key; True when it runs rlvr's per-sample attention (which packs shared prompts too)."""
         from rlvr.trainer.packed import packing_reason, use_varlen_attention
 
         reason = packing_reason(model)
         if reason:
             raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
-        use_varlen_attention(model)
-        return model
+        return use_varlen_attention(model)
 
     def _load_teacher(self, tokenizer):
         """The distillation teacher, frozen, on every rank (like the KL reference)."""
@@ -212,7 +211,7 @@ class TrainerWorker:
 
     def _collate(self, samples: list[TrainSample]):
         if self.cfg.pack_sequences:  # one forward per micro-batch on every rank, like the plain layout
-            return collate_packed(samples, self.pad_id)
+            return collate_packed(samples, self.pad_id, share=self.pack_shared)
         # one layout on every rank: the forward's collective count depends on it (see collate_shared)
         shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None
         return shared if shared is not None else collate(samples, self.pad_id)

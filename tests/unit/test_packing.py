@@ -91,6 +91,7 @@ def test_collate_packed_by_hand():
     assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 0, 1, 2, 3]]
     assert batch["seq_lens"].tolist() == [5, 4]
+    assert batch["segments"].tolist() == [[0, 3, 3, 2], [5, 1, 6, 3]]
     # sample 0: prompt ends at column 2, which predicts 8; sample 1 starts at 5: column 5 predicts 11
     assert batch["packed_index"].tolist() == [[2, 3, 0], [5, 6, 7]]
     assert batch["targets"].tolist() == [[8, 9, 0], [11, 12, 13]]
@@ -118,6 +119,50 @@ def test_packed_equals_padded_on_every_family(family, attn):
     _assert_same(_run(model, collate_packed(samples, 0), fused), ref)
     if fused:  # and the logits path on the same batch
         _assert_same(_run(model, collate_packed(samples, 0), False), ref)
+
+
+def _grouped():
+    """GRPO-like: runs of samples sharing a prompt (one prompt back again after another), very
+    different completion lengths, an empty completion (a filler-like sample), a multi-turn mask."""
+    g = torch.Generator().manual_seed(3)
+    rand = lambda n: torch.randint(2, VOCAB, (n,), generator=g).tolist()  # noqa: E731
+    p1, p2 = rand(5), rand(11)
+    out = [TrainSample(p1, rand(c), 0.3 * i, [0.0] * c) for i, c in enumerate((4, 20, 1))]
+    out += [TrainSample(p2, rand(9), -0.2, [0.0] * 9, loss_mask=[1, 0, 0] + [1] * 6), TrainSample(p2, [], 0.0, [])]
+    return out + [TrainSample(p1, rand(13), 0.5, [0.0] * 13)]
+
+
+@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"])
+def test_packed_shared_prompts_equal_padded_on_every_family(family):
+    """A prompt once in the row, its completions after it, each attending to prompt + itself
+    (rlvr's varlen attention only): the padded layout's log-probs, entropies and gradients."""
+    from rlvr.trainer.heads import fused_head_reason
+
+    samples = _grouped()
+    model, pack = _model(family, "varlen")
+    fused = fused_head_reason(model) is None
+    ref = _run(model, collate(samples, 0), fused)
+    pack()
+    batch = collate_packed(samples, 0, share=True)
+    assert batch["input_ids"].shape[1] == 5 + 4 + 20 + 1 + 11 + 9 + 0 + 5 + 13 and "seq_lens" not in batch
+    _assert_same(_run(model, batch, fused), ref)
+
+
+def test_collate_packed_shares_consecutive_prompts_by_hand():
+    samples = [TrainSample([5, 6, 7], [8, 9], 1.0, [0.0] * 2), TrainSample([5, 6, 7], [10, 11, 12], 1.0, [0.0] * 3),
+               TrainSample([1], [2], 1.0, [0.0])]
+    batch = collate_packed(samples, 0, share=True)
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 1, 2]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 4, 3, 4, 5, 0, 1]]  # completions continue the prompt
+    assert batch["segments"].tolist() == [[0, 3, 3, 2], [0, 3, 5, 3], [8, 1, 9, 1]]
+    # both completions' token 0 is predicted by the prompt's last column (2); 10 -> 11 at column 5
+    assert batch["packed_index"].tolist() == [[2, 3, 0], [2, 5, 6], [8, 0, 0]]
+    from rlvr.trainer.packed import packed_forward, packed_groups
+
+    assert packed_groups(batch["segments"]) == ((0, 3, ((3, 2), (5, 3))), (8, 1, ((9, 1),)))
+    model, _ = _model("qwen2")  # transformers' own attention cannot run a shared row
+    with pytest.raises(ValueError, match="shared prompts needs rlvr_varlen"):
+        packed_forward(model, batch, "cpu")
 
 
 @pytest.mark.parametrize("attn", ["varlen", "sdpa"])
