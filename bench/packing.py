@@ -143,6 +143,9 @@ def run(setting: str, steps: int, threads: int) -> dict:
             if step:
                 times[layout].append(out["time"])
             peaks[layout] = max(peaks[layout], meter.peak)
+    import torch.distributed as dist
+
+    dist.destroy_process_group()  # the next setting's worker starts its own
     return {"setting": setting, "samples": len(samples), "micro_batches": num_micro, "real_tokens": real,
             "padded_tokens": padded, "times": times, "peaks": peaks}
 

@@ -17,7 +17,7 @@ tests compare with the padded layout on every family of `rlvr.models.families`):
   tiny recipe's step took 2.4x the padded layout's with the mask). It also runs rows with shared
   prompts (`collate_packed(share=True)`: a prompt once, then its completions, each attending
   to the prompt and itself, with an explicit [completion, prompt + completion] causal mask),
-  which transformers' mask cannot express; the sample structure comes as `packed_groups`.
+  which transformers' mask cannot express; the sample structure comes as a `PackedPlan`.
 
 Per-token outputs are read at `packed_index` (the column that predicts each completion token),
 so callers get [B, T] tensors as with the padded layouts; the LM head (or fused log-probs,
@@ -46,55 +46,6 @@ def packing_reason(model) -> str | None:
     return None
 
 
-def _causal(n_q: int, n_k: int, window, device):
-    """[n_q, n_k] bool: query i (position n_k - n_q + i) sees key j (position j) when j is not later
-    and, with a sliding window, q - kv < window (transformers' rule)."""
-    import torch
-
-    q = torch.arange(n_k - n_q, n_k, device=device)[:, None]
-    k = torch.arange(n_k, device=device)[None, :]
-    return (k <= q) & (q - k < window) if window is not None else k <= q
-
-
-def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
-                     sliding_window=None, packed_groups=None, **kwargs):
-    """Causal attention inside each packed sample ([1, heads, N, D] in, [1, N, heads, D] out, as
-    transformers' attention functions): per `packed_groups` entry (prompt start, prompt length,
-    ((completion start, length), ...))), one SDPA call over a prompt + its one completion when they
-    are adjacent; else one over the prompt and one per completion over prompt + itself. No [N, N]
-    mask and none of the N^2 work across samples that the block-diagonal mask still costs on CPU."""
-    import torch
-    import torch.nn.functional as F
-
-    if packed_groups is None or attention_mask is not None:
-        raise ValueError(f"{VARLEN} attention runs packed batches only (rlvr.trainer.packed.packed_forward)")
-    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
-        raise ValueError(f"{VARLEN} attention: attention logit soft-capping / sinks are not supported")
-    gqa = query.shape[1] != key.shape[1]
-    dropout = dropout if module.training else 0.0
-
-    def attend(q, k, v):
-        n_q, n_k = q.shape[2], k.shape[2]
-        plain = n_q == n_k and (sliding_window is None or n_k <= sliding_window)
-        mask = None if plain else _causal(n_q, n_k, sliding_window, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=plain,
-                                              scale=scaling, enable_gqa=gqa)
-
-    out = []
-    for start, p, completions in packed_groups:
-        if len(completions) == 1 and completions[0][0] == start + p:  # prompt + its completion, one segment
-            end = start + p + completions[0][1]
-            out.append(attend(query[:, :, start:end], key[:, :, start:end], value[:, :, start:end]))
-            continue
-        k_p, v_p = key[:, :, start:start + p], value[:, :, start:start + p]
-        out.append(attend(query[:, :, start:start + p], k_p, v_p))
-        for c0, c in completions:
-            if c:
-                k = torch.cat([k_p, key[:, :, c0:c0 + c]], dim=2)
-                out.append(attend(query[:, :, c0:c0 + c], k, torch.cat([v_p, value[:, :, c0:c0 + c]], dim=2)))
-    return torch.cat(out, dim=2).transpose(1, 2).contiguous(), None
-
-
 def packed_groups(segments) -> tuple:
     """`collate_packed`'s segments [B, 4] as ((prompt start, prompt length, ((completion start,
     length), ...)), ...), one entry per prompt in the row."""
@@ -105,6 +56,114 @@ def packed_groups(segments) -> tuple:
         else:
             groups.append((start, p, [(c0, c)]))
     return tuple((start, p, tuple(cs)) for start, p, cs in groups)
+
+
+def _rows(spans: list[tuple[int, int]], device):
+    """Column indices [R, L] of right-padded rows holding each (start, length) span of the row, and
+    which are real [R, L]."""
+    import torch
+
+    width = max(n for _, n in spans)
+    offsets = torch.arange(width)
+    starts, lengths = torch.tensor([s for s, _ in spans]), torch.tensor([n for _, n in spans])
+    valid = offsets[None] < lengths[:, None]
+    return ((starts[:, None] + offsets[None]) * valid).to(device), valid.to(device)
+
+
+class PackedPlan:
+    """How `varlen_attention` batches a packed row, worked out once per forward for every layer:
+    `heads` are spans that attend causally to themselves (a prompt, or a prompt and its one
+    completion right after it), gathered into right-padded rows [R, L] (right padding and a
+    causal mask: the real queries never see a pad key); `tails` are the completions after a
+    shared prompt, each gathered into a row [C, W] whose keys are its head row then itself,
+    under an explicit [C, 1, W, L + W] mask (head keys up to the prompt's length; causal inside
+    the completion)."""
+
+    def __init__(self, segments, device):
+        import torch
+
+        heads, tails = [], []
+        for start, p, completions in packed_groups(segments):
+            if len(completions) == 1 and completions[0][0] == start + p:
+                heads.append((start, p + completions[0][1]))
+                continue
+            heads.append((start, p))
+            tails += [(c0, c, len(heads) - 1) for c0, c in completions if c]
+        self.head_idx, self.head_valid = _rows(heads, device)
+        self.cols = self.head_idx[self.head_valid]
+        self.tail_idx = None
+        if tails:
+            self.tail_idx, self.tail_valid = _rows([(c0, c) for c0, c, _ in tails], device)
+            self.tail_head = torch.tensor([h for _, _, h in tails], device=device)
+            self.prompt_len = torch.tensor([heads[h][1] for _, _, h in tails], device=device)
+            self.cols = torch.cat([self.cols, self.tail_idx[self.tail_valid]])
+        self.masks: dict = {}  # per sliding window (None: none)
+
+    def head_mask(self, window):
+        """None (SDPA's is_causal) or the [L, L] causal mask with a sliding window."""
+        import torch
+
+        if window is None or self.head_idx.shape[1] <= window:
+            return None
+        if ("head", window) not in self.masks:
+            i = torch.arange(self.head_idx.shape[1], device=self.head_idx.device)
+            self.masks["head", window] = (i[None] <= i[:, None]) & (i[:, None] - i[None] < window)
+        return self.masks["head", window]
+
+    def tail_mask(self, window):
+        """[C, 1, W, L + W]: completion token i (position prompt length + i) sees its head row's
+        first prompt-length keys and its own tokens up to i (within the window)."""
+        import torch
+
+        if ("tail", window) not in self.masks:
+            device = self.tail_idx.device
+            i = torch.arange(self.tail_idx.shape[1], device=device)[None, :, None]  # [1, W, 1]
+            j = torch.arange(self.head_idx.shape[1], device=device)[None, None, :]  # [1, 1, L]
+            p = self.prompt_len[:, None, None]
+            to_prompt = j < p
+            to_self = i.transpose(1, 2) <= i  # [1, W, W]: key i' <= query i
+            if window is not None:
+                to_prompt = to_prompt & (p + i - j < window)
+                to_self = to_self & (i - i.transpose(1, 2) < window)
+            n, w, length = len(p), self.tail_idx.shape[1], self.head_idx.shape[1]
+            mask = torch.cat([to_prompt.expand(n, w, length), to_self.expand(n, w, w)], dim=2)
+            self.masks["tail", window] = mask[:, None]
+        return self.masks["tail", window]
+
+
+def varlen_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
+                     sliding_window=None, packed_plan: PackedPlan | None = None, **kwargs):
+    """Causal attention inside each packed sample ([1, heads, N, D] in, [1, N, heads, D] out, as
+    transformers' attention functions), batched by `packed_plan` into one SDPA call over the
+    heads and one over the tails. No [N, N] mask and none of the N^2 work across samples that
+    the block-diagonal mask still costs on CPU."""
+    import torch
+    import torch.nn.functional as F
+
+    if packed_plan is None or attention_mask is not None:
+        raise ValueError(f"{VARLEN} attention runs packed batches only (rlvr.trainer.packed.packed_forward)")
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise ValueError(f"{VARLEN} attention: attention logit soft-capping / sinks are not supported")
+    plan, gqa = packed_plan, query.shape[1] != key.shape[1]
+    dropout = dropout if module.training else 0.0
+
+    def gather(x, idx):  # [1, h, N, D] -> [R, h, L, D]
+        return x[0][:, idx].transpose(0, 1)
+
+    heads = [gather(x, plan.head_idx) for x in (query, key, value)]
+    mask = plan.head_mask(sliding_window)
+    out = F.scaled_dot_product_attention(*heads, attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
+                                         scale=scaling, enable_gqa=gqa)
+    parts = [out.transpose(1, 2)[plan.head_valid]]  # [n, h, D], real columns in `plan.cols` order
+    if plan.tail_idx is not None:
+        q = gather(query, plan.tail_idx)
+        k = torch.cat([heads[1][plan.tail_head], gather(key, plan.tail_idx)], dim=2)
+        v = torch.cat([heads[2][plan.tail_head], gather(value, plan.tail_idx)], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.tail_mask(sliding_window), dropout_p=dropout,
+                                             scale=scaling, enable_gqa=gqa)
+        parts.append(out.transpose(1, 2)[plan.tail_valid])
+    values = torch.cat(parts)
+    return values.new_zeros(query.shape[2], *values.shape[1:]).index_put((plan.cols,), values)[None], None
 
 
 def use_varlen_attention(model) -> bool:
@@ -129,7 +188,7 @@ def packed_forward(model, batch, device, **kwargs):
 
     attn = _hf(model).config._attn_implementation
     if attn == VARLEN:
-        kwargs["packed_groups"] = packed_groups(batch["segments"])
+        kwargs["packed_plan"] = PackedPlan(batch["segments"], device)
     elif "seq_lens" not in batch:
         raise ValueError(f"a packed row with shared prompts needs {VARLEN} attention, not {attn!r}")
     else:  # flash attention's varlen kernel reads these; the others ignore them

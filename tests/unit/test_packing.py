@@ -157,9 +157,12 @@ def test_collate_packed_shares_consecutive_prompts_by_hand():
     assert batch["segments"].tolist() == [[0, 3, 3, 2], [0, 3, 5, 3], [8, 1, 9, 1]]
     # both completions' token 0 is predicted by the prompt's last column (2); 10 -> 11 at column 5
     assert batch["packed_index"].tolist() == [[2, 3, 0], [2, 5, 6], [8, 0, 0]]
-    from rlvr.trainer.packed import packed_forward, packed_groups
+    from rlvr.trainer.packed import PackedPlan, packed_forward, packed_groups
 
     assert packed_groups(batch["segments"]) == ((0, 3, ((3, 2), (5, 3))), (8, 1, ((9, 1),)))
+    plan = PackedPlan(batch["segments"], "cpu")  # heads: the shared prompt, the last sample whole
+    assert plan.head_idx.tolist() == [[0, 1, 2], [8, 9, 0]] and plan.tail_idx.tolist() == [[3, 4, 0], [5, 6, 7]]
+    assert sorted(plan.cols.tolist()) == list(range(10))
     model, _ = _model("qwen2")  # transformers' own attention cannot run a shared row
     with pytest.raises(ValueError, match="shared prompts needs rlvr_varlen"):
         packed_forward(model, batch, "cpu")
