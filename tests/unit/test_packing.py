@@ -53,26 +53,27 @@ def _samples(lengths=((3, 1), (9, 37), (2, 12), (9, 3), (5, 24)), seed=1):
     return out
 
 
-def _stats(model, batch, fused: bool):
+def _stats(model, batch, fused: bool, device="cpu"):
     """(log-probs, entropies) [B, T] the trainer computes from `batch` (`TrainerWorker._token_stats`)."""
     from rlvr.trainer.heads import completion_logprobs
     from rlvr.trainer.worker import completion_logits
 
     if fused:
-        return completion_logprobs(model, batch, "cpu", 0.8, entropy=True, chunk=7)
-    logits = completion_logits(model, batch, "cpu")
-    return algos.token_logprobs(logits, batch["targets"], 0.8), algos.entropy_from_logits(logits, 0.8)
+        return completion_logprobs(model, batch, device, 0.8, entropy=True, chunk=7)
+    logits = completion_logits(model, batch, device)
+    return (algos.token_logprobs(logits, batch["targets"].to(device), 0.8),
+            algos.entropy_from_logits(logits, 0.8))
 
 
-def _run(model, batch, fused: bool):
+def _run(model, batch, fused: bool, device="cpu"):
     """Log-probs, entropies (on the completion tokens) and every parameter's gradient of a loss
-    weighted by position, advantage and the loss mask."""
+    weighted by position, advantage and the loss mask (on the CPU)."""
     model.zero_grad()
-    logp, ent = _stats(model, batch, fused)
+    logp, ent = (x.cpu() for x in _stats(model, batch, fused, device))
     mask, valid = batch["completion_mask"], batch["completion_tokens"].bool()
     weight = torch.linspace(-1, 1, logp.shape[1]) + batch["advantages"]
     ((logp * weight + 0.1 * ent) * mask).sum().backward()
-    return logp[valid].detach(), ent[valid].detach(), {n: p.grad.clone() for n, p in model.named_parameters()
+    return logp[valid].detach(), ent[valid].detach(), {n: p.grad.cpu() for n, p in model.named_parameters()
                                                        if p.grad is not None}
 
 
@@ -248,3 +249,15 @@ def test_critic_values_equal_the_padded_layout():
                         torch.cat([p.grad.reshape(-1) for p in model.parameters()])))
     torch.testing.assert_close(results[1][0], results[0][0], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(results[1][1], results[0][1], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("share", [False, True])
+def test_packed_equals_padded_on_gpu(share):
+    """The GPU twin: rlvr's varlen attention on CUDA SDPA kernels, fp32, fused head."""
+    model, pack = _model("qwen3", "varlen")
+    model = model.cuda()
+    samples = _grouped()
+    ref = _run(model, collate(samples, 0), True, "cuda")
+    pack()
+    _assert_same(_run(model, collate_packed(samples, 0, share=share), True, "cuda"), ref)
