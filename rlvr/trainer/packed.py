@@ -14,7 +14,7 @@ tests compare with the padded layout on every family of `rlvr.models.families`):
 - `varlen_attention` (what the trainer uses for sdpa/eager models, `use_varlen_attention`): one
   SDPA call per sample. The block-diagonal mask is [N, N] and SDPA on CPU computes all N^2 scores
   under it, so a 64-sample row costs ~64x the attention of its samples (`bench.packing`: the
-  tiny recipe's step took 2.4x the padded layout's with the mask). It also runs rows with shared
+  tiny recipe's step took 2.3x the padded layout's with the mask). It also runs rows with shared
   prompts (`collate_packed(share=True)`: a prompt once, then its completions, each attending
   to the prompt and itself, with an explicit [completion, prompt + completion] causal mask),
   which transformers' mask cannot express; the sample structure comes as a `PackedPlan`.

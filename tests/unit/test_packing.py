@@ -103,8 +103,11 @@ def test_collate_packed_by_hand():
         assert torch.equal(batch[key], plain[key]), key
 
 
-@pytest.mark.parametrize("attn", ["varlen", "sdpa", "eager"])
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"])
+FAMILIES = ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"]
+
+
+@pytest.mark.parametrize("family,attn", [(f, a) for a in ("varlen", "sdpa") for f in FAMILIES]
+                         + [("qwen2", "eager"), ("mistral", "eager")])
 def test_packed_equals_padded_on_every_family(family, attn):
     """Per-sample attention (varlen) and the block-diagonal mask transformers builds from the
     position ids (sdpa, eager) are exact for each family (gemma3/mistral: sliding windows of 8
@@ -133,7 +136,7 @@ def _grouped():
     return out + [TrainSample(p1, rand(13), 0.5, [0.0] * 13)]
 
 
-@pytest.mark.parametrize("family", ["qwen2", "qwen3", "llama", "gemma3", "mistral", "qwen3_moe"])
+@pytest.mark.parametrize("family", FAMILIES)
 def test_packed_shared_prompts_equal_padded_on_every_family(family):
     """A prompt once in the row, its completions after it, each attending to prompt + itself
     (rlvr's varlen attention only): the padded layout's log-probs, entropies and gradients."""
@@ -212,6 +215,13 @@ def test_packing_refuses_an_attention_without_the_packed_mask():
         _stats(model, collate(_samples(), 0), True)
     model.config._attn_implementation = "paged|eager"
     assert "packed-sequence mask" in packing_reason(model)
+    from rlvr.config import AlgorithmConfig, TrainerConfig
+    from rlvr.trainer.worker import TrainerWorker
+
+    worker = TrainerWorker(0, 1, TrainerConfig(num_threads=torch.get_num_threads()), AlgorithmConfig(), seed=0)
+    with pytest.raises(ValueError, match=r"trainer.pack_sequences: attention implementation 'paged\|eager'.*"
+                                         r"set trainer.pack_sequences=false"):
+        worker._packable(model)
 
 
 def test_varlen_attention_under_gradient_checkpointing():
