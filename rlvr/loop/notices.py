@@ -33,7 +33,7 @@ def startup_notices(cfg, model_path: str, trainer_notes: list[str] = (), bwrap: 
             notes.append(f"the code sandbox runs without bubblewrap ({bwrap[1]}): model-written code can read "
                          "this machine's files and processes; install it: apt-get install bubblewrap")
     t = cfg.trainer
-    if t.share_prompts and t.gradient_checkpointing:
+    if t.share_prompts and t.gradient_checkpointing and not t.pack_sequences:
         notes.append("trainer.gradient_checkpointing turns off the shared-prompt layout (each prompt runs once "
                      "per completion); set trainer.share_prompts=false to silence this")
     if t.gpus_per_worker and t.dtype == "float32":

@@ -18,6 +18,20 @@ prompt keys/values from it, and runs the completions on top (`shared_prompt_logi
 in `rlvr.trainer.worker`). The prompt's forward and backward run once per micro-batch
 instead of once per completion, and attention only spans prompt + own completion.
 The log-probs and gradients equal the plain layout's (a unit test checks).
+
+Packed (`collate_packed`, `trainer.pack_sequences`): every sample of the micro-batch, prompt
+then completion, concatenated into one row with no pad token, position ids restarting at 0 at
+each sample; the forward (`rlvr.trainer.packed`) keeps attention inside each sample:
+
+    [p0 p1 p2 c0 c1 c2 | p0 p1 p2 p3 p4 c0 c1]    positions [0 1 2 3 4 5 | 0 1 2 3 4 5 6]
+
+`packed_index` [B, T] names the column whose hidden state predicts each completion token
+(sample start + prompt length - 1 + t), so the per-token outputs come back as [B, T] like the
+other layouts'. With shared prompts on, a prompt is in the row once, then each completion
+that shares it, positions continuing after the prompt, each completion attending to the
+prompt and itself (`collate_packed(share=True)`):
+
+    [p0 p1 p2 a0 a1 b0 b1 b2]    positions [0 1 2 3 4 3 4 5]
 """
 
 from __future__ import annotations
@@ -118,18 +132,58 @@ def collate_shared(samples: list[TrainSample], pad_id: int, always: bool = False
     }
 
 
+def collate_packed(samples: list[TrainSample], pad_id: int, share: bool = False) -> dict[str, torch.Tensor]:
+    """The packed layout (see the module docstring): input_ids/position_ids [1, N] (N = the sum of
+    the samples' prompt + completion lengths), segments [B, 4] (each sample's prompt start, prompt
+    length, completion start, completion length in the row), seq_lens [B] (prompt + completion),
+    packed_index [B, T] (0 past a completion's end, where completion_tokens is 0) and
+    `_completions`' [B, T] tensors.
+
+    `share`: a prompt that consecutive samples share is in the row once, followed by each of
+    their completions, whose positions continue after it (each completion attends to the prompt
+    and itself: `rlvr.trainer.packed.varlen_attention`); seq_lens is then absent (no
+    transformers attention can run this row)."""
+    completions = _completions(samples, pad_id)
+    T = completions["targets"].shape[1]
+    ids: list[int] = []
+    positions: list[torch.Tensor] = []
+    segments = torch.zeros((len(samples), 4), dtype=torch.long)
+    packed_index = torch.zeros((len(samples), T), dtype=torch.long)
+    for i, s in enumerate(samples):
+        p, c = len(s.prompt_ids), len(s.completion_ids)
+        if not (share and i and samples[i - 1].prompt_ids == s.prompt_ids):
+            start = len(ids)
+            ids += list(s.prompt_ids)
+            positions.append(torch.arange(p))
+        segments[i] = torch.tensor([start, p, len(ids), c])
+        # token 0 is predicted by the prompt's last column, token t by the completion's column t - 1
+        packed_index[i, :c] = torch.cat([torch.tensor([start + p - 1]), len(ids) + torch.arange(max(c - 1, 0))])[:c]
+        ids += list(s.completion_ids)
+        positions.append(torch.arange(p, p + c))
+    out = {
+        "input_ids": torch.tensor([ids], dtype=torch.long),
+        "position_ids": torch.cat(positions)[None],
+        "segments": segments,
+        "packed_index": packed_index,
+        **completions,
+    }
+    if not share:
+        out["seq_lens"] = segments[:, 1] + segments[:, 3]
+    return out
+
+
 def shard_for_ranks(samples: list, world_size: int) -> list[list]:
     """Split samples into `world_size` contiguous, nearly equal shards (contiguous keeps a
     prompt's completions together, which `collate_shared` runs once)."""
     return split_micro(samples, world_size)
 
 
-def num_micro_batches(shards: list[list], micro_batch_size: int, max_tokens: int = 0) -> int:
+def num_micro_batches(shards: list[list], micro_batch_size: int, max_tokens: int = 0, packed: bool = False) -> int:
     """Micro-batches every rank runs: all ranks must run the same count (collectives).
     `max_tokens` > 0 (`trainer.max_tokens_per_micro`): as many as the rank whose samples need
-    the most micro-batches of at most that many padded tokens (`pack_by_tokens`)."""
+    the most micro-batches of at most that many tokens (`pack_by_tokens`; `packed`: real tokens)."""
     if max_tokens:
-        return max(1, max(len(pack_by_tokens(s, max_tokens)) for s in shards))
+        return max(1, max(len(pack_by_tokens(s, max_tokens, packed)) for s in shards))
     longest = max(len(s) for s in shards)
     return max(1, -(-longest // micro_batch_size))
 
@@ -143,37 +197,45 @@ def padded_tokens(chunk: list) -> int:
     return len(chunk) * max((_length(s) for s in chunk), default=0)
 
 
-def pack_by_tokens(samples: list, budget: int) -> list[list]:
-    """Contiguous chunks, each as long as its padded size (`padded_tokens`) stays within
-    `budget` (a sample longer than the budget alone). Greedy is optimal here: any sub-run of a
-    chunk that fits also fits, so extending while it fits gives the fewest chunks."""
+def micro_tokens(chunk: list, packed: bool = False) -> int:
+    """A micro-batch's size in tokens: `padded_tokens`, or with `packed` (`collate_packed`) the
+    sum of its samples' prompt + completion lengths."""
+    return sum(_length(s) for s in chunk) if packed else padded_tokens(chunk)
+
+
+def pack_by_tokens(samples: list, budget: int, packed: bool = False) -> list[list]:
+    """Contiguous chunks, each as long as its size (`micro_tokens`) stays within `budget` (a
+    sample longer than the budget alone). Greedy is optimal here: any sub-run of a chunk that
+    fits also fits (both sizes only grow with the chunk), so extending while it fits gives the
+    fewest chunks."""
     chunks: list[list] = []
     current: list = []
-    longest = 0
+    longest = total = 0
     for s in samples:
         n = _length(s)
-        if current and (len(current) + 1) * max(longest, n) > budget:
+        size = total + n if packed else (len(current) + 1) * max(longest, n)  # micro_tokens(current + [s])
+        if current and size > budget:
             chunks.append(current)
-            current, longest = [], 0
+            current, longest, total = [], 0, 0
         current.append(s)
-        longest = max(longest, n)
+        longest, total = max(longest, n), total + n
     return chunks + ([current] if current else [])
 
 
-def split_by_tokens(samples: list, count: int) -> list[list]:
-    """Exactly `count` contiguous chunks, in order, with the largest padded size as small as
-    it can be (the smallest budget `pack_by_tokens` fits in `count`, by bisection); the
+def split_by_tokens(samples: list, count: int, packed: bool = False) -> list[list]:
+    """Exactly `count` contiguous chunks, in order, with the largest size (`micro_tokens`) as
+    small as it can be (the smallest budget `pack_by_tokens` fits in `count`, by bisection); the
     chunks it does not need are empty (the trainer runs those as all-masked rows)."""
     if not samples:
         return [[] for _ in range(count)]
-    low, high = max(_length(s) for s in samples), padded_tokens(samples)
+    low, high = max(_length(s) for s in samples), micro_tokens(samples, packed)
     while low < high:
         mid = (low + high) // 2
-        if len(pack_by_tokens(samples, mid)) <= count:
+        if len(pack_by_tokens(samples, mid, packed)) <= count:
             high = mid
         else:
             low = mid + 1
-    chunks = pack_by_tokens(samples, low)
+    chunks = pack_by_tokens(samples, low, packed)
     return chunks + [[] for _ in range(count - len(chunks))]
 
 

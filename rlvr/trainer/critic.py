@@ -54,7 +54,12 @@ def completion_values(model, batch, device):
     """V(s_t) of every completion token [B, T] of a `collate` batch: the head's output at the
     column that predicts token t (P - 1 + t); of a `collate_shared` batch: the prompts once with
     the KV cache on, then the completions on top (as `rlvr.trainer.worker.shared_prompt_logits`;
-    the head's model returns no cache, so it fills one passed in)."""
+    the head's model returns no cache, so it fills one passed in); of a `collate_packed` batch:
+    `rlvr.trainer.packed.packed_values`."""
+    if "packed_index" in batch:
+        from rlvr.trainer.packed import packed_values
+
+        return packed_values(model, batch, device)
     if "prompt_row" in batch:
         from transformers import DynamicCache
 
@@ -106,12 +111,10 @@ class CriticWorker(TrainerWorker):
         """Collective: V(s_t) of every completion token of this rank's samples."""
         import torch
 
-        from rlvr.trainer.batch import split_micro
-
         out: list[list[float]] = []
         self.backend.model.eval()
         with torch.no_grad():
-            for batch, micro in zip(self._micro_batches(samples, num_micro), split_micro(samples, num_micro)):
+            for batch, micro in zip(self._micro_batches(samples, num_micro), self._split(samples, num_micro)):
                 values = completion_values(self.backend.model, batch, self.device).cpu()
                 out += [values[i, : len(s.completion_ids)].tolist() for i, s in enumerate(micro)]
         return out
@@ -157,7 +160,8 @@ class CriticGroup(TrainerGroup):
             return {}
         shards = shard_for_ranks(samples, len(self._ranks))
         denominator = algos.normaliser([s.num_loss_tokens for s in samples], "token_mean")
-        micro = num_micro_batches(shards, self.cfg.micro_batch_size)
+        micro = num_micro_batches(shards, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro,
+                                  self.cfg.pack_sequences)
         results = self._all("train_step", [(s, denominator, micro) for s in shards])
         tokens = sum(r["tokens"] for r in results) or 1.0
         return {"critic/value_loss": sum(r["loss"] for r in results), "critic/grad_norm": results[0]["grad_norm"],

@@ -91,10 +91,14 @@ class TrainerGroup:
         refs = [getattr(w, method).remote(*args) for w, args in zip(self._ranks, per_rank)]
         return wait_all(refs, what or f"{method} on the trainer ranks", self.timeout_s)
 
+    def _num_micro(self, shards: list[list[TrainSample]]) -> int:
+        cfg = self.cfg
+        return num_micro_batches(shards, cfg.micro_batch_size, cfg.max_tokens_per_micro, cfg.pack_sequences)
+
     def _per_sample(self, method: str, samples: list[TrainSample]) -> list:
         """A collective per-sample call (`kl_to_reference`, `probe_logprobs`); results in sample order."""
         shards = shard_for_ranks(samples, len(self._ranks))
-        micro = num_micro_batches(shards, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro)
+        micro = self._num_micro(shards)
         parts = self._all(method, [(s, micro) for s in shards])
         return [x for part in parts for x in part]  # shard_for_ranks splits into contiguous shards
 
@@ -108,7 +112,7 @@ class TrainerGroup:
             return {"loss": 0.0, "grad_norm": 0.0}
         shards = shard_for_ranks(samples, len(self._ranks))
         denominator = algos.normaliser([s.num_loss_tokens for s in samples], self.algo.aggregation)
-        micro = num_micro_batches(shards, self.cfg.micro_batch_size, self.cfg.max_tokens_per_micro)
+        micro = self._num_micro(shards)
         return reduce_train_stats(self._all("train_step", [(s, denominator, micro) for s in shards]))
 
     def reference_kl(self, samples: list[TrainSample]) -> list[float]:

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 import torch
 
 from rlvr.trainer.logprobs import fused_token_logprobs
+from rlvr.trainer.packed import packed_forward
 
 # CausalLM forwards that end in `logits = self.lm_head(hidden_states[:, slice_indices, :])`
 # with nothing applied to the logits after it (read in transformers 5.x modeling files)
@@ -73,7 +74,7 @@ def _head_forward(head: torch.nn.Module, forward):
 
 def completion_logprobs(model, batch, device, temperature: float = 1.0, entropy: bool = False,
                         chunk: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(log-probs [B, T], entropy [B, T] or None) of a `collate` or `collate_shared` batch's
+    """(log-probs [B, T], entropy [B, T] or None) of a `collate`, `collate_shared` or `collate_packed` batch's
     completion tokens under `model`, the fused way (see the module docstring); equal to
     `token_logprobs(completion_logits(...))` / `entropy_from_logits` where `completion_tokens`
     is 1, and 0 elsewhere."""
@@ -82,12 +83,19 @@ def completion_logprobs(model, batch, device, temperature: float = 1.0, entropy:
     valid = batch["completion_tokens"].to(device).bool()
     width = 2 if entropy else 1
 
-    def fused(hidden):  # [B, T, H] -> [N, width] for the N valid positions
-        logp, ent = fused_token_logprobs(hidden[valid], head.weight, head.bias, targets[valid], temperature,
+    def rows(hidden):  # [N, H] -> [N, width] for the N valid positions, in order
+        logp, ent = fused_token_logprobs(hidden, head.weight, head.bias, targets[valid], temperature,
                                          entropy=entropy, chunk=chunk)
         return torch.stack([logp, ent], -1) if entropy else logp[:, None]
 
-    if "prompt_row" in batch:
+    def fused(hidden):  # [B, T, H] -> [N, width]
+        return rows(hidden[valid])
+
+    if "packed_index" in batch:  # one row, no padding: [1, N, H] -> the valid predicting columns, [n, H]
+        index = batch["packed_index"].to(device)
+        with _head_forward(head, lambda hidden: rows(hidden[0][index[valid]])):
+            picked = packed_forward(model, batch, device).logits
+    elif "prompt_row" in batch:
         row = batch["prompt_row"].to(device)
         with _head_forward(head, lambda hidden: hidden):  # the prompts' last hidden state, [R, 1, H]
             first = model(input_ids=batch["prompt_ids"].to(device), attention_mask=batch["prompt_mask"].to(device),
@@ -106,3 +114,14 @@ def completion_logprobs(model, batch, device, temperature: float = 1.0, entropy:
                            position_ids=batch["position_ids"].to(device), logits_to_keep=T + 1).logits
     out = picked.new_zeros(*valid.shape, width).index_put((valid,), picked)
     return out[..., 0], (out[..., 1] if entropy else None)
+
+
+def packed_logits(model, batch, device) -> torch.Tensor:
+    """Logits [B, T, V] at the completion positions of a `collate_packed` batch: the head (whatever
+    module it is, LoRA included) is called by the model as usual, on those columns only; what the
+    CausalLM forward does to the logits after the head (soft-capping, scales) is elementwise."""
+    head = hf_model(model).get_output_embeddings()
+    index = batch["packed_index"].to(device)
+    original = head.forward
+    with _head_forward(head, lambda hidden: original(hidden[0][index])):
+        return packed_forward(model, batch, device).logits

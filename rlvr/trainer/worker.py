@@ -22,7 +22,7 @@ import os
 import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
-from rlvr.trainer.batch import collate, collate_shared, split_by_tokens, split_micro
+from rlvr.trainer.batch import collate, collate_packed, collate_shared, split_by_tokens, split_micro
 from rlvr.types import TrainSample
 
 
@@ -83,8 +83,10 @@ class TrainerWorker:
             from rlvr.trainer.compile import compile_blocks
 
             compile_blocks(model)
-        # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns off
-        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing
+        # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns
+        # off; packed, prompts are shared inside the row (rlvr.trainer.batch.collate_packed)
+        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not cfg.pack_sequences
+        self.pack_shared = self._packable(model) and cfg.share_prompts if cfg.pack_sequences else False
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -99,8 +101,20 @@ class TrainerWorker:
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
+            if cfg.pack_sequences:
+                self._packable(self.ref_model)
         self.teacher = self._load_teacher(tokenizer) if self.teacher_path else None
         return self.rank
+
+    def _packable(self, model) -> bool:
+        """Make `model` ready for packed batches (`rlvr.trainer.packed`), or a ValueError naming the
+        key; True when it runs rlvr's per-sample attention (which packs shared prompts too)."""
+        from rlvr.trainer.packed import packing_reason, use_varlen_attention
+
+        reason = packing_reason(model)
+        if reason:
+            raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
+        return use_varlen_attention(model)
 
     def _load_teacher(self, tokenizer):
         """The distillation teacher, frozen, on every rank (like the KL reference)."""
@@ -117,6 +131,8 @@ class TrainerWorker:
             reason = fused_head_reason(teacher)
             if reason:
                 raise ValueError(f"teacher.path {self.teacher_path}: {reason}; set trainer.fused_logprobs=false")
+        if self.cfg.pack_sequences:
+            self._packable(teacher)
         return teacher.eval().requires_grad_(False)
 
     def notices(self) -> list[str]:
@@ -189,11 +205,15 @@ class TrainerWorker:
             yield batch
 
     def _split(self, samples: list[TrainSample], count: int) -> list[list[TrainSample]]:
-        """`count` micro-batches in order: balanced by padded tokens with `trainer.max_tokens_per_micro`,
+        """`count` micro-batches in order: balanced by tokens with `trainer.max_tokens_per_micro`,
         else by sample count."""
-        return split_by_tokens(samples, count) if self.cfg.max_tokens_per_micro else split_micro(samples, count)
+        if self.cfg.max_tokens_per_micro:
+            return split_by_tokens(samples, count, self.cfg.pack_sequences)
+        return split_micro(samples, count)
 
     def _collate(self, samples: list[TrainSample]):
+        if self.cfg.pack_sequences:  # one forward per micro-batch on every rank, like the plain layout
+            return collate_packed(samples, self.pad_id, share=self.pack_shared)
         # one layout on every rank: the forward's collective count depends on it (see collate_shared)
         shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None
         return shared if shared is not None else collate(samples, self.pad_id)
@@ -422,8 +442,12 @@ class TrainerWorker:
 
 
 def completion_logits(model, batch, device):
-    """Logits at the completion positions, [B, T, V], of a `collate` or `collate_shared` batch
-    (the LM head runs on those columns only)."""
+    """Logits at the completion positions, [B, T, V], of a `collate`, `collate_shared` or
+    `collate_packed` batch (the LM head runs on those columns only)."""
+    if "packed_index" in batch:
+        from rlvr.trainer.heads import packed_logits
+
+        return packed_logits(model, batch, device)
     if "prompt_row" in batch:
         return shared_prompt_logits(model, batch, device)
     P, T = int(batch["prompt_len"]), batch["targets"].shape[1]

@@ -35,23 +35,25 @@ def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample], agg
 
 
 @pytest.mark.timeout(300)  # a layout mismatch between ranks hangs in a collective: fail, don't hang CI
-@pytest.mark.parametrize("backend,stage,aggregation,layout,max_tokens", [
-    ("fsdp2", 2, "token_mean", "groups", 0), ("deepspeed", 2, "token_mean", "groups", 0),
-    ("deepspeed", 3, "token_mean", "mixed", 30), ("fsdp2", 2, "seq_mean_token_sum_norm", "mixed", 30),
+@pytest.mark.parametrize("backend,stage,aggregation,layout,max_tokens,pack", [
+    ("fsdp2", 2, "token_mean", "groups", 0, False), ("deepspeed", 2, "token_mean", "groups", 0, False),
+    ("deepspeed", 3, "token_mean", "mixed", 30, False), ("fsdp2", 2, "seq_mean_token_sum_norm", "mixed", 30, False),
+    ("deepspeed", 3, "seq_mean_token_sum_norm", "mixed", 30, True), ("fsdp2", 2, "token_mean", "mixed", 30, True),
 ])
 def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, stage, aggregation, layout,
-                                        max_tokens):
+                                        max_tokens, pack):
     """2 ranks give the single-process loss and gradient. `groups`: every micro-batch holds
     shared prompts (two forwards, one backward). `mixed`: rank 0's shard holds groups and rank
     1's only distinct prompts; a rank that ran the plain layout (one forward) beside one that
     ran the shared layout (two) deadlocked 2-rank FSDP2 and ZeRO-3, so every rank must use one.
-    `max_tokens` > 0: micro-batches balanced by padded tokens (`trainer.max_tokens_per_micro`)."""
+    `max_tokens` > 0: micro-batches balanced by tokens (`trainer.max_tokens_per_micro`): padded
+    ones, or with `pack` (`trainer.pack_sequences`: one unpadded row per micro-batch) real ones."""
     import ray
 
     from rlvr.trainer.group import TrainerGroup
 
     cfg = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2, lr=1e-3,
-                        max_tokens_per_micro=max_tokens)
+                        max_tokens_per_micro=max_tokens, pack_sequences=pack)
     cfg.deepspeed.zero_stage = stage
     samples = make_samples(13, group=3) if layout == "groups" else make_samples(7, group=3) + make_samples(6, seed=1)
     group = TrainerGroup(cfg, AlgorithmConfig(aggregation=aggregation), random_model_dir, seed=0, norm_tokens=8)
@@ -59,8 +61,8 @@ def test_two_ranks_match_single_process(ray_cluster, random_model_dir, backend, 
     try:
         shards = shard_for_ranks(samples, 2)
         denominator = algos.normaliser([len(s.completion_ids) for s in samples], aggregation)
-        micro = num_micro_batches(shards, cfg.micro_batch_size, cfg.max_tokens_per_micro)
-        # 7 and 6 samples, micro-batches of 3 (or of <= 30 padded tokens): uneven and with accumulation
+        micro = num_micro_batches(shards, cfg.micro_batch_size, cfg.max_tokens_per_micro, pack)
+        # 7 and 6 samples, micro-batches of 3 (or of <= 30 padded / real tokens): uneven and with accumulation
         assert micro == 3 if not max_tokens else micro >= 3
         results = ray.get([w.train_step.remote(shard, denominator, micro) for w, shard in zip(workers, shards)],
                           timeout=240)

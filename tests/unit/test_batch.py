@@ -136,6 +136,27 @@ def test_token_budget_sets_the_micro_batch_count_of_the_rank_that_needs_most():
     assert num_micro_batches(shards, micro_batch_size=64, max_tokens=12) == 3
 
 
+def test_packed_token_budget_counts_real_tokens():
+    import itertools
+
+    from rlvr.trainer.batch import micro_tokens, num_micro_batches, pack_by_tokens, split_by_tokens
+
+    samples = _sized(4, 4, 10, 2, 2, 2, 2)
+    chunks = pack_by_tokens(samples, 12, packed=True)
+    # [4, 4] = 8 (adding 10 -> 18 > 12); [10, 2] = 12 (adding 2 -> 14); [2, 2, 2] = 6
+    assert [[len(s.prompt_ids) + len(s.completion_ids) for s in c] for c in chunks] == [[4, 4], [10, 2], [2, 2, 2]]
+    assert [micro_tokens(c, packed=True) for c in chunks] == [8, 12, 6]
+    assert [s for c in chunks for s in c] == samples
+    assert pack_by_tokens(_sized(20, 3), 12, packed=True) == [_sized(20, 3)[:1], _sized(20, 3)[1:]]
+    many = _sized(9, 1, 1, 1, 1, 1, 1, 1, 1, 3, 3)
+    split = split_by_tokens(many, 3, packed=True)
+    best = min(max(micro_tokens(many[:i], True), micro_tokens(many[i:j], True), micro_tokens(many[j:], True))
+               for i, j in itertools.combinations(range(1, len(many)), 2))
+    assert [s for c in split for s in c] == many and max(micro_tokens(c, True) for c in split) == best == 9
+    # rank 1: [10] + [10, 2] (12 real tokens; padded it would be 3 x 10): 2 micro-batches, rank 0 [4, 4, 4] + [4]: 2
+    assert num_micro_batches([_sized(4, 4, 4, 4), _sized(10, 10, 2)], 64, max_tokens=12, packed=True) == 2
+
+
 def test_token_advantages_and_critic_targets_collate_per_token():
     # a sample without token advantages broadcasts its scalar over its completion; one with them keeps them;
     # padding is 0; the critic's returns / old values appear only when a sample carries them

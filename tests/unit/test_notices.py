@@ -41,10 +41,14 @@ def test_a_sandbox_without_bubblewrap_is_said_only_when_model_code_runs(tmp_path
 
 
 def test_trainer_notes_and_a_silently_lost_optimisation_come_once_each(tmp_path):
-    notes = startup_notices(_cfg("trainer.gradient_checkpointing=true"), _model(tmp_path, "qwen2"),
+    unpacked = _cfg("trainer.gradient_checkpointing=true", "trainer.pack_sequences=false")
+    notes = startup_notices(unpacked, _model(tmp_path, "qwen2"),
                             ["trainer.fused_logprobs: falling back to full logits: x"] * 2, bwrap=WORKS)
     assert len(notes) == 2
     assert "shared-prompt layout" in notes[0] and notes[1].endswith("full logits: x")
+    # packed rows share prompts without the KV cache: gradient checkpointing loses nothing
+    assert startup_notices(_cfg("trainer.gradient_checkpointing=true"), _model(tmp_path, "qwen2"), [],
+                           bwrap=WORKS) == []
 
 
 def test_optimisations_left_off_on_gpus_are_said(tmp_path):
