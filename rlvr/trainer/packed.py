@@ -39,7 +39,11 @@ def _hf(model):
 
 def packing_reason(model) -> str | None:
     """None when the packed layout is exact for `model` (the HF model, under any wrapper); else why not."""
-    attn = getattr(_hf(model).config, "_attn_implementation", None)
+    hf = _hf(model)
+    if not type(hf).__module__.startswith("transformers."):
+        return (f"{type(hf).__name__} is not one of transformers' own model classes (remote code?): its "
+                f"attention may not keep packed samples apart")
+    attn = getattr(hf.config, "_attn_implementation", None)
     if attn not in PACKED_ATTENTION:
         return (f"attention implementation {attn!r} does not build transformers' packed-sequence mask "
                 f"(one of {sorted(PACKED_ATTENTION)} does)")

@@ -23,6 +23,7 @@ import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
 from rlvr.trainer.batch import collate, collate_packed, collate_shared, split_by_tokens, split_micro
+from rlvr.trainer.packed import packing_reason, use_varlen_attention
 from rlvr.types import TrainSample
 
 
@@ -83,10 +84,12 @@ class TrainerWorker:
             from rlvr.trainer.compile import compile_blocks
 
             compile_blocks(model)
+        self.notes: list[str] = []  # what the user should know about this setup (`notices`)
+        self.pack = cfg.pack_sequences and self._packable(model)
         # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns
         # off; packed, prompts are shared inside the row (rlvr.trainer.batch.collate_packed)
-        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not cfg.pack_sequences
-        self.pack_shared = self._packable(model) and cfg.share_prompts if cfg.pack_sequences else False
+        self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not self.pack
+        self.pack_shared = self.pack and cfg.share_prompts and use_varlen_attention(model)
         tokenizer = AutoTokenizer.from_pretrained(model_path)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -95,26 +98,23 @@ class TrainerWorker:
         total_updates = cfg.total_steps * cfg.updates_per_step
         self.backend = BACKENDS[cfg.backend](model, cfg, self.device, self.world_size, total_updates)
         self.model_path = model_path
-        self.notes: list[str] = []  # what the user should know about this setup (`notices`)
         self.fused = self._fused_logprobs(model)
         self.ref_model = None
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
             self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
-            if cfg.pack_sequences:
-                self._packable(self.ref_model)
+            if self.pack:
+                use_varlen_attention(self.ref_model)
         self.teacher = self._load_teacher(tokenizer) if self.teacher_path else None
         return self.rank
 
     def _packable(self, model) -> bool:
-        """Make `model` ready for packed batches (`rlvr.trainer.packed`), or a ValueError naming the
-        key; True when it runs rlvr's per-sample attention (which packs shared prompts too)."""
-        from rlvr.trainer.packed import packing_reason, use_varlen_attention
-
+        """Whether the packed layout is exact for `model` (`rlvr.trainer.packed.packing_reason`); if
+        not, padded micro-batches and a startup note saying why. Every rank decides alike (one model)."""
         reason = packing_reason(model)
         if reason:
-            raise ValueError(f"trainer.pack_sequences: {reason}; set trainer.pack_sequences=false")
-        return use_varlen_attention(model)
+            self.notes.append(f"trainer.pack_sequences: padded micro-batches instead: {reason}")
+        return reason is None
 
     def _load_teacher(self, tokenizer):
         """The distillation teacher, frozen, on every rank (like the KL reference)."""
@@ -131,8 +131,8 @@ class TrainerWorker:
             reason = fused_head_reason(teacher)
             if reason:
                 raise ValueError(f"teacher.path {self.teacher_path}: {reason}; set trainer.fused_logprobs=false")
-        if self.cfg.pack_sequences:
-            self._packable(teacher)
+        if self.pack:
+            use_varlen_attention(teacher)  # the student's class and attention: packable too
         return teacher.eval().requires_grad_(False)
 
     def notices(self) -> list[str]:
@@ -208,11 +208,11 @@ class TrainerWorker:
         """`count` micro-batches in order: balanced by tokens with `trainer.max_tokens_per_micro`,
         else by sample count."""
         if self.cfg.max_tokens_per_micro:
-            return split_by_tokens(samples, count, self.cfg.pack_sequences)
+            return split_by_tokens(samples, count, self.pack)
         return split_micro(samples, count)
 
     def _collate(self, samples: list[TrainSample]):
-        if self.cfg.pack_sequences:  # one forward per micro-batch on every rank, like the plain layout
+        if self.pack:  # one forward per micro-batch on every rank, like the plain layout
             return collate_packed(samples, self.pad_id, share=self.pack_shared)
         # one layout on every rank: the forward's collective count depends on it (see collate_shared)
         shared = collate_shared(samples, self.pad_id, always=self.world_size > 1) if self.share_prompts else None

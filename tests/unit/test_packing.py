@@ -219,9 +219,15 @@ def test_packing_refuses_an_attention_without_the_packed_mask():
     from rlvr.trainer.worker import TrainerWorker
 
     worker = TrainerWorker(0, 1, TrainerConfig(num_threads=torch.get_num_threads()), AlgorithmConfig(), seed=0)
-    with pytest.raises(ValueError, match=r"trainer.pack_sequences: attention implementation 'paged\|eager'.*"
-                                         r"set trainer.pack_sequences=false"):
-        worker._packable(model)
+    worker.notes = []
+    assert not worker._packable(model)  # padded micro-batches instead, said once at startup
+    assert worker.notes == [f"trainer.pack_sequences: padded micro-batches instead: {packing_reason(model)}"]
+    model.config._attn_implementation = "sdpa"
+    type(model).__module__, module = "remote_code_model", type(model).__module__
+    try:
+        assert "not one of transformers' own model classes" in packing_reason(model)
+    finally:
+        type(model).__module__ = module
 
 
 def test_varlen_attention_under_gradient_checkpointing():
