@@ -99,7 +99,8 @@ def _check_critic(summary: dict) -> None:
     cost = statistics.median(r["timing/values"] + r["timing/critic"] for r in rows)
     print(f"critic per step (median): {cost:.2f} s of {statistics.median(r['timing/step'] for r in rows):.2f} s; "
           f"policy train {statistics.median(r['timing/train'] for r in rows[2:]):.2f} s; explained variance by step",
-          [round(r["critic/explained_variance"], 3) for r in rows])
+          [round(r["critic/explained_variance"], 3) for r in rows], "value loss by step",
+          [round(r["critic/value_loss"], 4) for r in rows])
     assert os.path.isfile(os.path.join(summary["checkpoint"], "critic", "model.safetensors"))
 
 
