@@ -114,6 +114,8 @@ class CriticWorker(TrainerWorker):
         out: list[list[float]] = []
         self.backend.model.eval()
         with torch.no_grad():
+            # the same split as `_micro_batches` (by tokens with trainer.max_tokens_per_micro): a plain
+            # split by count there gave samples the values of other samples' tokens
             for batch, micro in zip(self._micro_batches(samples, num_micro), self._split(samples, num_micro)):
                 values = completion_values(self.backend.model, batch, self.device).cpu()
                 out += [values[i, : len(s.completion_ids)].tolist() for i, s in enumerate(micro)]
@@ -164,7 +166,10 @@ class CriticGroup(TrainerGroup):
                                   self.cfg.pack_sequences)
         results = self._all("train_step", [(s, denominator, micro) for s in shards])
         tokens = sum(r["tokens"] for r in results) or 1.0
-        return {"critic/value_loss": sum(r["loss"] for r in results), "critic/grad_norm": results[0]["grad_norm"],
+        # each of the `updates_per_step` mini-batches' losses is a token mean over that mini-batch
+        # (divided by denominator / updates_per_step): their sum is updates_per_step x the batch's mean
+        return {"critic/value_loss": sum(r["loss"] for r in results) / self.cfg.updates_per_step,
+                "critic/grad_norm": results[0]["grad_norm"],
                 "critic/lr": results[0]["lr"], "critic/clip_frac": sum(r["clip_frac_sum"] for r in results) / tokens,
                 "critic/values_mean": sum(r["values_sum"] for r in results) / tokens,
                 "critic/worker_s": max(r["time"] for r in results)}

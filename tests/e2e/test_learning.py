@@ -96,11 +96,29 @@ def _check_critic(summary: dict) -> None:
     last = rows[-1]
     assert last["critic/returns_mean"] > 0.2 and abs(last["critic/values_mean"] - last["critic/returns_mean"]) < 0.1
     assert all(math.isfinite(r["critic/explained_variance"]) and r["critic/value_loss"] > 0 for r in rows)
+    _check_critic_learns(rows)
     cost = statistics.median(r["timing/values"] + r["timing/critic"] for r in rows)
     print(f"critic per step (median): {cost:.2f} s of {statistics.median(r['timing/step'] for r in rows):.2f} s; "
           f"policy train {statistics.median(r['timing/train'] for r in rows[2:]):.2f} s; explained variance by step",
-          [round(r["critic/explained_variance"], 3) for r in rows])
+          [round(r["critic/explained_variance"], 3) for r in rows], "value loss by step",
+          [round(r["critic/value_loss"], 4) for r in rows])
     assert os.path.isfile(os.path.join(summary["checkpoint"], "critic", "model.safetensors"))
+
+
+def _check_critic_learns(rows: list[dict], k: int = 5) -> None:
+    """The critic's fit improves over the run, first k steps -> last k. The raw value loss cannot
+    show it: it is ~0.5 p (1 - p) for binary rewards, and the batch accuracy p rises from ~0.2 toward
+    0.5 (0.092 -> 0.103 measured), so the loss is taken relative to that (the loss of the batch
+    mean on binary rewards). Measured (30 steps, warm-up 2, seed 0): 1.00 -> 0.88, explained
+    variance -0.023 -> 0.019; bench.presets' 40 x 2 run: 1.01 -> 0.86, -0.024 -> 0.039."""
+    import statistics
+
+    relative = [r["critic/value_loss"] / (0.5 * r["reward/mean"] * (1 - r["reward/mean"])) for r in rows]
+    ev = [r["critic/explained_variance"] for r in rows]
+    print(f"critic: value loss / 0.5 p(1-p) {statistics.mean(relative[:k]):.3f} -> {statistics.mean(relative[-k:]):.3f}, "
+          f"explained variance {statistics.mean(ev[:k]):.3f} -> {statistics.mean(ev[-k:]):.3f}")
+    assert statistics.mean(relative[-k:]) < statistics.mean(relative[:k]) - 0.04
+    assert statistics.mean(ev[-k:]) > statistics.mean(ev[:k]) + 0.01
 
 
 def test_distill_moves_the_student_halfway_to_the_teacher(fsdp2_run, warm_model_dir, tmp_path):

@@ -53,14 +53,23 @@ def _reference_step(critic_dir, samples, lr, clip):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("backend,stage", [("fsdp2", 2), ("deepspeed", 3)])
-def test_two_rank_critic_matches_single_process(ray_cluster, random_model_dir, critic_dir, tmp_path, backend, stage):
+@pytest.mark.parametrize("backend,stage,max_tokens", [("fsdp2", 2, 0), ("deepspeed", 3, 36)])
+def test_two_rank_critic_matches_single_process(ray_cluster, random_model_dir, critic_dir, tmp_path, backend, stage,
+                                                max_tokens):
+    """ZeRO-3 also splits micro-batches by tokens (`trainer.max_tokens_per_micro: 36`: rank 0's 7
+    samples go 3/3/1, not 3/2/2 as by count), so each sample must get its own values back."""
+    from rlvr.trainer.batch import num_micro_batches, shard_for_ranks, split_by_tokens, split_micro
     from rlvr.trainer.critic import CriticGroup, value_model
 
-    trainer = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2)
+    trainer = TrainerConfig(backend=backend, num_workers=2, micro_batch_size=3, total_steps=2,
+                            max_tokens_per_micro=max_tokens)
     trainer.deepspeed.zero_stage = stage
     critic = CriticConfig(path=critic_dir, lr=1e-3, value_clip=0.05, cpus_per_worker=0.25)
     samples = make_samples(7, group=3) + make_samples(6, seed=1)  # 13 samples: 7 and 6 per rank, 3 micro-batches
+    if max_tokens:  # the token split differs from the count split here (what the test is for)
+        shard = shard_for_ranks(samples, 2)[0]
+        count = num_micro_batches([shard], 3, max_tokens)
+        assert count == 3 and [len(c) for c in split_by_tokens(shard, 3)] != [len(c) for c in split_micro(shard, 3)]
     group = CriticGroup(critic, trainer, AlgorithmConfig(), random_model_dir, seed=0)
     try:
         values = group.values(samples)
