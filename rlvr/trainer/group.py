@@ -113,7 +113,10 @@ class TrainerGroup:
         shards = shard_for_ranks(samples, len(self._ranks))
         denominator = algos.normaliser([s.num_loss_tokens for s in samples], self.algo.aggregation)
         micro = self._num_micro(shards)
-        return reduce_train_stats(self._all("train_step", [(s, denominator, micro) for s in shards]))
+        stats = reduce_train_stats(self._all("train_step", [(s, denominator, micro) for s in shards]))
+        # each mini-batch's loss is divided by denominator / updates_per_step: their sum is updates_per_step x the
+        # batch's loss (as the critic's value loss)
+        return {**stats, "loss": stats["loss"] / self.cfg.updates_per_step}
 
     def reference_kl(self, samples: list[TrainSample]) -> list[float]:
         """Per-sample KL(policy || reference) summed over the completion, in sample order."""
