@@ -88,7 +88,7 @@ def trainer_case(fused: bool, steps: int, threads: int) -> dict:
     cfg = TrainerConfig(num_workers=1, num_threads=threads, micro_batch_size=work.micro_batch_size,
                         total_steps=steps + 1, lr=1e-5, fused_logprobs=fused)
     worker = TrainerWorker(0, 1, cfg, AlgorithmConfig(), seed=0)
-    worker.setup("127.0.0.1", free_port(), spec["model_dir"])
+    worker.setup(("127.0.0.1", free_port()), spec["model_dir"])
     import random
 
     rng = random.Random(0)

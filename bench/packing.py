@@ -124,7 +124,7 @@ def run(setting: str, steps: int, threads: int) -> dict:
     cfg = TrainerConfig(num_workers=1, num_threads=threads, micro_batch_size=micro_batch, total_steps=10 * steps,
                         lr=1e-6)
     worker = TrainerWorker(0, 1, cfg, AlgorithmConfig(), seed=0)
-    worker.setup("127.0.0.1", free_port(), model_dir)
+    worker.setup(("127.0.0.1", free_port()), model_dir)
     samples = samples_for(setting, model_dir)
     num_micro = -(-len(samples) // micro_batch)
     chunks = split_micro(samples, num_micro)

@@ -203,7 +203,7 @@ def main() -> None:
                             gradient_checkpointing=args.gradient_checkpointing, total_steps=1000)
         worker = TrainerWorker(0, 1, cfg, AlgorithmConfig(), 0)
         t0 = time.perf_counter()
-        worker.setup("127.0.0.1", free_port(), model_dir)
+        worker.setup(("127.0.0.1", free_port()), model_dir)
         print(f"[bench] trainer setup {time.perf_counter() - t0:.1f}s on {worker.device}", flush=True)
         # token_mean: the global normaliser is the number of completion tokens
         denominator = float(sum(len(s.completion_ids) for s in samples))
