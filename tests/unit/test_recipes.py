@@ -49,14 +49,16 @@ def _validate(*args) -> subprocess.CompletedProcess:
 
 
 def test_every_recipe_validates_as_a_smoke_run_and_the_tiny_ones_as_they_are():
-    """One `rlvr validate --smoke` per recipe (each is a process: ~1 s of imports each)."""
-    for recipe in RECIPES:
-        proc = _validate(recipe, "--smoke")
-        assert proc.returncode == 0, f"{recipe}: {proc.stderr[-2000:]}"
-        assert proc.stderr.startswith("[rlvr] smoke: ") and "total_steps: 2" in proc.stdout
-    for recipe in TINY:
-        proc = _validate(recipe)
-        assert proc.returncode == 0, f"{recipe}: {proc.stderr[-2000:]}"
+    """One `rlvr validate --smoke` per recipe (each is a process: ~2 s of imports), two at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    calls = [(recipe, "--smoke") for recipe in RECIPES] + [(recipe,) for recipe in TINY]
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda args: _validate(*args), calls))
+    for args, proc in zip(calls, results):
+        assert proc.returncode == 0, f"{args}: {proc.stderr[-2000:]}"
+        if "--smoke" in args:
+            assert proc.stderr.startswith("[rlvr] smoke: ") and "total_steps: 2" in proc.stdout, args
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=IDS)
