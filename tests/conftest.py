@@ -11,6 +11,8 @@ import tempfile
 
 import pytest
 
+from tests.helpers import models
+
 # keep vLLM's CPU KV cache small and the in-process executor (fast start on 2 cores)
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -22,6 +24,17 @@ CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
 # one runs get through `model.cache_dir` (`rlvr.cluster.connect.runtime_env_for_actors`), so tests that
 # start trainer ranks directly do not compile them a second time into ~/.cache/torch_extensions
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", os.path.join(CACHE, "torch_extensions"))
+
+
+def pytest_collection_finish(session):
+    """The cached tiny models these tests need start building in the background now (`tests.helpers.models`)."""
+    if os.environ.get("RLVR_TEST_PREBUILD", "1") != "0":
+        session.config.rlvr_prebuild = models.start_prebuild({n for item in session.items
+                                                              for n in getattr(item, "fixturenames", ())})
+
+
+def pytest_sessionfinish(session):
+    models.stop_prebuild(getattr(session.config, "rlvr_prebuild", None))
 
 
 def pytest_collection_modifyitems(config, items):
@@ -61,27 +74,18 @@ def random_model_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def warm_model_dir():
     """The default built-in model (SFT warm start), built once and cached in .cache/."""
-    from rlvr.config import ArithmeticConfig, ModelConfig
-    from rlvr.models.tiny import ensure_tiny_model
-
-    return ensure_tiny_model(ModelConfig(cache_dir=CACHE), ArithmeticConfig(), progress=False)
+    return models.warm_model()
 
 
 @pytest.fixture(scope="session")
 def reward_model_dir(warm_model_dir):
     """A tiny sequence-classification reward model on the warm model's backbone (`rlvr.models.tiny_rm`:
-    well-formed answers above malformed ones), built once (~10 s) and cached in .cache/."""
-    from rlvr.models.tiny_rm import ensure_tiny_reward_model
-
-    return ensure_tiny_reward_model(warm_model_dir, CACHE)
+    well-formed answers above malformed ones), built once and cached in .cache/."""
+    return models.reward_model()
 
 
 @pytest.fixture(scope="session")
 def tools_model_dir():
     """The built-in tool-calling model as recipes/tiny-tools-cpu.yaml builds it (`builtin:tiny-tools`,
     SFT warm start), built once and cached: the runs of that recipe find it."""
-    from rlvr.config import load_recipe
-    from rlvr.models.tiny_tools import ensure_tiny_tools_model
-
-    cfg = load_recipe(os.path.join(REPO, "recipes", "tiny-tools-cpu.yaml"), [f"model.cache_dir={CACHE}"])
-    return ensure_tiny_tools_model(cfg.model, cfg.data.tool_arithmetic, progress=False)
+    return models.tools_model()
