@@ -18,8 +18,7 @@ os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
+REPO, CACHE = models.REPO, models.CACHE  # the checkout; the tests' model cache (RLVR_TEST_CACHE)
 # DeepSpeed's JIT-built ops (~40 s to compile on 2 cores): one folder for the whole session, the
 # one runs get through `model.cache_dir` (`rlvr.cluster.connect.runtime_env_for_actors`), so tests that
 # start trainer ranks directly do not compile them a second time into ~/.cache/torch_extensions

@@ -34,7 +34,9 @@ class RewardGroup:
                                    num_workers or cfg.num_workers,
                                    cfg.cpus_per_worker if cpus_per_worker is None else cpus_per_worker,
                                    label="reward worker", timeout_s=timeout_s, gpus=cfg.gpus_per_worker, wait=wait)
-        self.wait_started = self.workers.wait_started
+
+    def wait_started(self) -> None:
+        self.workers.wait_started()
 
     @property
     def handles(self) -> list:

@@ -30,17 +30,11 @@ from contextlib import contextmanager
 import torch
 
 from rlvr.trainer.logprobs import fused_token_logprobs
-from rlvr.trainer.packed import packed_forward
+from rlvr.trainer.packed import hf_model, packed_forward
 
 # CausalLM forwards that end in `logits = self.lm_head(hidden_states[:, slice_indices, :])`
 # with nothing applied to the logits after it (read in transformers 5.x modeling files)
 FUSED_MODEL_TYPES = frozenset({"qwen2", "qwen3", "qwen2_moe", "qwen3_moe", "llama", "mistral", "olmo2", "phi3"})
-
-
-def hf_model(model):
-    """The HF CausalLM inside a DeepSpeed engine and/or a peft model."""
-    model = getattr(model, "module", model)  # DeepSpeedEngine
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def fused_head_reason(model) -> str | None:

@@ -32,14 +32,15 @@ VARLEN = "rlvr_varlen"
 PACKED_ATTENTION = frozenset({"sdpa", "eager", "flex_attention", "flash_attention_2", "flash_attention_3", VARLEN})
 
 
-def _hf(model):
-    inner = getattr(model, "module", model)  # DeepSpeedEngine
-    return inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+def hf_model(model):
+    """The HF model inside a DeepSpeed engine and/or a peft model."""
+    model = getattr(model, "module", model)  # DeepSpeedEngine
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def packing_reason(model) -> str | None:
     """None when the packed layout is exact for `model` (the HF model, under any wrapper); else why not."""
-    hf = _hf(model)
+    hf = hf_model(model)
     if not type(hf).__module__.startswith("transformers."):
         return (f"{type(hf).__name__} is not one of transformers' own model classes (remote code?): its "
                 f"attention may not keep packed samples apart")
@@ -179,7 +180,7 @@ def use_varlen_attention(model) -> bool:
     from transformers import AttentionInterface
 
     AttentionInterface.register(VARLEN, varlen_attention)
-    config = _hf(model).config
+    config = hf_model(model).config
     if config._attn_implementation in ("sdpa", "eager"):
         config._attn_implementation = VARLEN
     return config._attn_implementation == VARLEN
@@ -190,7 +191,7 @@ def packed_forward(model, batch, device, **kwargs):
     a shared-prompt row (no seq_lens) needs `varlen_attention`."""
     import torch
 
-    attn = _hf(model).config._attn_implementation
+    attn = hf_model(model).config._attn_implementation
     if attn == VARLEN:
         kwargs["packed_plan"] = PackedPlan(batch["segments"], device)
     elif "seq_lens" not in batch:

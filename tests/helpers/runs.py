@@ -10,11 +10,10 @@ import torch
 
 from rlvr.config import load_recipe
 from rlvr.run.metrics import read_metrics
+from tests.helpers.models import CACHE, REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RECIPE = os.path.join(REPO, "recipes", "tiny-cpu.yaml")
 TOOLS_RECIPE = os.path.join(REPO, "recipes", "tiny-tools-cpu.yaml")
-CACHE = os.environ.get("RLVR_TEST_CACHE", os.path.join(REPO, ".cache", "rlvr"))
 
 
 def run_short(tmp_path, name: str, overrides: list[str], recipe: str = RECIPE) -> dict:
