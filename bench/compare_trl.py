@@ -45,11 +45,11 @@ CACHE = os.path.join(runs.REPO, ".cache", "bench", "compare_trl")
 # The configuration recommended for a 2-core CPU (README "Performance"): one trainer rank
 # with both cores (no sharding traffic on 2 cores), shared-prompt packing (the default), and
 # compiled kernels on both sides: vLLM's torch.compile (measured alone: 4.5 -> 3.7 s per
-# generate call) and the trainer's norm/MLP blocks (7.7 -> 7.2 s per step), ~50 s once at start;
+# generate call) and the trainer's decoder layers (`python -m bench.compile`), ~50 s once at start;
 # and weights through Ray's object store (`sync.method=ipc`: 0.23 s per sync of the 152 MB
 # model vs 0.41 s over a gloo broadcast, same run length, one machine).
 RECOMMENDED = ["trainer.num_workers=1", "trainer.num_threads=2", "rollout.num_threads=2",
-               "rollout.engine_kwargs.enforce_eager=false", "trainer.compile_blocks=true", "sync.method=ipc"]
+               "rollout.engine_kwargs.enforce_eager=false", "trainer.compile=layers", "sync.method=ipc"]
 
 
 # ------------------------------------------------------------------ measurements

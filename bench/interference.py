@@ -62,7 +62,7 @@ def main() -> None:
     spec = build(os.path.join(CACHE, "work"), work)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     cfg = TrainerConfig(backend="fsdp2", num_workers=1, num_threads=2, micro_batch_size=work.micro_batch_size,
-                        lr=work.lr, total_steps=100, compile_blocks=True, cpus_per_worker=1)
+                        lr=work.lr, total_steps=100, compile="blocks", cpus_per_worker=1)
     algo = AlgorithmConfig(clip_low=work.epsilon, clip_high=work.epsilon)
     [trainer] = TrainerGroup(cfg, algo, spec["model_dir"], seed=0).handles
     batch = samples(work)

@@ -40,13 +40,13 @@ class CriticConfig:
 
     def trainer_config(self, trainer):
         """The critic ranks' `TrainerConfig`: the trainer's backend, ranks, precision, threads and
-        prompt sharing, with the critic's optimisation and resources (no fused log-probs or block
+        prompt sharing, with the critic's optimisation and resources (no fused log-probs or
         compiling: a value head has no LM head)."""
         return replace(trainer, lr=self.lr, warmup_steps=self.lr_warmup_steps, lr_schedule="constant",
                        updates_per_step=self.updates_per_step,
                        micro_batch_size=self.micro_batch_size or trainer.micro_batch_size,
                        cpus_per_worker=self.cpus_per_worker, gpus_per_worker=self.gpus_per_worker,
-                       fused_logprobs=False, compile_blocks=False)
+                       fused_logprobs=False, compile="off")
 
 
 def critic_on(algorithm) -> bool:

@@ -57,8 +57,8 @@ def _check_agent(cfg) -> None:
 
 
 def _check_lora(lora, t, r) -> None:
-    require(not (lora.rank and t.compile_blocks), "trainer.compile_blocks",
-            "is not supported with LoRA (model.lora.rank > 0): the compiled MLP blocks would trace peft's layers")
+    require(not (lora.rank and t.compile != "off"), "trainer.compile",
+            "is not supported with LoRA (model.lora.rank > 0): the compiled modules would trace peft's layers")
     if lora.sync == "adapter" and lora.rank > 0:
         require(r.engine == "vllm", "model.lora.sync",
                 f"'adapter' needs the vllm engine (rollout.engine={r.engine!r} takes merged weights)")

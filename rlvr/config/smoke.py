@@ -14,7 +14,7 @@ eval sets, the multi-turn / agent settings and the async staleness. It replaces:
   Built-in models (`builtin:tiny`, `builtin:tiny-tools`) are kept;
 * GPUs by CPUs: no GPU asks, tensor parallel 1, fractional CPUs that fit a 2-core private
   cluster, at most 2 trainer ranks and 1 engine, one thread each, bf16 -> fp32, no node
-  pinning, only the semantic engine kwargs (`enable_prefix_caching`), `compile_blocks` off;
+  pinning, only the semantic engine kwargs (`enable_prefix_caching`), `trainer.compile` off;
 * the sizes: 2 steps of 4 prompts x at most 4 samples of at most 16 tokens, evaluation at the
   start and end only on 4 prompts, only the final checkpoint, no restarts;
 * the data: a few rows of each source (`path#N`: a seeded sample); a file that is not there (e.g. an unprepared
@@ -146,9 +146,9 @@ def _devices(cfg, said: list[str]) -> None:
     if dropped:
         said.append(f"engine_kwargs {', '.join(dropped)} dropped")
         r.engine_kwargs = {k: v for k, v in r.engine_kwargs.items() if k in ENGINE_KWARGS_KEPT}
-    if t.compile_blocks:
-        said.append("trainer.compile_blocks off")
-        t.compile_blocks = False
+    if t.compile != "off":
+        said.append("trainer.compile off")
+        t.compile = "off"
     if t.offload:
         said.append("trainer.offload kept (a no-op on CPU)")
     if cfg.sync.method == "broadcast" and gpus:

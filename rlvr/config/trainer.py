@@ -52,9 +52,12 @@ class TrainerConfig:
     # or (pack_sequences off) through the KV cache (rlvr.trainer.batch), which is off with
     # gradient_checkpointing (HF turns the cache off then)
     share_prompts: bool = True
-    # torch.compile the norm and MLP blocks (rlvr.trainer.compile): ~6% off a CPU step after
-    # ~20 s of compiling; needs a C++ compiler on CPU; not with DeepSpeed ZeRO-3
-    compile_blocks: bool = False
+    # torch.compile parts of the policy (rlvr.trainer.compile): `blocks` the norm and MLP blocks,
+    # `layers` whole decoder layers (packed layout; else blocks). On the CPU benchmark model,
+    # layers: 12% off a step with fixed-length completions, 5% with varied ones, after ~13-40 s
+    # of compiling at the first steps (python -m bench.compile); needs a C++ compiler on CPU;
+    # not with DeepSpeed ZeRO-3 or LoRA
+    compile: Literal["off", "blocks", "layers"] = "off"
     # log-probs and entropy from the final hidden states and the LM head weight, a chunk of tokens
     # at a time (rlvr.trainer.heads / rlvr.trainer.logprobs), never the [B, T, vocab] logits and
     # their float copy; falls back by itself for Gemma's logit soft-capping, LoRA on lm_head and
@@ -70,9 +73,9 @@ class TrainerConfig:
     fsdp2: FSDP2Config = field(default_factory=FSDP2Config)
 
     def check(self) -> None:
-        require(not (self.compile_blocks and self.backend == "deepspeed" and self.deepspeed.zero_stage == 3),
-                "trainer.compile_blocks", "is not supported with DeepSpeed ZeRO-3 (its hooks gather "
-                "parameters inside the blocks); use stage 1/2 or fsdp2")
+        require(not (self.compile != "off" and self.backend == "deepspeed" and self.deepspeed.zero_stage == 3),
+                "trainer.compile", "is not supported with DeepSpeed ZeRO-3 (its hooks gather "
+                "parameters inside the compiled modules); use stage 1/2 or fsdp2")
         require(self.num_workers >= 1, "trainer.num_workers", "must be >= 1")
         require(self.total_steps >= 1, "trainer.total_steps", "must be >= 1")
         require(self.lr > 0, "trainer.lr", "must be > 0")

@@ -236,6 +236,8 @@ def reduce_train_stats(results: list[dict]) -> dict:
         "train/approx_kl": mean("approx_kl_sum"),
         "train/worker_s": max(r.get("time", 0.0) for r in results),  # inside the ranks (the rest: Ray calls)
     }
+    if any("compile_s" in r for r in results):  # trainer.compile: seconds compiling so far (slowest rank)
+        out["train/compile_s"] = max(r.get("compile_s", 0.0) for r in results)
     if any("reverse_kl_sum" in r for r in results):  # distillation: KL(student || teacher) per sampled token
         out["distill/reverse_kl"] = mean("reverse_kl_sum")
     if any("gate_weight_sum" in r for r in results):  # SAPO: mean gradient weight of its soft gate

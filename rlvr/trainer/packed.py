@@ -65,14 +65,15 @@ def packed_groups(segments) -> tuple:
 
 def _rows(spans: list[tuple[int, int]], device):
     """Column indices [R, L] of right-padded rows holding each (start, length) span of the row, and
-    which are real [R, L]."""
+    the flat indices (into R * L, row-major) of the real ones: integer indices, not a boolean mask,
+    so that the attention has no data-dependent shape (`trainer.compile_layers` traces it)."""
     import torch
 
     width = max(n for _, n in spans)
     offsets = torch.arange(width)
     starts, lengths = torch.tensor([s for s, _ in spans]), torch.tensor([n for _, n in spans])
     valid = offsets[None] < lengths[:, None]
-    return ((starts[:, None] + offsets[None]) * valid).to(device), valid.to(device)
+    return ((starts[:, None] + offsets[None]) * valid).to(device), valid.flatten().nonzero()[:, 0].to(device)
 
 
 class PackedPlan:
@@ -84,7 +85,7 @@ class PackedPlan:
     under an explicit [C, 1, W, L + W] mask (head keys up to the prompt's length; causal inside
     the completion)."""
 
-    def __init__(self, segments, device):
+    def __init__(self, segments, device, windows=(None,)):
         import torch
 
         heads, tails = [], []
@@ -94,15 +95,19 @@ class PackedPlan:
                 continue
             heads.append((start, p))
             tails += [(c0, c, len(heads) - 1) for c0, c in completions if c]
-        self.head_idx, self.head_valid = _rows(heads, device)
-        self.cols = self.head_idx[self.head_valid]
+        self.head_idx, self.head_real = _rows(heads, device)
+        self.cols = self.head_idx.flatten()[self.head_real]
         self.tail_idx = None
         if tails:
-            self.tail_idx, self.tail_valid = _rows([(c0, c) for c0, c, _ in tails], device)
+            self.tail_idx, self.tail_real = _rows([(c0, c) for c0, c, _ in tails], device)
             self.tail_head = torch.tensor([h for _, _, h in tails], device=device)
             self.prompt_len = torch.tensor([heads[h][1] for _, _, h in tails], device=device)
-            self.cols = torch.cat([self.cols, self.tail_idx[self.tail_valid]])
+            self.cols = torch.cat([self.cols, self.tail_idx.flatten()[self.tail_real]])
         self.masks: dict = {}  # per sliding window (None: none)
+        for window in windows:  # made here, not in the (maybe compiled) layers: no side effects there
+            self.head_mask(window)
+            if tails:
+                self.tail_mask(window)
 
     def head_mask(self, window):
         """None (SDPA's is_causal) or the [L, L] causal mask with a sliding window."""
@@ -159,14 +164,14 @@ def varlen_attention(module, query, key, value, attention_mask, dropout: float =
     mask = plan.head_mask(sliding_window)
     out = F.scaled_dot_product_attention(*heads, attn_mask=mask, dropout_p=dropout, is_causal=mask is None,
                                          scale=scaling, enable_gqa=gqa)
-    parts = [out.transpose(1, 2)[plan.head_valid]]  # [n, h, D], real columns in `plan.cols` order
+    parts = [out.transpose(1, 2).flatten(0, 1)[plan.head_real]]  # [n, h, D], real columns in `plan.cols` order
     if plan.tail_idx is not None:
         q = gather(query, plan.tail_idx)
         k = torch.cat([heads[1][plan.tail_head], gather(key, plan.tail_idx)], dim=2)
         v = torch.cat([heads[2][plan.tail_head], gather(value, plan.tail_idx)], dim=2)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=plan.tail_mask(sliding_window), dropout_p=dropout,
                                              scale=scaling, enable_gqa=gqa)
-        parts.append(out.transpose(1, 2)[plan.tail_valid])
+        parts.append(out.transpose(1, 2).flatten(0, 1)[plan.tail_real])
     values = torch.cat(parts)
     return values.new_zeros(query.shape[2], *values.shape[1:]).index_put((plan.cols,), values)[None], None
 
@@ -191,9 +196,11 @@ def packed_forward(model, batch, device, **kwargs):
     a shared-prompt row (no seq_lens) needs `varlen_attention`."""
     import torch
 
-    attn = hf_model(model).config._attn_implementation
+    config = hf_model(model).config
+    attn = config._attn_implementation
     if attn == VARLEN:
-        kwargs["packed_plan"] = PackedPlan(batch["segments"], device)
+        window = getattr(config, "sliding_window", None)
+        kwargs["packed_plan"] = PackedPlan(batch["segments"], device, {None, window})
     elif "seq_lens" not in batch:
         raise ValueError(f"a packed row with shared prompts needs {VARLEN} attention, not {attn!r}")
     else:  # flash attention's varlen kernel reads these; the others ignore them

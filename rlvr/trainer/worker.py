@@ -23,6 +23,7 @@ import time
 
 from rlvr.config import AlgorithmConfig, LoRAConfig, TrainerConfig
 from rlvr.trainer.batch import collate, collate_packed, collate_shared, split_by_tokens, split_micro
+from rlvr.trainer.compile import compile_policy, compile_seconds
 from rlvr.trainer.packed import packing_reason, use_varlen_attention
 from rlvr.types import TrainSample
 
@@ -80,12 +81,10 @@ class TrainerWorker:
 
             model = self.peft_model = lora.wrap(model, self.lora)
             self.lora_specs = lora.merge_specs(model)
-        if cfg.compile_blocks:  # rejected with LoRA by the recipe checks
-            from rlvr.trainer.compile import compile_blocks
-
-            compile_blocks(model)
         self.notes: list[str] = []  # what the user should know about this setup (`notices`)
         self.pack = cfg.pack_sequences and self._packable(model)
+        if cfg.compile != "off":  # rejected with LoRA by the recipe checks
+            self.notes += compile_policy(model, cfg.compile, packed=self.pack)
         # the shared-prompt layout runs prompts with the KV cache on, which HF's gradient checkpointing turns
         # off; packed, prompts are shared inside the row (rlvr.trainer.batch.collate_packed)
         self.share_prompts = cfg.share_prompts and not cfg.gradient_checkpointing and not self.pack
@@ -101,7 +100,7 @@ class TrainerWorker:
         self.fused = self._fused_logprobs(model)
         self.ref_model = None
         if self.algo.kl.coef > 0 and not self.lora:  # a frozen copy of the starting policy on every rank
-            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32).to(self.device)
+            self.ref_model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).to(self.device)
             self.ref_model.eval().requires_grad_(False)
             if self.pack:
                 use_varlen_attention(self.ref_model)
@@ -124,7 +123,7 @@ class TrainerWorker:
         if AutoTokenizer.from_pretrained(self.teacher_path).get_vocab() != tokenizer.get_vocab():
             raise ValueError(f"teacher.path {self.teacher_path}: its tokenizer differs from the student's "
                              "(distillation compares log-probs of the same token ids)")
-        teacher = AutoModelForCausalLM.from_pretrained(self.teacher_path, torch_dtype=torch.float32).to(self.device)
+        teacher = AutoModelForCausalLM.from_pretrained(self.teacher_path, dtype=torch.float32).to(self.device)
         if self.fused:
             from rlvr.trainer.heads import fused_head_reason
 
@@ -145,7 +144,7 @@ class TrainerWorker:
         import torch
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(model_path, torch_dtype=torch.float32)
+        return AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
 
     def ping(self) -> int:
         return self.rank
@@ -237,6 +236,8 @@ class TrainerWorker:
                 _add(totals, stats)
             totals["grad_norm"] += self.backend.step() / len(minis)
         totals["lr"] = self.backend.lr()
+        if self.cfg.compile != "off" and (seconds := compile_seconds()) is not None:
+            totals["compile_s"] = seconds  # so far, in this process
         totals["time"] = time.perf_counter() - t0
         return totals
 

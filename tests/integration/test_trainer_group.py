@@ -21,7 +21,7 @@ def reference_loss_and_grad_norm(model_dir: str, samples: list[TrainSample], agg
                                  max_tokens: int | None = None) -> tuple[float, float]:
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     batch = collate(samples, pad_id=0)
     T = batch["targets"].shape[1]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -100,7 +100,7 @@ def _near_policy_rollouts(model_dir: str, samples: list[TrainSample]) -> list[Tr
 
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     batch = collate(samples, pad_id=0)
     T = batch["targets"].shape[1]
     with torch.no_grad():
@@ -139,7 +139,7 @@ def test_gspo_tis_entropy_dual_clip_match_single_process(ray_cluster, random_mod
     finally:
         group.stop()
 
-    model = AutoModelForCausalLM.from_pretrained(random_model_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(random_model_dir, dtype=torch.float32)
     batch = collate(samples, pad_id=0)
     T = batch["targets"].shape[1]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

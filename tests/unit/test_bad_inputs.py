@@ -84,8 +84,8 @@ CLI_ROWS = [
     ("more eval pairs than the task has", None, ["data.arithmetic.max_operand=3", "data.arithmetic.num_eval=16"],
      "data.arithmetic.num_eval: must be in [0, 15]", 2),  # operands 0..3: 4 x 4 = 16 pairs
     ("compiled blocks under ZeRO-3", None,
-     ["trainer.compile_blocks=true", "trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=3"],
-     "trainer.compile_blocks: is not supported with DeepSpeed ZeRO-3", 2),
+     ["trainer.compile=layers", "trainer.backend=deepspeed", "trainer.deepspeed.zero_stage=3"],
+     "trainer.compile: is not supported with DeepSpeed ZeRO-3", 2),
     # (braces doubled: the rows go through str.format)
     ("eval set without a path", None, ["eval.sets=[{{name: x}}]"], "eval.sets[0]: needs at least {{name, path}}", 2),
     ("eval set with a bad sample count", None, ["eval.sets=[{{name: x, path: builtin:arithmetic, n: 0}}]"],
@@ -96,8 +96,8 @@ CLI_ROWS = [
     ("row byte cap too small", None, ["data.max_row_bytes=10"], "data.max_row_bytes: must be an integer >= 1024", 2),
     ("LoRA dropout out of range", None, ["model.lora.rank=8", "model.lora.dropout=1.5"],
      "model.lora.dropout: must be in [0, 1), got 1.5", 2),
-    ("compiled blocks with LoRA", None, ["model.lora.rank=8", "trainer.compile_blocks=true"],
-     "trainer.compile_blocks: is not supported with LoRA", 2),
+    ("compiled blocks with LoRA", None, ["model.lora.rank=8", "trainer.compile=blocks"],
+     "trainer.compile: is not supported with LoRA", 2),
     ("good model and data (control)", None,
      ["model.path={c}/model-ok", "data.train_path={c}/good.jsonl", "cluster.num_cpus=4"], "", 0),
 ]

@@ -1,5 +1,7 @@
-"""`trainer.compile_blocks`: compiled norm/MLP blocks give the eager model's logits and gradients,
-one compiled function per block class, on the shared-prompt path the trainer runs."""
+"""`trainer.compile` (`rlvr.trainer.compile`): compiled norm/MLP blocks (on the padded
+shared-prompt path) and compiled whole decoder layers (on the packed path) give the eager
+model's log-probs and gradients, one compiled function per class; the layers trace without a
+graph break (a break would mean eager attention between two compiled halves)."""
 
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import shutil
 import pytest
 import torch
 
-from rlvr.trainer.batch import collate_shared
+from rlvr.trainer.batch import collate_packed, collate_shared
+from rlvr.trainer.compile import compile_modules, compile_seconds
+from rlvr.trainer.packed import use_varlen_attention
+from rlvr.trainer.worker import completion_logits, shared_prompt_logits
 from rlvr.types import TrainSample
-from rlvr.trainer.compile import compile_blocks
-from rlvr.trainer.worker import shared_prompt_logits
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                                 reason="torch.compile on CPU needs a C++ compiler")
@@ -26,31 +29,35 @@ def _model():
     return AutoModelForCausalLM.from_config(config, dtype=torch.float32).train()
 
 
-def _loss_and_grads(model, batches):
+def _loss_and_grads(model, batches, forward=shared_prompt_logits, device="cpu"):
     model.zero_grad()
     total = 0.0
     for batch in batches:
-        logits = shared_prompt_logits(model, batch, "cpu")
-        loss = (logits.log_softmax(-1).gather(-1, batch["targets"][..., None]).squeeze(-1)
-                * batch["completion_mask"]).sum()
+        logits = forward(model, batch, device)
+        loss = (logits.log_softmax(-1).gather(-1, batch["targets"].to(device)[..., None]).squeeze(-1)
+                * batch["completion_mask"].to(device)).sum()
         loss.backward()
         total += loss.item()
-    return total, {n: p.grad.clone() for n, p in model.named_parameters()}
+    return total, {n: p.grad.cpu() for n, p in model.named_parameters()}
+
+
+def _sampler():
+    g = torch.Generator().manual_seed(1)
+
+    def sample(prompt_len, completion_len, n=3):
+        prompt = torch.randint(3, 64, (prompt_len,), generator=g).tolist()
+        return [TrainSample(prompt, torch.randint(3, 64, (completion_len,), generator=g).tolist(), 1.0,
+                            [0.0] * completion_len) for _ in range(n)]
+    return sample
 
 
 def test_compiled_blocks_match_eager():
     eager = _model()
     compiled = _model()
-    names = compile_blocks(compiled)
+    names = compile_modules(compiled, "blocks")
     assert names == ["Qwen3MLP", "Qwen3RMSNorm"]
-    g = torch.Generator().manual_seed(1)
-
-    def sample(prompt_len, completion_len):
-        prompt = torch.randint(3, 64, (prompt_len,), generator=g).tolist()
-        return [TrainSample(prompt, torch.randint(3, 64, (completion_len,), generator=g).tolist(), 1.0,
-                            [0.0] * completion_len) for _ in range(3)]
-
     # two micro-batch shapes, as a step with uneven lengths gives the trainer
+    sample = _sampler()
     batches = [collate_shared(sample(5, 7) + sample(6, 4), 0), collate_shared(sample(9, 11), 0)]
     want_loss, want = _loss_and_grads(eager, batches)
     got_loss, got = _loss_and_grads(compiled, batches)
@@ -59,3 +66,46 @@ def test_compiled_blocks_match_eager():
         torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-5, msg=name)
     assert all(type(m).forward is not m.forward.__func__ for m in compiled.modules()
                if type(m).__name__.endswith(("MLP", "RMSNorm")))
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_compiled_layers_match_eager_on_packed_rows(device):
+    from torch._dynamo.utils import counters
+
+    eager, compiled = _model().to(device), _model().to(device)
+    for model in (eager, compiled):
+        assert use_varlen_attention(model)
+    assert compile_modules(compiled, "layers") == ["Qwen3DecoderLayer"]
+    assert not torch._dynamo.config.suppress_errors  # a failed compile fails the test (the trainer runs it eagerly)
+    sample = _sampler()
+    # two rows of different shapes (the second compile has dynamic shapes, as in training): shared
+    # prompts with several completions each, and a prompt with one completion right after it
+    batches = [collate_packed(sample(5, 7) + sample(6, 4, n=2) + sample(4, 9, n=1), 0, share=True),
+               collate_packed(sample(9, 11, n=2) + sample(3, 2, n=1), 0, share=True)]
+    counters.clear()
+    want_loss, want = _loss_and_grads(eager, batches, completion_logits, device)
+    got_loss, got = _loss_and_grads(compiled, batches, completion_logits, device)
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert counters["stats"]["unique_graphs"] >= 1  # compiled, not run eagerly
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    for name, grad in want.items():
+        torch.testing.assert_close(got[name], grad, rtol=1e-4, atol=1e-5, msg=name)
+    assert compile_seconds() > 0
+
+
+def test_the_trainer_compiles_layers_only_on_the_packed_layout():
+    """`compile_policy` (what `trainer.compile` runs): on the padded layout (a KV cache through the
+    layers) `layers` compiles the blocks instead and says so; a compile failure runs eagerly."""
+    from rlvr.trainer.compile import compile_policy
+
+    before = torch._dynamo.config.suppress_errors
+    try:
+        padded, packed = _model(), _model()
+        notes = compile_policy(padded, "layers", packed=False)
+        assert "norm and MLP blocks only" in notes[0] and "Qwen3MLP, Qwen3RMSNorm compiled" in notes[1]
+        assert "Qwen3DecoderLayer compiled" in compile_policy(packed, "layers", packed=True)[0]
+        layer = packed.model.layers[0]
+        assert layer.forward.__func__ is not type(layer).forward and "forward" not in layer.mlp.__dict__
+        assert torch._dynamo.config.suppress_errors
+    finally:
+        torch._dynamo.config.suppress_errors = before

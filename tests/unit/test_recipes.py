@@ -150,9 +150,10 @@ def test_smoke_of_the_cli_names_an_unknown_model_in_one_line():
 
 def test_smoke_drops_the_cluster_address_and_gpu_only_settings():
     real = load_recipe(os.path.join(REPO, "recipes", "multinode-qwen3-8b.yaml"),
-                       ["cluster.address=ray://head:10001", "trainer.compile_blocks=false",
+                       ["cluster.address=ray://head:10001", "trainer.compile=layers",
                         "rollout.tensor_parallel_size=2", "trainer.resources={node_a: 1}"], check=False)
     cfg, lines = smoke_config(real)
     assert cfg.cluster.address is None and cfg.rollout.tensor_parallel_size == 1 and cfg.trainer.resources == {}
+    assert cfg.trainer.compile == "off" and "trainer.compile off" in lines[0]
     assert "cluster.address dropped" in lines[0] and "tensor_parallel_size 2 -> 1" in lines[0]
     assert real.cluster.address == "ray://head:10001"
