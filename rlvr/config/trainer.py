@@ -54,9 +54,8 @@ class TrainerConfig:
     share_prompts: bool = True
     # torch.compile parts of the policy (rlvr.trainer.compile): `blocks` the norm and MLP blocks,
     # `layers` whole decoder layers (packed layout; else blocks). On the CPU benchmark model,
-    # layers: 12% off a step with fixed-length completions, 5% with varied ones, after ~13-40 s
-    # of compiling at the first steps (python -m bench.compile); needs a C++ compiler on CPU;
-    # not with DeepSpeed ZeRO-3 or LoRA
+    # layers take 6-7% off a step after ~10-20 s of compiling in the first steps (python -m
+    # bench.compile); needs a C++ compiler on CPU; not with DeepSpeed ZeRO-3 or LoRA
     compile: Literal["off", "blocks", "layers"] = "off"
     # log-probs and entropy from the final hidden states and the LM head weight, a chunk of tokens
     # at a time (rlvr.trainer.heads / rlvr.trainer.logprobs), never the [B, T, vocab] logits and

@@ -5,16 +5,16 @@ Why: on a 2-core CPU a trainer step of the benchmark model (`bench.compare_trl`:
 parameters, 12 layers) spends ~77% of its time in matmuls and most of the rest in unfused
 elementwise ops (RMSNorm's pow/mean/rsqrt/mul, the gated MLP's silu/mul, rotary embeddings,
 residual adds) that compiling fuses. Measured in one process, eager and compiled taking
-turns on the same samples (`python -m bench.compile`, figures in its docstring and the
-README's Performance section): fixed 64-token completions, layers 6.5 s vs eager 7.4 s
-(blocks 6.7 s); completions of 8..64 tokens (shapes change every micro-batch: Dynamo's
-dynamic shapes), layers 4.5 s vs eager 4.7 s. Compiling costs ~13 s at the first step and
-~25 s more when the shapes first change (cold cache; much less with Inductor's on-disk cache
-warm), which is why it is off by default: the default tiny recipe never wins it back.
+turns on the same samples (`python -m bench.compile`, 2026-12-05; the README's Performance
+section): fixed 64-token completions, layers 6.75 s vs eager 7.21 s (blocks 6.96 s);
+completions of 8..64 tokens (a new row length every micro-batch), layers 4.45 s vs eager
+4.80 s (blocks 4.72 s). Compiling adds ~10-20 s to the first step (Inductor's on-disk cache
+cold; less when warm), which is why it is off by default: the default tiny recipe (a
+2-layer model, ~0.4 s steps) never wins it back.
 
 Layers compile with `dynamic=True`: every packed row has its own length, so the first shape
-change would recompile anyway, and Inductor 2.13 failed on that automatic recompile for one
-pair of rows (a symbolic-shape bug: "Exponent must be non-negative"); compiled with symbolic
+change would recompile anyway (with static shapes the fixed-length step was 6.5 vs 7.4 s, but
+real rows vary), and Inductor 2.13 failed on that automatic recompile for one pair of rows (a symbolic-shape bug: "Exponent must be non-negative"); compiled with symbolic
 shapes from the start, the same rows and a randomized sweep of rows match eager. Should a
 compiler still fail on some shape, the trainer runs that call eagerly (Dynamo's
 `suppress_errors`, set in the trainer's process only): slower, not a dead run.

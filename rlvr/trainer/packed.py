@@ -66,7 +66,7 @@ def packed_groups(segments) -> tuple:
 def _rows(spans: list[tuple[int, int]], device):
     """Column indices [R, L] of right-padded rows holding each (start, length) span of the row, and
     the flat indices (into R * L, row-major) of the real ones: integer indices, not a boolean mask,
-    so that the attention has no data-dependent shape (`trainer.compile_layers` traces it)."""
+    so that the attention has no data-dependent shape (`trainer.compile=layers` traces it)."""
     import torch
 
     width = max(n for _, n in spans)
