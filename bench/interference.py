@@ -11,7 +11,7 @@ work, timed through the real trainer actor in four situations:
                 also carries the push's buffers)
 
 Same samples every step (8 prompts x 8 completions x 64 tokens, micro-batch 16), the
-recommended 2-core configuration (one trainer rank with 2 threads, compiled blocks; the
+recommended 2-core configuration (one trainer rank with 2 threads, compiled layers; the
 engine compiled, 2 threads). Prints the median `train_step` seconds of each situation,
 measured inside the actor, and the generate seconds. Noisy on a shared machine: run it
 on a quiet one and compare the rows of one invocation.
@@ -62,7 +62,7 @@ def main() -> None:
     spec = build(os.path.join(CACHE, "work"), work)
     ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     cfg = TrainerConfig(backend="fsdp2", num_workers=1, num_threads=2, micro_batch_size=work.micro_batch_size,
-                        lr=work.lr, total_steps=100, compile="blocks", cpus_per_worker=1)
+                        lr=work.lr, total_steps=100, compile="layers", cpus_per_worker=1)
     algo = AlgorithmConfig(clip_low=work.epsilon, clip_high=work.epsilon)
     [trainer] = TrainerGroup(cfg, algo, spec["model_dir"], seed=0).handles
     batch = samples(work)
