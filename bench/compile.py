@@ -56,21 +56,26 @@ def _forwards(model, mode: str) -> dict:
     return table
 
 
-def _samples(spec: dict, setting: str, rng: random.Random):
+def _prompts(spec: dict) -> tuple[list[list[int]], int]:
+    """The step's prompts, tokenized (read once), and the vocabulary size."""
     from transformers import AutoTokenizer
-
-    from rlvr.types import TrainSample
 
     tok = AutoTokenizer.from_pretrained(spec["model_dir"])
     with open(spec["prompts_path"]) as f:
         rows = [json.loads(line) for line in f][:spec["prompts_per_step"]]
+    return [tok(row["prompt"])["input_ids"] for row in rows], len(tok)
+
+
+def _samples(prompts: list[list[int]], vocab: int, group: int, setting: str, rng: random.Random):
+    """`group` random completions per prompt, of the setting's lengths (new ones every call)."""
+    from rlvr.types import TrainSample
+
     low, high = SETTINGS[setting]
     out = []
-    for row in rows:
-        prompt = tok(row["prompt"])["input_ids"]
-        for _ in range(spec["group_size"]):
+    for prompt in prompts:
+        for _ in range(group):
             n = rng.randint(low, high)
-            out.append(TrainSample(prompt, [rng.randrange(3, len(tok)) for _ in range(n)], rng.uniform(-1, 1),
+            out.append(TrainSample(prompt, [rng.randrange(3, vocab) for _ in range(n)], rng.uniform(-1, 1),
                                    [-1.0] * n))
     return out
 
@@ -85,10 +90,11 @@ def run(setting: str, steps: int) -> dict:
     spec = build(os.path.join(CACHE, "work"), Work())
     worker = _worker(spec)
     tables = {mode: _forwards(worker.hf_model, mode) for mode in MODES}
+    prompts, vocab = _prompts(spec)
     rng = random.Random(0)
     times: dict[str, list[float]] = {mode: [] for mode in MODES}
     for step in range(steps + 1):
-        samples = _samples(spec, setting, rng)
+        samples = _samples(prompts, vocab, spec["group_size"], setting, rng)
         tokens = float(sum(len(s.completion_ids) for s in samples))
         num_micro = -(-len(samples) // spec["micro_batch_size"])
         for mode in MODES:
