@@ -79,6 +79,7 @@ Design, and what in vLLM 0.32 it rests on:
 
 from __future__ import annotations
 
+import gc
 import os
 import time
 
@@ -110,6 +111,11 @@ class VLLMEngine(WeightSyncMixin):
 
         from vllm import LLM  # after the environment is set
 
+        # vLLM's start-up runs full garbage collections (model loading, and its own
+        # `freeze_gc_heap` at the end), each walking every object the imports made; frozen
+        # here, they are skipped: an engine starts ~0.8 s sooner (8.8 -> 8.0 s on 2 cores).
+        # vLLM freezes its heap after start-up itself; this only moves the freeze earlier.
+        gc.freeze()
         _quiet_rotary_reload_warning()
         self._sleep_mode = bool(options.get("enable_sleep_mode")) and torch.cuda.is_available()
         self.llm = LLM(model=model_path, **options)

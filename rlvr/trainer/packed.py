@@ -108,6 +108,12 @@ class PackedPlan:
             self.head_mask(window)
             if tails:
                 self.tail_mask(window)
+        # Every size here changes from row to row: symbolic from the first compile of the layers
+        # (`trainer.compile=layers`), not specialized and recompiled on the next row (a recompile
+        # on 2 cores costs ~10 s). No effect when nothing is compiled.
+        for t in [v for v in vars(self).values() if isinstance(v, torch.Tensor)] + list(self.masks.values()):
+            if t is not None and t.dim():
+                torch._dynamo.maybe_mark_dynamic(t, list(range(t.dim())))
 
     def head_mask(self, window):
         """None (SDPA's is_causal) or the [L, L] causal mask with a sliding window."""
@@ -127,17 +133,18 @@ class PackedPlan:
 
         if ("tail", window) not in self.masks:
             device = self.tail_idx.device
-            i = torch.arange(self.tail_idx.shape[1], device=device)[None, :, None]  # [1, W, 1]
-            j = torch.arange(self.head_idx.shape[1], device=device)[None, None, :]  # [1, 1, L]
-            p = self.prompt_len[:, None, None]
+            i = torch.arange(self.tail_idx.shape[1], device=device)[None, None, :, None]  # [1, 1, W, 1]
+            j = torch.arange(self.head_idx.shape[1], device=device)[None, None, None, :]  # [1, 1, 1, L]
+            p = self.prompt_len[:, None, None, None]
             to_prompt = j < p
-            to_self = i.transpose(1, 2) <= i  # [1, W, W]: key i' <= query i
+            to_self = i.transpose(2, 3) <= i  # [1, 1, W, W]: key i' <= query i
             if window is not None:
                 to_prompt = to_prompt & (p + i - j < window)
-                to_self = to_self & (i - i.transpose(1, 2) < window)
+                to_self = to_self & (i - i.transpose(2, 3) < window)
             n, w, length = len(p), self.tail_idx.shape[1], self.head_idx.shape[1]
-            mask = torch.cat([to_prompt.expand(n, w, length), to_self.expand(n, w, w)], dim=2)
-            self.masks["tail", window] = mask[:, None]
+            # a tensor of its own (not a view): no guard on a base tensor's strides when compiled
+            self.masks["tail", window] = torch.cat([to_prompt.expand(n, 1, w, length), to_self.expand(n, 1, w, w)],
+                                                   dim=3)
         return self.masks["tail", window]
 
 

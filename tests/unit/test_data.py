@@ -205,6 +205,18 @@ def test_render_raw_prompt(tokenizer):
     assert p2.text == "a\n\nb"
 
 
+@pytest.mark.parametrize("template", [True, False])
+def test_render_tokenizes_in_batches_as_one_text_at_a_time(tokenizer, monkeypatch, template):
+    """Batched tokenization (`TOKENIZE_BATCH` texts per call) gives each prompt the ids of its own
+    text, in row order, across batch boundaries and lengths."""
+    monkeypatch.setattr(data_prompts, "TOKENIZE_BATCH", 2)
+    rows = [{"prompt": "1" * n + "+2=", "answer": "3"} for n in (1, 7, 2, 12, 4)]
+    prompts = data_prompts.render_prompts(rows, tokenizer, DataConfig(apply_chat_template=template))
+    assert [p.text.count("1") for p in prompts] == [1, 7, 2, 12, 4]
+    assert [p.token_ids for p in prompts] == [tokenizer(p.text, add_special_tokens=not template)["input_ids"]
+                                              for p in prompts]
+
+
 def test_render_needs_a_chat_template(tokenizer):
     class NoTemplate:
         chat_template = None
