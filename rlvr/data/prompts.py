@@ -41,6 +41,9 @@ def chat_messages(row: dict, system_prompt: str | None) -> list[dict]:
     return messages
 
 
+TOKENIZE_BATCH = 1024  # texts per tokenizer call in `render_prompts`
+
+
 def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig, tools: list[dict] | None = None,
                    start=None) -> list[Prompt]:
     """Turn rows into `Prompt`s: chat template (with generation prompt) or the raw string.
@@ -60,8 +63,8 @@ def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig, tools:
             text = row["prompt"] if "prompt" in row and not data_cfg.system_prompt else \
                 "\n\n".join(m["content"] for m in messages)
         rendered.append((row, messages, text))
-    # Tokenized in batches (one call per TOKENIZE_BATCH texts, not one per text: a 20k-prompt
-    # dataset 1.2 -> 0.2 s at every run start); the same ids as one call per text.
+    # Tokenized in batches, one call per TOKENIZE_BATCH texts instead of one per text (the
+    # default 20k-prompt set renders in 0.88 s instead of 1.02 s at every run start); same ids.
     prompts = []
     for start_at in range(0, len(rendered), TOKENIZE_BATCH):
         chunk = rendered[start_at:start_at + TOKENIZE_BATCH]
@@ -70,9 +73,6 @@ def render_prompts(rows: Iterable[dict], tokenizer, data_cfg: DataConfig, tools:
             prompts.append(Prompt(text=text, token_ids=list(token_ids), answer=row["answer"],
                                   metadata=dict(row.get("metadata", {})), messages=list(messages)))
     return prompts
-
-
-TOKENIZE_BATCH = 1024
 
 
 def observation_tokens(tokenizer, messages: list[dict], end_of_turn: str, template_kwargs: dict | None = None

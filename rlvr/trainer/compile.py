@@ -5,11 +5,11 @@ Why: on a 2-core CPU a trainer step of the benchmark model (`bench.compare_trl`:
 parameters, 12 layers) spends ~77% of its time in matmuls and most of the rest in unfused
 elementwise ops (RMSNorm's pow/mean/rsqrt/mul, the gated MLP's silu/mul, rotary embeddings,
 residual adds) that compiling fuses. Measured in one process, eager and compiled taking
-turns on the same samples (`python -m bench.compile`, 2026-12-05; the README's Performance
-section): fixed 64-token completions, layers 6.75 s vs eager 7.21 s (blocks 6.96 s);
-completions of 8..64 tokens (a new row length every micro-batch), layers 4.45 s vs eager
-4.80 s (blocks 4.72 s). Compiling adds ~10-20 s to the first step (Inductor's on-disk cache
-cold; less when warm), which is why it is off by default: the default tiny recipe (a
+turns on the same samples (`python -m bench.compile`, 2026-12-05, Inductor's cache empty; the
+README's Performance section): fixed 64-token completions, layers 6.81 s vs eager 7.33 s
+(blocks 7.23 s); completions of 8..64 tokens (a new row length every micro-batch), layers
+4.73 s vs eager 5.00 s (blocks 4.95 s). Compiling adds ~10-25 s to the first step (less with
+the on-disk cache warm), which is why it is off by default: the default tiny recipe (a
 2-layer model, ~0.4 s steps) never wins it back.
 
 Both modes compile with `dynamic=True`: every micro-batch has its own length, so the first
@@ -48,7 +48,7 @@ def compile_modules(model, mode: str) -> list[str]:
         cls = type(module)
         if not cls.__name__.endswith(SUFFIXES[mode]):
             continue
-        if cls not in compiled:  # layers: shapes symbolic from the start (see the module docstring)
+        if cls not in compiled:  # shapes symbolic from the start (see the module docstring)
             compiled[cls] = torch.compile(cls.forward, dynamic=True)
         module.forward = types.MethodType(compiled[cls], module)
     return sorted(cls.__name__ for cls in compiled)

@@ -112,7 +112,7 @@ class PackedPlan:
         # (`trainer.compile=layers`), not specialized and recompiled on the next row (a recompile
         # on 2 cores costs ~10 s). No effect when nothing is compiled.
         for t in [v for v in vars(self).values() if isinstance(v, torch.Tensor)] + list(self.masks.values()):
-            if t is not None and t.dim():
+            if t.dim():
                 torch._dynamo.maybe_mark_dynamic(t, list(range(t.dim())))
 
     def head_mask(self, window):
